@@ -1,0 +1,48 @@
+"""What every bench script records beside its figures, so the next person compares like with like."""
+
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+PACKAGES = ("numpy", "torch", "onnxruntime", "pyzmq")
+
+
+def machine() -> dict:
+    """Cores, CPU model, platform and the versions that move the numbers."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "cores": os.cpu_count(),
+        "cpu": models[0] if models else platform.processor(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        **versions,
+    }
+
+
+def write_result(name: str, figures: dict, out: Path | None = None) -> Path:
+    """bench/results/<name>.json: the command line, machine and date, then the figures."""
+    out = out or RESULTS / f"{name}.json"
+    report = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        **figures,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out}")
+    return out

@@ -1,0 +1,141 @@
+"""Measurement: spikes -> GCaMP-like calcium -> noisy two-photon samples of each plane at the
+volume rate -> deconvolved-like activity resampled onto the 30 Hz stimulus grid.
+
+This is why recorded responses are noisier, later and blurrier than the rates: Poisson spiking
+with slow gain fluctuations (shared and private), a calcium indicator that rises in ~0.2 s and
+decays with a half-time of ~0.55 s (GCaMP6s), shot-like noise per sample, a plane sampled only
+every 1/volume_rate s at its own phase, and a simple AR(1) deconvolution that keeps only events
+above the noise, then linear interpolation onto the 30 Hz frames as in the Sensorium release.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .planes import PlaneTiming
+from .temporal import leaky_sum
+
+FRAME_RATE_HZ = 30.0
+
+
+@dataclass(frozen=True)
+class ImagingConfig:
+    n_planes: int = 3
+    volume_rate_hz: float = 7.5  # 3 planes + 1 flyback frame at a 30 Hz frame rate
+    flyback_frames: int = 1
+    first_depth_um: float = 200.0
+    plane_spacing_um: float = 40.0
+    tau_rise_s: float = 0.07
+    tau_decay_s: tuple[float, float] = (0.8, 0.15)  # median, log-sd (half-time ~0.55 s)
+    spike_dff: tuple[float, float] = (0.25, 0.3)  # dF/F of one spike: median, log-sd
+    saturation_dff: float = 4.0
+    noise_dff: tuple[float, float] = (0.08, 0.35)  # noise sd of one sample: median, log-sd
+    event_threshold_sd: float = 1.0  # deconvolved events smaller than this many noise sd are dropped
+    shared_gain_sd: float = 0.15  # trial-to-trial gain shared by all neurons (log-sd)
+    private_gain_sd: float = 0.3  # each neuron's own slow gain fluctuation (log-sd)
+    private_gain_tau_s: float = 1.0
+
+    def __post_init__(self):
+        if self.n_planes < 1 or self.flyback_frames < 0 or self.volume_rate_hz <= 0:
+            raise ValueError(
+                f"imaging needs n_planes >= 1, flyback_frames >= 0 and volume_rate_hz > 0, got "
+                f"{self.n_planes}, {self.flyback_frames}, {self.volume_rate_hz}"
+            )
+
+    @property
+    def plane_offsets_s(self) -> np.ndarray:
+        """Plane p is scanned p frames after the volume starts; flyback frames end the volume."""
+        return np.arange(self.n_planes) / (self.volume_rate_hz * (self.n_planes + self.flyback_frames))
+
+    @property
+    def plane_depths_um(self) -> np.ndarray:
+        return self.first_depth_um + self.plane_spacing_um * np.arange(self.n_planes)
+
+    def timing(self, plane: np.ndarray) -> PlaneTiming:
+        return PlaneTiming(self.n_planes, self.volume_rate_hz, plane, self.plane_offsets_s)
+
+
+@dataclass(frozen=True, eq=False)
+class Indicator:
+    """Per-neuron indicator and noise parameters, arrays of length N."""
+
+    tau_decay_s: np.ndarray
+    spike_dff: np.ndarray
+    noise_dff: np.ndarray
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, n: int, cfg: ImagingConfig) -> Indicator:
+        def lognormal(median_logsd):
+            return (median_logsd[0] * np.exp(rng.normal(0, median_logsd[1], n))).astype(np.float32)
+
+        return cls(lognormal(cfg.tau_decay_s), lognormal(cfg.spike_dff), lognormal(cfg.noise_dff))
+
+
+def spike_counts(rates_hz: np.ndarray, rng: np.random.Generator, cfg: ImagingConfig) -> np.ndarray:
+    """(T, N) spikes per 30 Hz frame: Poisson, with gain fluctuating from trial to trial (all
+    neurons together) and slowly within it (each neuron on its own)."""
+    phi = np.exp(-1.0 / (cfg.private_gain_tau_s * FRAME_RATE_HZ))
+    sd = cfg.private_gain_sd
+    shocks = rng.normal(0.0, sd * np.sqrt(1 - phi**2), rates_hz.shape).astype(np.float32)
+    shocks[0] += phi * rng.normal(0.0, sd, rates_hz.shape[1])  # start in the stationary state
+    private = leaky_sum(shocks, phi)
+    shared = rng.normal(0.0, cfg.shared_gain_sd)
+    log_gain = private + shared - (sd**2 + cfg.shared_gain_sd**2) / 2  # mean gain 1
+    return rng.poisson(rates_hz * np.exp(log_gain) / FRAME_RATE_HZ)
+
+
+def calcium(spikes: np.ndarray, indicator: Indicator, cfg: ImagingConfig) -> np.ndarray:
+    """(T, N) dF/F on the 30 Hz grid: each spike (mid-frame on average) adds a difference of a
+    slow decay and a fast rise exponential peaking at its neuron's spike_dff; softly saturating."""
+    dt = 1.0 / FRAME_RATE_HZ
+    tau_d, tau_r = indicator.tau_decay_s.astype(np.float64), cfg.tau_rise_s
+    peak_time = np.log(tau_d / tau_r) * tau_d * tau_r / (tau_d - tau_r)
+    amplitude = indicator.spike_dff / (np.exp(-peak_time / tau_d) - np.exp(-peak_time / tau_r))
+    counts = spikes.astype(np.float32)
+    decay = leaky_sum(counts, np.exp(-dt / tau_d)) * np.exp(-0.5 * dt / tau_d)
+    rise = leaky_sum(counts, np.exp(-dt / tau_r)) * np.exp(-0.5 * dt / tau_r)
+    dff = np.maximum(amplitude * (decay - rise), 0.0).astype(np.float32)
+    return dff / (1.0 + dff / cfg.saturation_dff)
+
+
+def _interpolate(values: np.ndarray, times: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """values (K, n) known at increasing times (K,), linearly interpolated at `at` (clamped)."""
+    right = np.clip(np.searchsorted(times, at, side="right"), 1, len(times) - 1)
+    weight = np.clip((at - times[right - 1]) / (times[right] - times[right - 1]), 0.0, 1.0)[:, None]
+    return (1 - weight) * values[right - 1] + weight * values[right]
+
+
+def record(
+    dff: np.ndarray,
+    first_frame: int,
+    n_frames: int,
+    timing: PlaneTiming,
+    indicator: Indicator,
+    cfg: ImagingConfig,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, float]:
+    """Image dF/F (T_all, N) plane by plane and return the deconvolved responses (n_frames, N)
+    for frames first_frame .. first_frame + n_frames - 1, and the scan phase (s) of this trial.
+
+    The scan clock is not locked to the stimulus: each trial starts at a random volume phase."""
+    period = 1.0 / timing.volume_rate_hz
+    phase = float(rng.uniform(0.0, period))
+    grid = (np.arange(len(dff)) - first_frame) / FRAME_RATE_HZ  # trial time of each dF/F frame
+    frames = np.arange(n_frames) / FRAME_RATE_HZ
+    gamma = np.exp(-period / cfg.tau_decay_s[0])  # deconvolution assumes the typical indicator
+    scale = timing.volume_rate_hz / cfg.spike_dff[0]  # events -> roughly spikes per second
+    responses = np.empty((n_frames, dff.shape[1]), dtype=np.float32)
+    for plane in range(timing.n_planes):
+        neurons = timing.neurons_of(plane)
+        start = grid[0] + phase + timing.plane_offsets_s[plane]
+        times = np.arange(start, grid[-1], period)
+        noise = indicator.noise_dff[neurons]
+        samples = (
+            _interpolate(dff[:, neurons], grid, times) + rng.normal(0, 1, (len(times), len(neurons))) * noise
+        )
+        events = samples[1:] - gamma * samples[:-1]
+        events = np.maximum(events - cfg.event_threshold_sd * noise * np.hypot(1, gamma), 0.0) * scale
+        responses[:, neurons] = _interpolate(events, times[1:], frames)
+    return responses, phase

@@ -1,0 +1,255 @@
+"""A population of mouse V1 layer 2/3 neurons: what each neuron's firing rate is, given the movie,
+the mouse's running and where its eye points.
+
+Receptive-field centres follow the retinotopic map of the imaged patch of cortex, so together
+they cover only part of the screen. Each neuron is a Gabor simple cell (rectified linear) or an
+energy-model complex cell (quadrature pair), with a biphasic temporal kernel (40-100 ms to its
+peak), divisive normalisation by local contrast, a thresholded power-law output and its own gain.
+Running multiplies the gain (about doubling it on average); the eye position shifts every
+receptive field on the screen. Filtering is one matrix product per stage, never a loop over
+neurons, and the parameter draws use the sizes of REFERENCE.md section 7 (2 degrees per px).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.signal import fftconvolve
+
+from .sensorium import FRAME_SHAPE
+from .stimuli import LUMINANCE_STD, MEAN_LUMINANCE
+from .temporal import leaky_sum
+
+FRAME_RATE_HZ = 30.0
+KERNEL_FRAMES = 18  # 600 ms: the slowest biphasic kernel has decayed by then
+POOL_SIGMA_PX = 4.5  # normalisation pool: about twice a typical field (~20 degrees across)
+MAX_RATE_HZ = 60.0  # firing saturates smoothly towards this
+_PIXELS = FRAME_SHAPE[0] * FRAME_SHAPE[1]
+_ROW, _COL = (g.ravel().astype(np.float32) for g in np.mgrid[: FRAME_SHAPE[0], : FRAME_SHAPE[1]])
+
+
+@dataclass(frozen=True)
+class PopulationConfig:
+    n_neurons: int
+    complex_fraction: float = 0.55
+    fov_um: float = 630.0  # square field of view of the imaged cortex
+    px_per_um: float = 0.028  # retinotopic magnification: the field of view spans ~18 px
+    rf_centre_px: tuple[float, float] = (18.0, 34.0)  # (row, col) seen by the field-of-view centre
+    rf_scatter_px: float = 2.0
+    rf_sigma_px: tuple[float, float] = (2.0, 0.25)  # median, log-sd: 10-25 degree receptive fields
+    cycles_per_px: tuple[float, float] = (0.08, 0.4)  # median, log-sd: 0.04 cycles/degree
+    latency_s: tuple[float, float] = (0.04, 0.10)  # peak of the temporal kernel, uniform
+    mean_rate_hz: tuple[float, float] = (1.5, 0.6)  # median, log-sd of the mean evoked rate
+    spontaneous_hz: tuple[float, float] = (0.3, 0.5)  # median, log-sd
+    sparseness: tuple[float, float] = (0.5, 0.85)  # quantile of the drive below which a neuron is silent
+    exponent: tuple[float, float] = (1.5, 2.5)
+    normalisation: tuple[float, float] = (0.5, 0.3)  # semi-saturation contrast: median, log-sd
+    run_gain: tuple[float, float] = (1.0, 0.4)  # extra gain when running: median, log-sd
+
+
+def _lognormal(rng: np.random.Generator, median_logsd: tuple[float, float], n: int) -> np.ndarray:
+    median, log_sd = median_logsd
+    return median * np.exp(rng.normal(0.0, log_sd, n))
+
+
+def biphasic_kernels(latency_s: np.ndarray, rebound: np.ndarray) -> np.ndarray:
+    """(KERNEL_FRAMES, N) temporal kernels: a gamma-shaped lobe peaking at the latency minus a
+    slower, weaker one, each averaged over the 33 ms frames; unit L2 norm."""
+    fine = (np.arange(KERNEL_FRAMES * 10) + 0.5) / (10 * FRAME_RATE_HZ)
+    tau = latency_s[None, :] / 2.0  # t^2 exp(-t / tau) peaks at 2 tau
+
+    def gamma(tau_s):
+        return (fine[:, None] / tau_s) ** 2 * np.exp(-fine[:, None] / tau_s) / tau_s
+
+    kernel = gamma(tau) - rebound[None, :] * gamma(1.8 * tau)
+    kernel = kernel.reshape(KERNEL_FRAMES, 10, -1).mean(1)
+    return (kernel / np.linalg.norm(kernel, axis=0)).astype(np.float32)
+
+
+def shift_frames(frames: np.ndarray, shift_px: np.ndarray, margin: int = 16) -> np.ndarray:
+    """frames (T, H, W) sampled at (y + dy_t, x + dx_t), bilinear, zero outside the screen.
+
+    One sub-pixel shift per frame: copy each frame's (H+1, W+1) window out of a zero-padded
+    frame, then blend the window's four corners for all frames at once."""
+    n, height, width = frames.shape
+    padded = np.zeros((n, height + 2 * margin, width + 2 * margin), dtype=np.float32)
+    padded[:, margin:-margin, margin:-margin] = frames
+    shift = np.clip(np.asarray(shift_px, dtype=np.float64), -margin + 1, margin - 2)
+    corner = np.floor(shift).astype(np.int64) + margin
+    fy, fx = (shift - np.floor(shift)).astype(np.float32).T[:, :, None, None]
+    window = np.empty((n, height + 1, width + 1), dtype=np.float32)
+    for t, (row, col) in enumerate(corner):
+        window[t] = padded[t, row : row + height + 1, col : col + width + 1]
+    top = (1 - fx) * window[:, :-1, :-1] + fx * window[:, :-1, 1:]
+    bottom = (1 - fx) * window[:, 1:, :-1] + fx * window[:, 1:, 1:]
+    return (1 - fy) * top + fy * bottom
+
+
+def _gaussian_matrix(n: int, sigma: float) -> np.ndarray:
+    """(n, n) gaussian blur along one axis of length n, as a matrix (unit area kernel)."""
+    distance = np.arange(n)[:, None] - np.arange(n)[None, :]
+    kernel = np.exp(-(distance**2) / (2 * sigma**2)) / (np.sqrt(2 * np.pi) * sigma)
+    kernel[kernel < 1e-6] = 0.0  # no float32 denormals: they slow matrix products many times over
+    return kernel.astype(np.float32)
+
+
+def _blur(frames: np.ndarray, sigma: float) -> np.ndarray:
+    """(T, pixels): frames (T, H, W) blurred by a gaussian, zero beyond the screen; two
+    matrix products, one along each axis."""
+    n, height, width = frames.shape
+    along_x = frames.reshape(n * height, width) @ _gaussian_matrix(width, sigma)
+    along_y = along_x.reshape(n, height, width).transpose(0, 2, 1).reshape(n * width, height)
+    blurred = (along_y @ _gaussian_matrix(height, sigma)).reshape(n, width, height)
+    return blurred.transpose(0, 2, 1).reshape(n, height * width)
+
+
+def _causal_filter(x: np.ndarray, kernels: np.ndarray) -> np.ndarray:
+    """Each column of x (T, N) convolved with its own kernel, keeping only the past."""
+    return fftconvolve(x, kernels, axes=0)[: len(x)].astype(np.float32)
+
+
+@dataclass(eq=False)
+class Population:
+    """Per-neuron parameters (arrays of length N) and the filters built from them."""
+
+    rf_row: np.ndarray
+    rf_col: np.ndarray
+    sigma: np.ndarray
+    aspect: np.ndarray
+    orientation: np.ndarray
+    cycles_per_px: np.ndarray
+    phase: np.ndarray
+    is_complex: np.ndarray
+    latency_s: np.ndarray
+    rebound: np.ndarray
+    normalisation: np.ndarray
+    exponent: np.ndarray
+    spontaneous_hz: np.ndarray
+    run_gain: np.ndarray
+    threshold: np.ndarray  # set by calibrate()
+    gain: np.ndarray  # Hz per unit of drive above threshold, set by calibrate()
+
+    def __post_init__(self):
+        self.even, self.odd = self._spatial_filters()
+        # The normalisation pool of a neuron is read at its field's centre from the contrast
+        # energy blurred once per frame (not one window per neuron).
+        row, col = np.rint(self.rf_row).astype(np.int64), np.rint(self.rf_col).astype(np.int64)
+        self.centre_pixel = row * FRAME_SHAPE[1] + col
+        self.kernels = biphasic_kernels(self.latency_s, self.rebound)
+
+    @property
+    def n_neurons(self) -> int:
+        return len(self.rf_row)
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    def _spatial_filters(self, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """(pixels, N) even Gabors and (pixels, N complex) odd Gabors, unit norm.
+
+        Built in chunks of neurons so an 8,000-neuron mouse never holds more than a few
+        (pixels x chunk) temporaries."""
+        n = self.n_neurons
+        even = np.empty((_PIXELS, n), dtype=np.float32)
+        odd = np.empty((_PIXELS, n), dtype=np.float32)
+        for lo in range(0, n, chunk):
+            s = slice(lo, min(lo + chunk, n))
+            dy = _ROW[:, None] - self.rf_row[None, s]
+            dx = _COL[:, None] - self.rf_col[None, s]
+            cos, sin = np.cos(self.orientation[s]), np.sin(self.orientation[s])
+            along = dx * cos + dy * sin
+            across = -dx * sin + dy * cos
+            sigma = self.sigma[s]
+            envelope = np.exp(-(along**2 + (across / self.aspect[s]) ** 2) / (2 * sigma**2))
+            envelope[envelope < 1e-4] = 0.0  # finite support; float32 denormals would slow matmuls 50x
+            carrier = 2 * np.pi * self.cycles_per_px[s] * along + self.phase[s]
+            even[:, s] = envelope * np.cos(carrier)
+            odd[:, s] = envelope * np.sin(carrier)
+        even /= np.linalg.norm(even, axis=0)
+        odd = np.ascontiguousarray(odd[:, self.is_complex])
+        odd /= np.linalg.norm(odd, axis=0)
+        return even, odd
+
+    def drive(self, video: np.ndarray, shift_px: np.ndarray | None = None) -> np.ndarray:
+        """(T, N) normalised drive before the output nonlinearity.
+
+        video (T, 36, 64) in 0-255; shift_px (T, 2) moves every receptive field by (dy, dx)
+        screen px (from the eye position): sampling the screen at x + shift is the same as
+        moving each field to x + shift. Off-screen counts as mean grey."""
+        contrast = (np.asarray(video, dtype=np.float32) - MEAN_LUMINANCE) / LUMINANCE_STD
+        if shift_px is not None and np.any(shift_px):
+            contrast = shift_frames(contrast, shift_px)
+        frames = contrast.reshape(len(contrast), _PIXELS)
+        linear = _causal_filter(frames @ self.even, self.kernels)
+        response = np.maximum(linear, 0.0)
+        if self.odd.shape[1]:
+            quadrature = _causal_filter(frames @ self.odd, self.kernels[:, self.is_complex])
+            response[:, self.is_complex] = np.hypot(linear[:, self.is_complex], quadrature)
+        local_contrast = self._local_contrast(contrast)
+        return response / (self.normalisation + local_contrast)
+
+    def _local_contrast(self, contrast: np.ndarray) -> np.ndarray:
+        """(T, N) root-mean-square contrast in a gaussian window around each field's centre,
+        integrated over ~100 ms."""
+        energy = _blur(np.square(contrast), POOL_SIGMA_PX)[:, self.centre_pixel]
+        phi = np.exp(-1.0 / (0.1 * FRAME_RATE_HZ))
+        return np.sqrt(np.maximum((1 - phi) * leaky_sum(energy, phi), 0.0))
+
+    def rates(
+        self, video: np.ndarray, shift_px: np.ndarray | None = None, running: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(T, N) noise-free firing rates in Hz; `running` (T,) in 0-1 scales the gain (before
+        the output saturates)."""
+        evoked = np.maximum(self.drive(video, shift_px) - self.threshold, 0.0) ** self.exponent
+        modulation = 1.0 if running is None else 1.0 + np.asarray(running)[:, None] * self.run_gain
+        saturating = MAX_RATE_HZ * -np.expm1(-self.gain * modulation * evoked / MAX_RATE_HZ)
+        return (self.spontaneous_hz + saturating).astype(np.float32)
+
+    def calibrate(self, videos: list[np.ndarray], rng: np.random.Generator, cfg: PopulationConfig) -> None:
+        """Set thresholds and gains from the drive natural movies evoke in a still mouse: each
+        neuron is silent for a drawn fraction of the time and fires at a drawn mean rate."""
+        drive = np.concatenate([self.drive(video) for video in videos])
+        n = self.n_neurons
+        rank = (rng.uniform(*cfg.sparseness, n) * (len(drive) - 1)).astype(np.int64)
+        self.threshold = np.sort(drive, axis=0)[rank, np.arange(n)].astype(np.float32)
+        evoked = np.maximum(drive - self.threshold, 0.0) ** self.exponent
+        target = _lognormal(rng, cfg.mean_rate_hz, n)
+        self.gain = (target / np.maximum(evoked.mean(0), 1e-6)).astype(np.float32)
+
+
+def make_population(
+    rng: np.random.Generator,
+    cfg: PopulationConfig,
+    cortex_xy_um: np.ndarray,
+    calibration_videos: list[np.ndarray],
+) -> Population:
+    """Draw a population whose receptive fields follow the retinotopy of the given cortical
+    positions (N, 2), then calibrate it on the given movies."""
+    n = cfg.n_neurons
+    angle = rng.uniform(0, 2 * np.pi)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    centre = np.asarray(cfg.rf_centre_px) + rng.normal(0, 2.0, 2)
+    rf = centre + cfg.px_per_um * cortex_xy_um @ rotation.T + rng.normal(0, cfg.rf_scatter_px, (n, 2))
+    rf = np.clip(rf, 0, np.array(FRAME_SHAPE) - 1)
+    f32 = np.float32
+    population = Population(
+        rf_row=rf[:, 0].astype(f32),
+        rf_col=rf[:, 1].astype(f32),
+        sigma=np.clip(_lognormal(rng, cfg.rf_sigma_px, n), 1.2, 3.5).astype(f32),
+        aspect=rng.uniform(1.0, 1.6, n).astype(f32),
+        orientation=rng.uniform(0, np.pi, n).astype(f32),
+        cycles_per_px=np.clip(_lognormal(rng, cfg.cycles_per_px, n), 0.02, 0.22).astype(f32),
+        phase=rng.uniform(0, 2 * np.pi, n).astype(f32),
+        is_complex=rng.random(n) < cfg.complex_fraction,
+        latency_s=rng.uniform(*cfg.latency_s, n).astype(f32),
+        rebound=rng.uniform(0.3, 0.8, n).astype(f32),
+        normalisation=_lognormal(rng, cfg.normalisation, n).astype(f32),
+        exponent=rng.uniform(*cfg.exponent, n).astype(f32),
+        spontaneous_hz=_lognormal(rng, cfg.spontaneous_hz, n).astype(f32),
+        run_gain=_lognormal(rng, cfg.run_gain, n).astype(f32),
+        threshold=np.zeros(n, f32),
+        gain=np.ones(n, f32),
+    )
+    population.calibrate(calibration_videos, rng, cfg)
+    return population

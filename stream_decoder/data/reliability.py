@@ -1,0 +1,41 @@
+"""How repeatable a mouse's responses are: the number that says whether data behave like real
+recordings (about 0.2-0.5 in Sensorium-like data)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from .sensorium import CLIP_FRAMES, MouseDataset
+
+REPEATED_TIERS = ("oracle", "final_test_main")
+
+
+def _columnwise_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    return (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0))
+
+
+def repeat_reliability(
+    mouse: MouseDataset, tiers: Sequence[str] = REPEATED_TIERS, skip_frames: int = 50
+) -> np.ndarray:
+    """(N,) per neuron: correlation over frames between one repeat of a clip and the mean of the
+    other repeats, averaged over repeats and clips. The first `skip_frames` are left out, as in
+    the community's metrics; NaN for a neuron silent in every repeat."""
+    per_clip = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # silent neurons: NaN, by design
+        for group in mouse.repeats(tiers):
+            clips = [mouse.clip(trial) for trial in group]
+            frames = min(CLIP_FRAMES, *(clip.n_frames for clip in clips))
+            responses = np.stack([clip.responses[skip_frames:frames] for clip in clips])  # (k, T, N)
+            others = (responses.sum(0) - responses) / (len(responses) - 1)
+            per_clip.append(
+                np.nanmean([_columnwise_corr(r, o) for r, o in zip(responses, others, strict=True)], axis=0)
+            )
+        if not per_clip:
+            raise ValueError(f"{mouse.path}: no repeated clips in tiers {list(tiers)}")
+        return np.nanmean(np.stack(per_clip), axis=0)

@@ -1,0 +1,99 @@
+"""The synthetic rig: one simulated mouse under the two-photon microscope, watching movies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .behavior import Behavior, running_state, screen_shift, simulate_behavior
+from .imaging import Indicator, calcium, record, spike_counts
+from .neurons import Population, make_population
+from .planes import PlaneTiming
+from .presets import SimulationConfig
+from .stimuli import MEAN_LUMINANCE, TRAINING_PHOTOGRAPHS, natural_movie
+
+
+@dataclass(frozen=True, eq=False)
+class Recording:
+    """One trial as the rig records it, time first."""
+
+    responses: np.ndarray  # (T, N) deconvolved-like activity on the 30 Hz grid
+    rates: np.ndarray  # (T, N) noise-free firing rates (Hz)
+    behavior: Behavior
+    scan_phase_s: float
+
+
+@dataclass(eq=False)
+class SyntheticMouse:
+    cfg: SimulationConfig
+    seed: int
+    population: Population
+    indicator: Indicator
+    plane: np.ndarray  # (N,) imaging plane, neurons ordered plane by plane
+    cortex_xy_um: np.ndarray  # (N, 2) position in the field of view
+    depth_um: np.ndarray  # (N,)
+
+    @classmethod
+    def create(cls, cfg: SimulationConfig, seed: int) -> SyntheticMouse:
+        """Deterministic for (cfg, seed). Neurons are ordered by plane, so each plane is one
+        contiguous range of the neuron order (what per-plane activity messages carry)."""
+        rng = np.random.default_rng([seed, 1])
+        n = cfg.population.n_neurons
+        imaging = cfg.imaging
+        plane = np.sort(np.arange(n) % imaging.n_planes)
+        half = cfg.population.fov_um / 2
+        cortex_xy = rng.uniform(-half, half, (n, 2))
+        depth = imaging.plane_depths_um[plane] + rng.normal(0, 3.0, n)
+        calibration = [
+            natural_movie(np.random.default_rng([seed, 2, i]), 300, TRAINING_PHOTOGRAPHS)[0]
+            for i in range(cfg.calibration_clips)
+        ]
+        population = make_population(rng, cfg.population, cortex_xy, calibration)
+        indicator = Indicator.draw(rng, n, imaging)
+        return cls(
+            cfg, seed, population, indicator, plane, cortex_xy.astype(np.float32), depth.astype(np.float32)
+        )
+
+    @property
+    def n_neurons(self) -> int:
+        return len(self.plane)
+
+    @property
+    def timing(self) -> PlaneTiming:
+        return self.cfg.imaging.timing(self.plane)
+
+    def unit_ids(self) -> np.ndarray:
+        return np.arange(1, self.n_neurons + 1, dtype=np.int64)
+
+    def cell_motor_coordinates(self) -> np.ndarray:
+        """(N, 3) microns: field-of-view position plus a stage offset, and depth."""
+        offset = np.random.default_rng([self.seed, 5]).uniform(-1000, 1000, 2)
+        return np.column_stack([self.cortex_xy_um + offset, self.depth_um]).astype(np.float32)
+
+    def neuron_truth(self) -> dict[str, np.ndarray]:
+        indicator = {f"indicator_{k}": v for k, v in vars(self.indicator).items()}
+        return {
+            **self.population.parameters(),
+            **indicator,
+            "plane": self.plane,
+            "cortex_xy_um": self.cortex_xy_um,
+            "depth_um": self.depth_um,
+        }
+
+    def record(self, video: np.ndarray, rng: np.random.Generator) -> Recording:
+        """Show a movie (T, 36, 64) after a grey pre-roll, with freshly simulated behaviour, and
+        record the population; a short grey post-roll lets the last frames be resampled."""
+        pre = self.cfg.preroll_frames
+        post = int(np.ceil(30.0 / self.cfg.imaging.volume_rate_hz)) + 2
+        n = len(video)
+        grey = np.full((1, *video.shape[1:]), MEAN_LUMINANCE, dtype=np.float32)
+        shown = np.concatenate([np.repeat(grey, pre, 0), video, np.repeat(grey, post, 0)])
+        behavior = simulate_behavior(rng, len(shown), self.cfg.behavior)
+        rates = self.population.rates(
+            shown, screen_shift(behavior.pupil_center, self.cfg.behavior), running_state(behavior.running)
+        )
+        dff = calcium(spike_counts(rates, rng, self.cfg.imaging), self.indicator, self.cfg.imaging)
+        responses, phase = record(dff, pre, n, self.timing, self.indicator, self.cfg.imaging, rng)
+        trial = slice(pre, pre + n)
+        return Recording(responses, rates[trial], behavior[trial], phase)
