@@ -8,6 +8,11 @@ import sys
 # Each module defines `register(subparsers)`, adding its verbs with `set_defaults(func=...)`.
 COMMAND_MODULES = (
     "stream_decoder.data.commands",
+    "stream_decoder.encoder.commands",
+    "stream_decoder.teacher.commands",
+    "stream_decoder.decoder.commands",
+    "stream_decoder.stream.commands",
+    "stream_decoder.runtime.commands",
 )
 
 

@@ -18,3 +18,123 @@ def tiny_mouse(tiny_root):
     from stream_decoder.data import MouseDataset, find_mice
 
     return MouseDataset(find_mice(tiny_root)[0])
+
+
+@pytest.fixture(scope="session")
+def untrained_artifact(tmp_path_factory, tiny_mouse):
+    """A student artifact for the tiny mouse with random weights: enough to test serving, not quality."""
+    import torch
+
+    from stream_decoder.decoder.artifact import save_artifact
+    from stream_decoder.decoder.student import Student, StudentConfig
+
+    torch.manual_seed(0)
+    student = Student(StudentConfig(n_neurons=tiny_mouse.n_neurons, latent=32, lookahead=2))
+    folder = tmp_path_factory.mktemp("untrained-artifact")
+    return save_artifact(folder, student, tiny_mouse.unit_ids, tiny_mouse.fingerprint()).path
+
+
+@pytest.fixture
+def stream_endpoints():
+    """Private ipc endpoints for one daemon, in a short /tmp folder (ipc paths are limited to ~100 bytes)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="sd-", dir="/tmp"))
+    yield {role: f"ipc://{folder}/{role}" for role in ("activity", "recon", "control")}
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+class RunningDaemon:
+    """A daemon serving in a thread, a rig publishing to it, a display and a control client on it."""
+
+    def __init__(self, cfg, backend, curve=None):
+        import threading
+
+        from stream_decoder.stream.client import ControlClient, ReconClient
+        from stream_decoder.stream.daemon import Daemon
+        from stream_decoder.stream.replay import Rig
+
+        ep = cfg.endpoints
+        self.cfg = cfg
+        self.rig = Rig(ep.activity, bind=not ep.activity_bind, session="warmup", curve=curve)
+        self.daemon = Daemon(cfg, backend)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.daemon.run, args=(self.stop_event,), daemon=True)
+        self.thread.start()
+        self.display = ReconClient(ep.recon, timeout_s=5.0, curve=curve)
+        self.control = ControlClient(ep.control, timeout_s=5.0, curve=curve)
+        if not self.rig.wait_for_subscriber(5.0):
+            raise RuntimeError("the daemon did not subscribe to the rig")
+
+    def attach(self, client) -> None:
+        """Publish warm-up frames until `client` gets one: after this it misses nothing."""
+        import numpy as np
+
+        for _ in range(100):
+            self.rig.send(np.zeros(self.daemon.n_neurons, np.float32), 0.0)
+            if client.receive(timeout_s=0.05) is not None:
+                while client.receive(timeout_s=0.2) is not None:
+                    pass
+                return
+        raise RuntimeError("no frame reached the client")
+
+    def stats(self) -> dict:
+        return self.control.request("stats")
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(10)
+        self.display.close()
+        self.control.close()
+        self.rig.close(linger_ms=0)
+        assert not self.thread.is_alive(), "daemon did not stop"
+
+
+@pytest.fixture
+def start_daemon(untrained_artifact, stream_endpoints):
+    """Factory: `start_daemon(stream=StreamConfig(...), ...)` -> a RunningDaemon on private endpoints.
+
+    `curve`: the CurveKeys its rig, display and control client use.
+    """
+    from stream_decoder.runtime import open_backend
+    from stream_decoder.stream.config import DaemonConfig, EndpointsConfig, LogConfig, ModelConfig
+
+    running = []
+
+    def start(backend=None, curve=None, **sections) -> RunningDaemon:
+        sections.setdefault("endpoints", EndpointsConfig(**stream_endpoints))
+        sections.setdefault("log", LogConfig(interval_s=60.0))
+        cfg = DaemonConfig(model=ModelConfig(untrained_artifact, "torch"), **sections)
+        daemon = RunningDaemon(cfg, backend or open_backend(untrained_artifact, "torch"), curve)
+        running.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in running:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_encoders(tiny_root, tmp_path_factory):
+    """Two cpu-preset encoders trained briefly on `tiny_root` through the CLI: their member directories."""
+    from stream_decoder.cli import main
+    from stream_decoder.encoder import member_dirs
+
+    out = tmp_path_factory.mktemp("encoders")
+    argv = ["train-encoder", "--data", str(tiny_root), "--members", "2", "--epochs", "2", "--out", str(out)]
+    assert main(argv) == 0
+    return member_dirs(out)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one intra-op thread, as the rig service runs it: tiny per-tick ops lose more to
+    thread hand-offs than they gain, badly so on a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

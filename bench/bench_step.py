@@ -1,0 +1,251 @@
+"""Latency of one `Backend.step` at N = 2,000 and 8,000 neurons, next to the read-in floor.
+
+The floor is one numpy float32 matrix-vector product with the read-in weights (D x N, as stored):
+no decoder step can beat reading those weights once. It is timed with numpy's own BLAS threads
+(all cores, the issue's definition) and on one thread (for the one-thread ONNX Runtime
+configuration). Target on the 2-core CPU box: ONNX Runtime p99 <= 1 ms at 8,000 neurons and
+within 2x the floor.
+
+    pytest bench/bench_step.py --benchmark-enable         # pytest-benchmark tables
+    python bench/bench_step.py [--steps 2000 --repeats 5]  # p50/p99/p99.9, writes results/bench_step.json
+
+Repeats interleave floors and backends so that load from other processes hits all of them
+alike; the load average is recorded with every measurement.
+"""
+
+import argparse
+import contextlib
+import ctypes
+import datetime
+import glob
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from stream_decoder.decoder.artifact import save_artifact
+from stream_decoder.decoder.student import Student, StudentConfig
+from stream_decoder.runtime import open_backend
+from stream_decoder.runtime.export import export_artifact
+
+NEURONS = (2000, 8000)
+RESULTS = Path(__file__).parent / "results" / "bench_step.json"
+INPUT_BANK = 64  # distinct activity vectors cycled through, so no step sees the previous input
+DEFAULT_LATENT = StudentConfig(n_neurons=1).latent
+NOTES = (
+    "Wall-clock per step() call, inputs cycled from a bank of 64 vectors. onnxruntime-1thread is "
+    "the default backend (intra_op_num_threads=1), onnxruntime-2threads the same graph on two. floor: numpy "
+    "matvec with the read-in weights on numpy's BLAS threads (all cores); floor_1thread: the same "
+    "on one thread. Other jobs shared the CPU: load_average_1m is recorded per measurement "
+    "(before, after); best_repeat is the least disturbed figure, median_over_repeats the typical."
+)
+
+
+def backend_options() -> dict[str, tuple[str, dict]]:
+    """Label -> (kind, options); TensorRT only where it can run."""
+    options = {
+        "torch": ("torch", {}),
+        "onnxruntime-1thread": ("onnxruntime", {"threads": 1}),
+        "onnxruntime-2threads": ("onnxruntime", {"threads": 2}),
+    }
+    try:
+        from stream_decoder.runtime.tensorrt_backend import require_tensorrt
+
+        require_tensorrt()
+        options["tensorrt"] = ("tensorrt", {})
+    except RuntimeError:
+        pass
+    return options
+
+
+def build_artifact(folder: Path, n_neurons: int, latent: int = DEFAULT_LATENT) -> Path:
+    """Default-shaped student with random weights and plausible normalisation, exported."""
+    torch.manual_seed(0)
+    student = Student(StudentConfig(n_neurons=n_neurons, latent=latent)).eval()
+    mean, std = torch.rand(n_neurons), torch.rand(n_neurons) + 0.5
+    student.set_normalisation(mean, std, torch.zeros(4), torch.ones(4))
+    save_artifact(folder, student, unit_ids=np.arange(n_neurons), data_fingerprint="bench")
+    export_artifact(folder, steps=8)
+    return folder
+
+
+def inputs(n_neurons: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.random((INPUT_BANK, n_neurons), dtype=np.float32), np.zeros((INPUT_BANK, 4), np.float32)
+
+
+def read_in_matvec(artifact_dir: Path):
+    weight = torch.load(artifact_dir / "weights.pt", weights_only=True)["read_in.weight"].numpy()
+    return lambda activity, behavior: weight @ activity
+
+
+@contextlib.contextmanager
+def blas_threads(n: int):
+    """numpy's OpenBLAS on n threads inside the block (no-op, returning False, if not found)."""
+    libraries = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*"))
+    library = ctypes.CDLL(libraries[0]) if libraries else None
+    get = getattr(library, "scipy_openblas_get_num_threads64_", None)
+    set_ = getattr(library, "scipy_openblas_set_num_threads64_", None)
+    if get is None or set_ is None:
+        yield False
+        return
+    before = get()
+    set_(n)
+    try:
+        yield True
+    finally:
+        set_(before)
+
+
+def time_calls(call, activity: np.ndarray, behavior: np.ndarray, steps: int) -> dict:
+    """p50/p99/p99.9 in microseconds over `steps` calls (after 200 warm-up calls), with the load."""
+    for i in range(200):
+        call(activity[i % INPUT_BANK], behavior[i % INPUT_BANK])
+    load = os.getloadavg()[0]
+    times = np.empty(steps)
+    for i in range(steps):
+        a, b = activity[i % INPUT_BANK], behavior[i % INPUT_BANK]
+        start = time.perf_counter()
+        call(a, b)
+        times[i] = time.perf_counter() - start
+    p50, p99, p999 = np.percentile(times, [50, 99, 99.9]) * 1e6
+    return {"p50_us": round(p50, 1), "p99_us": round(p99, 1), "p99.9_us": round(p999, 1),
+            "load_average_1m": [round(load, 2), round(os.getloadavg()[0], 2)]}
+
+
+def machine() -> dict:
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+              if line.startswith("model name")] if cpuinfo.exists() else []
+    return {
+        "cores": os.cpu_count(), "cpu": models[0] if models else platform.processor(),
+        "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def measure_floors(matvec, activity, behavior, steps: int) -> dict:
+    floors = {"floor": time_calls(matvec, activity, behavior, steps)}
+    with blas_threads(1) as controlled:
+        if controlled:
+            floors["floor_1thread"] = time_calls(matvec, activity, behavior, steps)
+    return floors
+
+
+def run(steps: int, repeats: int, latent: int) -> dict:
+    backends = backend_options()
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = {n: build_artifact(Path(tmp) / str(n), n, latent) for n in NEURONS}
+        opened = {(label, n): open_backend(artifacts[n], kind, **options)
+                  for label, (kind, options) in backends.items() for n in NEURONS}
+        for backend in opened.values():
+            backend.warmup()
+        runs = []
+        for repeat in range(repeats):
+            for n in NEURONS:
+                activity, behavior = inputs(n)
+                runs.append({"repeat": repeat, "neurons": n, "backend": "numpy read-in",
+                             **measure_floors(read_in_matvec(artifacts[n]), activity, behavior, steps)})
+                floor = runs[-1]["floor"]
+                one_thread = runs[-1].get("floor_1thread", {}).get("p50_us")
+                print(f"repeat {repeat} N={n:5d} {'numpy read-in':20s} p50 {floor['p50_us']:7.1f} us  "
+                      f"p99 {floor['p99_us']:7.1f} us  (one thread: p50 {one_thread} us)")
+                for label in backends:
+                    backend = opened[(label, n)]
+                    backend.reset()
+                    p = time_calls(backend.step, activity, behavior, steps)
+                    runs.append({"repeat": repeat, "neurons": n, "backend": label, **p})
+                    print(f"repeat {repeat} N={n:5d} {label:20s} p50 {p['p50_us']:7.1f} us  "
+                          f"p99 {p['p99_us']:7.1f} us  p99.9 {p['p99.9_us']:8.1f} us  "
+                          f"x{p['p50_us'] / floor['p50_us']:.2f} floor p50")
+    return {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "student": json.loads(StudentConfig(n_neurons=NEURONS[0], latent=latent).to_json())
+        | {"n_neurons": list(NEURONS)},
+        "steps_per_measurement": steps,
+        "notes": NOTES,
+        "summary": summarise(runs),
+        "runs": runs,
+    }
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """Per backend and N: the best repeat (lowest p50: the least disturbed by other processes, as
+    timeit takes the minimum) against the best floor of that N, and medians over repeats."""
+    fields = ("p50_us", "p99_us", "p99.9_us")
+    summary = []
+    for n in NEURONS:
+        floor_runs = [r for r in runs if r["neurons"] == n and r["backend"] == "numpy read-in"]
+        floors = {kind: min((r[kind] for r in floor_runs), key=lambda f: f["p50_us"])
+                  for kind in ("floor", "floor_1thread") if kind in floor_runs[0]}
+        for backend in dict.fromkeys(r["backend"] for r in runs if r["backend"] != "numpy read-in"):
+            mine = [r for r in runs if (r["backend"], r["neurons"]) == (backend, n)]
+            best = min(mine, key=lambda r: r["p50_us"])
+            entry = {"backend": backend, "neurons": n, "best_repeat": {f: best[f] for f in fields},
+                     "median_over_repeats": {f: float(np.median([r[f] for r in mine])) for f in fields}}
+            for kind, floor in floors.items():
+                entry["best_repeat"][f"p50_over_{kind}_p50"] = round(best["p50_us"] / floor["p50_us"], 2)
+                entry["best_repeat"][f"p99_over_{kind}_p99"] = round(best["p99_us"] / floor["p99_us"], 2)
+            summary.append(entry)
+        summary.append({"backend": "numpy read-in", "neurons": n, "best_repeat": floors})
+    return summary
+
+
+# pytest-benchmark: `pytest bench/bench_step.py --benchmark-enable`
+
+
+@pytest.fixture(scope="module", params=NEURONS, ids=lambda n: f"N{n}")
+def artifact(request, tmp_path_factory):
+    return request.param, build_artifact(tmp_path_factory.mktemp(f"bench{request.param}"), request.param)
+
+
+@pytest.mark.parametrize("label", list(backend_options()))
+def test_step(benchmark, artifact, label):
+    n, folder = artifact
+    kind, options = backend_options()[label]
+    backend = open_backend(folder, kind, **options)
+    backend.warmup()
+    activity, behavior = inputs(n)
+    frame = benchmark(backend.step, activity[0], behavior[0])
+    assert frame.shape == (36, 64)
+
+
+@pytest.mark.parametrize("threads", ["numpy", "1"])
+def test_floor(benchmark, artifact, threads):
+    n, folder = artifact
+    activity, behavior = inputs(n)
+    with blas_threads(1) if threads == "1" else contextlib.nullcontext(True) as controlled:
+        if not controlled:
+            pytest.skip("numpy's OpenBLAS thread control not found")
+        latent = benchmark(read_in_matvec(folder), activity[0], behavior[0])
+    assert latent.shape == (DEFAULT_LATENT,)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=2000, help="timed steps per backend, N and repeat")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats (contention varies)")
+    parser.add_argument("--latent", type=int, default=DEFAULT_LATENT, help="D, the read-in width")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    result = run(args.steps, args.repeats, args.latent)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

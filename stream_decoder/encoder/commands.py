@@ -1,0 +1,68 @@
+"""`stream-decoder train-encoder`: train an ensemble of encoding models on a dataset root."""
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from stream_decoder.encoder.model import PRESETS, preset
+from stream_decoder.encoder.training import TRAINING_PRESETS, train_ensemble
+from stream_decoder.paths import cache_dir
+
+
+def register(sub) -> None:
+    defaults = TRAINING_PRESETS["cpu"]
+    parser = sub.add_parser(
+        "train-encoder",
+        help="train an ensemble of encoding models (movie + behaviour -> responses)",
+        description="Train K encoding models that differ only in their seed, one checkpoint directory "
+        "each (config.json, weights.pt, meta.json). The progress bar shows the Poisson loss and the "
+        "validation single-trial correlation. Under torchrun every member trains with DDP.",
+    )
+    parser.add_argument(
+        "--data", type=Path, required=True, help="dataset root (Sensorium 2023 mouse folders)"
+    )
+    parser.add_argument("--members", type=int, default=3, help="ensemble size (default: 3)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="model shape (default: cpu)")
+    per_preset = "; ".join(
+        f"{name}: {t.epochs} epochs, batch {t.batch_size}, lr {t.lr:g}"
+        for name, t in TRAINING_PRESETS.items()
+    )
+    parser.add_argument(
+        "--epochs", type=int, help=f"passes over the training frames (default per preset; {per_preset})"
+    )
+    parser.add_argument("--batch-size", type=int, help="windows per step and rank (default per preset)")
+    parser.add_argument("--lr", type=float, help="peak AdamW learning rate (default per preset)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="member m uses seed + m (default: 0)")
+    parser.add_argument("--train-tier", default=defaults.train_tier, help="tier trained on (default: train)")
+    parser.add_argument(
+        "--val-tier",
+        default=defaults.val_tier,
+        help="held-out tier for the validation score (default: oracle)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="ensemble directory (default: <cache>/encoders/<name of --data>)"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue the members already under --out")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    for name in ("members", "epochs", "batch_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    train = replace(
+        TRAINING_PRESETS[args.preset],
+        seed=args.seed,
+        train_tier=args.train_tier,
+        val_tier=args.val_tier,
+        **{k: v for k, v in given.items() if v is not None},
+    )
+    out = args.out or cache_dir() / "encoders" / args.data.resolve().name
+    dirs = train_ensemble(args.data, out, args.members, preset(args.preset), train, args.resume, args.device)
+    if os.environ.get("RANK", "0") == "0":
+        summary = {d.name: json.loads((d / "meta.json").read_text())["history"][-1] for d in dirs}
+        print(json.dumps({"out": str(out), "members": summary}, indent=2))
+    return 0

@@ -1,0 +1,86 @@
+"""The one interface the daemon calls: a loaded student, one tick in, one frame out.
+
+A backend owns the student's streaming state (the per-block histories) and advances it by one
+tick per `step`; `reset` returns to the zero history a new session starts from.
+"""
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from stream_decoder.decoder.artifact import Artifact, load_artifact
+from stream_decoder.decoder.student import BEHAVIOR_CHANNELS
+
+KINDS = ("onnxruntime", "torch", "tensorrt")
+
+
+class Backend(ABC):
+    name: str
+
+    def __init__(self, artifact: Artifact):
+        self.artifact = artifact
+        self.n_neurons = artifact.config.n_neurons
+        self.frame_shape = artifact.config.frame_shape
+
+    @property
+    def info(self) -> dict:
+        """What a client needs to know about the loaded model (ids, shapes, lookahead)."""
+        meta = self.artifact.meta
+        return {
+            "backend": self.name,
+            "model": meta.model_id,
+            "neurons": meta.n_neurons,
+            "frame_shape": list(meta.frame_shape),
+            "lookahead": meta.lookahead,
+            "data_fingerprint": meta.data_fingerprint,
+            "artifact": str(self.artifact.path),
+        }
+
+    def step(self, activity: np.ndarray, behavior: np.ndarray) -> np.ndarray:
+        """activity (N,) raw responses in the model's neuron order; behavior (4,) = pupil dilation,
+        running speed, pupil x, pupil y -> frame (H, W) float32 in 0-255 showing stimulus t - L.
+        Values are used as given: rejecting non-finite input is the caller's (the protocol's) job.
+        """
+        activity, behavior = np.asarray(activity), np.asarray(behavior)
+        if activity.shape != (self.n_neurons,):
+            raise ValueError(f"{self.name} backend: activity has shape {activity.shape}, "
+                             f"the model {self.artifact.model_id} expects ({self.n_neurons},)")
+        if behavior.shape != (BEHAVIOR_CHANNELS,):
+            raise ValueError(f"{self.name} backend: behavior has shape {behavior.shape}, expected "
+                             f"({BEHAVIOR_CHANNELS},) = pupil dilation, running speed, pupil x, pupil y")
+        return self._step(activity, behavior)
+
+    @abstractmethod
+    def _step(self, activity: np.ndarray, behavior: np.ndarray) -> np.ndarray:
+        """Shapes already checked; dtype may be any real type (cast on the copy in)."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Back to zero history, as at the start of a session."""
+
+    def warmup(self, steps: int = 32) -> None:
+        """Run a few ticks so first-call costs (allocation, tuning, caches) are paid now; then reset."""
+        activity = np.zeros(self.n_neurons, np.float32)
+        behavior = np.zeros(BEHAVIOR_CHANNELS, np.float32)
+        for _ in range(steps):
+            self._step(activity, behavior)
+        self.reset()
+
+
+def open_backend(artifact_dir: str | Path, kind: str = "onnxruntime", **options) -> Backend:
+    """Load and check an artifact, then open it on `kind`; options go to that backend."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(KINDS)}")
+    artifact = load_artifact(artifact_dir)
+    if kind == "torch":
+        from stream_decoder.runtime.torch_backend import TorchBackend
+
+        return TorchBackend(artifact, **options)
+    if kind == "onnxruntime":
+        from stream_decoder.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(artifact, **options)
+    from stream_decoder.runtime.tensorrt_backend import TensorRTBackend
+
+    return TensorRTBackend(artifact, **options)

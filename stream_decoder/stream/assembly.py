@@ -1,0 +1,106 @@
+"""Per-plane messages -> one activity vector in the model's neuron order, and when to emit a frame.
+
+Each neuron holds its latest value and the rig time it was acquired (its age is the difference
+to the tick). Before its first value of a session a neuron holds 0, as `data.held_responses` gives
+the distillation; behaviour holds the model's training mean until the rig sends some. Single-plane
+input is decoded once per message; multi-plane input on a grid of rig time, tick k at k / rate_hz:
+a tick is complete, and emitted with each neuron's latest value acquired at or before it, once a
+message from a later tick arrives.
+"""
+
+import math
+
+import numpy as np
+
+from stream_decoder.stream.protocol import Activity, Rejected
+
+# A sample this close to a grid point (seconds) is on it, as in stream_decoder.data.planes.
+GRID_TOLERANCE_S = 1e-6
+RECENT_SESSIONS = 16  # replaced sessions remembered, so a late message cannot flip the state back
+
+
+class Assembler:
+    def __init__(self, n_neurons: int, resting_behavior: np.ndarray, rate_hz: float,
+                 max_catchup_ticks: int = 30):
+        self.resting_behavior = np.asarray(resting_behavior, np.float32).copy()
+        self.rate_hz = rate_hz
+        self.max_catchup_ticks = max_catchup_ticks
+        self.activity = np.zeros(n_neurons, np.float32)
+        self.behavior = self.resting_behavior.copy()
+        self.acquired = np.full(n_neurons, -np.inf)  # rig time of each neuron's latest value
+        self._older = np.empty(n_neurons, bool)
+        self.session: str | None = None
+        self._replaced: list[str] = []
+        self.last_seq = -1
+        self.newest: Activity | None = None  # newest accepted message (its t and seq go into recon)
+        self.next_tick: int | None = None  # multi-plane: first grid tick not emitted yet
+
+    def admit(self, msg: Activity) -> tuple[bool, int]:
+        """Check `msg` against the session's sequence: (starts a new session, messages missed before it).
+
+        Raises `Rejected` for duplicates, out-of-order messages and messages of replaced sessions.
+        """
+        if msg.session != self.session:
+            if msg.session in self._replaced:
+                raise Rejected("old_session",
+                               f"session {msg.session!r:.60} was replaced by {self.session!r:.60}")
+            self._start(msg.session)
+            self.last_seq = msg.seq
+            return True, 0
+        if msg.seq == self.last_seq:
+            raise Rejected("duplicate", f"seq {msg.seq} again in session {msg.session!r:.60}")
+        if msg.seq < self.last_seq:
+            raise Rejected("out_of_order",
+                           f"seq {msg.seq} after {self.last_seq} in session {msg.session!r:.60}")
+        missed = msg.seq - self.last_seq - 1
+        self.last_seq = msg.seq
+        return False, missed
+
+    def apply(self, msg: Activity) -> None:
+        """Take the message's values (converted to float32, no allocation) and behaviour as the latest."""
+        end = msg.first + msg.values.size
+        np.copyto(self.activity[msg.first:end], msg.values, casting="unsafe")
+        self.acquired[msg.first:end] = msg.t
+        if msg.behavior is not None:
+            self.behavior[:2] = msg.behavior
+        if msg.pupil_center is not None:
+            self.behavior[2:] = msg.pupil_center
+        self.newest = msg
+
+    def due_ticks(self, t: float) -> tuple[range, int]:
+        """Multi-plane: (grid ticks that a message acquired at `t` completes, ticks skipped).
+
+        Emit them before applying the message. After a jump in rig time only the last
+        `max_catchup_ticks` are emitted: older ones hold the same values and would only delay
+        the frames that matter.
+        """
+        tick = self.tick_of(t)
+        if self.next_tick is None:
+            self.next_tick = tick
+        if tick <= self.next_tick:
+            return range(0), 0
+        start = max(self.next_tick, tick - self.max_catchup_ticks)
+        skipped = start - self.next_tick
+        self.next_tick = tick
+        return range(start, tick), skipped
+
+    def tick_of(self, t: float) -> int:
+        return math.floor((t + GRID_TOLERANCE_S) * self.rate_hz)
+
+    def tick_time(self, tick: int) -> float:
+        return tick / self.rate_hz
+
+    def stale_fraction(self, now: float) -> float:
+        """Fraction of neurons whose latest value was acquired more than one tick before `now`."""
+        np.less(self.acquired, now - 1 / self.rate_hz - GRID_TOLERANCE_S, out=self._older)
+        return np.count_nonzero(self._older) / self._older.size
+
+    def _start(self, session: str) -> None:
+        if self.session is not None:
+            self._replaced = [*self._replaced[-(RECENT_SESSIONS - 1):], self.session]
+        self.session = session
+        self.activity[:] = 0.0
+        self.behavior[:] = self.resting_behavior
+        self.acquired[:] = -np.inf
+        self.newest = None
+        self.next_tick = None

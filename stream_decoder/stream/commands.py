@@ -1,0 +1,167 @@
+"""CLI verbs of the streaming stage: serve (the rig daemon), replay (a rig simulator), view (a display)."""
+
+import argparse
+import signal
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+from stream_decoder.stream.protocol import INPUT_DTYPES
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="run the rig-side decoder daemon (ZeroMQ in -> frames out at 30 Hz)",
+                       description="Load a student artifact and serve it: activity messages in, "
+                       "reconstructed frames out, control requests answered (PROTOCOL.md v1). "
+                       "Runs until SIGTERM or Ctrl-C; the recording is flushed on the way out.")
+    p.add_argument("--config", type=Path, required=True, help="rig config TOML (see deploy/rig.toml)")
+    p.add_argument("--artifact", type=Path, help="override [model] artifact")
+    p.add_argument("--backend", help="override [model] backend: onnxruntime, torch or tensorrt")
+    p.add_argument("--record", type=Path, help="override [recorder] dir: record the session there")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("replay", help="play a Sensorium-format mouse the way a rig publishes it",
+                       description="Publish a dataset's responses as activity messages: per plane at the "
+                       "imaging rate with acquisition timestamps and behaviour, in real time or faster, "
+                       "with optional jitter, drops and a rig restart. Binds the endpoint like a rig.")
+    _plan_arguments(p)
+    p.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="where to publish (%(default)s)")
+    p.add_argument("--connect", action="store_true", help="connect, not bind (daemon with activity_bind)")
+    p.add_argument("--speed", type=float, default=1.0, help="1 real time, 2 twice as fast, 0 flat out")
+    p.add_argument("--jitter-ms", type=float, default=0.0, help="std of a random delay added to each send")
+    p.add_argument("--drop", type=float, default=0.0, help="probability a message is lost (seq skipped)")
+    p.add_argument("--t0", type=float, help="rig clock at the first frame (default: now, whole seconds)")
+    p.add_argument("--dtype", choices=sorted(INPUT_DTYPES), default="float32", help="payload dtype")
+    p.add_argument("--session", default="replay", help="session id (the restart appends -restart)")
+    p.add_argument("--wait-s", type=float, default=30.0, help="how long to wait for the daemon to subscribe")
+    p.add_argument("--control", default="tcp://127.0.0.1:5557",
+                   help="the daemon's control socket, asked first whether its model fits the data ('' skips)")
+    p.add_argument("--seed", type=int, default=0, help="seed of jitter and drops")
+    _curve_arguments(p)
+    p.set_defaults(func=_replay)
+
+    p = sub.add_parser("view", help="show reconstructed frames live (window, or GIF/MP4 + PNG strip)",
+                       description="Subscribe to the daemon's frames; show them in a window where a display "
+                       "exists, else write view.gif, view.mp4 and view_strip.png. Given the replayed "
+                       "dataset (same plan options as replay) the stimulus is shown beside each frame. "
+                       "Prints fps, latency and losses every second.")
+    p.add_argument("--endpoint", default="tcp://127.0.0.1:5556", help="the daemon's recon socket")
+    p.add_argument("--data", type=Path, help="the dataset being replayed, for ground truth")
+    _plan_arguments(p, data_required=False)
+    p.add_argument("--frames", type=int, help="stop after this many frames")
+    p.add_argument("--timeout-s", type=float, default=30.0, help="stop after this long without a frame")
+    p.add_argument("--out", type=Path, default=Path("demo-out/view"), help="folder for the movies")
+    p.add_argument("--keep", type=int, default=900, help="frames kept for the movies (the last ones)")
+    p.add_argument("--no-window", action="store_true", help="write movies even where a display exists")
+    _curve_arguments(p)
+    p.set_defaults(func=_view)
+
+
+def _plan_arguments(p: argparse.ArgumentParser, data_required: bool = True) -> None:
+    if data_required:
+        p.add_argument("--data", type=Path, required=True, help="dataset root or mouse folder (Sensorium)")
+    p.add_argument("--mouse", type=int, default=0, help="which mouse of the dataset root (name order)")
+    p.add_argument("--tier", default="oracle", help="tier to play (default: %(default)s)")
+    p.add_argument("--trials", nargs="+", help="trial ids to play instead of a tier")
+    p.add_argument("--clips", type=int, help="play at most this many clips")
+    p.add_argument("--gap-s", type=float, default=0.0, help="rig time between clips")
+    p.add_argument("--planes", type=int, default=1, help="imaging planes (split by cell depth); 1: 30 Hz")
+    p.add_argument("--volume-rate", type=float, help="volumes per second (default 30 / planes)")
+    p.add_argument("--rig-timing", action="store_true", help="the mouse's own plane timing (simulator truth)")
+    p.add_argument("--restart-after", type=int, default=0, help="rig restarts (new session) after N messages")
+
+
+def _curve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--curve-key", type=Path, help="this client's CurveZMQ certificate (.key_secret)")
+    p.add_argument("--server-key", type=Path, help="the daemon's public CurveZMQ certificate (.key)")
+
+
+def _curve(args):
+    from stream_decoder.stream.client import CurveKeys
+
+    if (args.curve_key is None) != (args.server_key is None):
+        raise ValueError("CurveZMQ needs both --curve-key and --server-key")
+    for path in (args.curve_key, args.server_key):
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"CurveZMQ certificate {path} does not exist")
+    return None if args.curve_key is None else CurveKeys(args.curve_key, args.server_key)
+
+
+def _plan(args):
+    from stream_decoder.stream.replay import ReplayPlan, open_mouse, plane_timing, select_trials
+
+    mouse = open_mouse(args.data, args.mouse)
+    trials = select_trials(mouse, args.tier, args.trials, args.clips)
+    timing = plane_timing(mouse, args.planes, args.volume_rate, args.rig_timing)
+    return ReplayPlan(mouse, trials, timing, args.gap_s)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _serve(args) -> int:
+    from stream_decoder.stream.config import load_config
+    from stream_decoder.stream.daemon import serve
+
+    cfg = load_config(args.config)
+    if args.artifact or args.backend:
+        cfg = replace(cfg, model=replace(cfg.model, artifact=args.artifact or cfg.model.artifact,
+                                         backend=args.backend or cfg.model.backend))
+    if args.record:
+        cfg = replace(cfg, recorder=replace(cfg.recorder, dir=args.record))
+    serve(cfg, _stop_on_signals())
+    return 0
+
+
+def _replay(args) -> int:
+    from stream_decoder.stream.replay import ReplayOptions, Rig, replay
+
+    options = ReplayOptions(speed=args.speed, jitter_ms=args.jitter_ms, drop=args.drop,
+                            restart_after=args.restart_after, t0=args.t0, dtype=args.dtype, seed=args.seed)
+    plan = _plan(args)
+    if args.control:
+        _check_model(args.control, plan.dataset.n_neurons, _curve(args))
+    with Rig(args.endpoint, bind=not args.connect, session=args.session, curve=_curve(args)) as rig:
+        print(f"replay: {len(plan.trials)} clips of {plan.dataset.name}, {plan.timing.n_planes} plane(s); "
+              f"waiting for a subscriber on {args.endpoint}", file=sys.stderr)
+        if not rig.wait_for_subscriber(args.wait_s):
+            raise RuntimeError(f"no daemon subscribed to {args.endpoint} within {args.wait_s} s; "
+                               "is serve running?")
+        report = replay(plan, rig, options)
+    print(f"replay: sent {report.sent}, dropped {report.dropped}, restarts {report.restarts}, "
+          f"{report.seconds:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _check_model(endpoint: str, n_neurons: int, curve) -> None:
+    """Refuse to play data the served model cannot take; carry on if nobody answers (no daemon yet)."""
+    from stream_decoder.stream.client import ControlClient
+
+    with ControlClient(endpoint, timeout_s=2.0, curve=curve) as control:
+        try:
+            info = control.request("info")
+        except TimeoutError:
+            print(f"replay: no answer from {endpoint}; not checking the model", file=sys.stderr)
+            return
+    if info.get("neurons") != n_neurons:
+        raise ValueError(f"the daemon serves model {info.get('model')} for {info.get('neurons')} neurons, "
+                         f"the data has {n_neurons}")
+
+
+def _view(args) -> int:
+    from stream_decoder.stream.client import ReconClient
+    from stream_decoder.stream.viewer import MovieSink, TruthLookup, WindowSink, has_display, watch
+
+    truth = TruthLookup(_plan(args), args.restart_after) if args.data else None
+    window = has_display() and not args.no_window
+    sink = WindowSink() if window else MovieSink(args.out, keep=args.keep)
+    with ReconClient(args.endpoint, timeout_s=args.timeout_s, curve=_curve(args)) as client:
+        figures = watch(client, sink, truth, max_frames=args.frames)
+    for path in sink.close():
+        print(f"view: wrote {path}", file=sys.stderr)
+    return 0 if figures.received else 1

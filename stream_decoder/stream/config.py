@@ -1,0 +1,194 @@
+"""The daemon's rig config (TOML), validated completely at start-up so a typo fails before imaging does.
+
+Relative paths in the file are relative to the file's folder. Every endpoint is configurable; the
+defaults are loopback-only, and anything reaching beyond the host needs `allow_remote = true`.
+"""
+
+import ipaddress
+import tomllib
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+
+from stream_decoder.runtime.backend import KINDS
+from stream_decoder.stream.protocol import RECON_DTYPES
+
+LOOPBACK_NAMES = ("localhost", "ip6-localhost")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    artifact: Path
+    backend: str = "onnxruntime"
+
+    def __post_init__(self):
+        if self.backend not in KINDS:
+            raise ValueError(f"[model] backend {self.backend!r} is not one of {KINDS}")
+
+
+@dataclass(frozen=True)
+class EndpointsConfig:
+    activity: str = "tcp://127.0.0.1:5555"  # the rig's PUB; the daemon's SUB connects to it
+    activity_bind: bool = False  # bind the SUB instead (rigs that connect their PUB)
+    recon: str = "tcp://127.0.0.1:5556"  # PUB, binds
+    control: str = "tcp://127.0.0.1:5557"  # REP, binds
+    allow_remote: bool = False  # the explicit setting that lets a socket reach beyond this host
+
+    def __post_init__(self):
+        for name in ("activity", "recon", "control"):
+            check_endpoint(getattr(self, name), f"[endpoints] {name}", self.allow_remote)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    rate_hz: float = 30.0  # display rate; also the multi-plane emission grid
+    output_dtype: str = "float32"  # recon payload: float32 (exact) or uint8 (0-255, 4x smaller)
+    recv_hwm: int = 10_000  # activity messages queued before ZeroMQ drops (bursts of 10x rate fit)
+    send_hwm: int = 300  # recon frames queued per subscriber before that subscriber loses frames
+    # Largest frame a socket accepts at the transport; larger ones cost the sender its connection.
+    # 0: four times the largest legal activity payload of the loaded model.
+    max_message_bytes: int = 0
+    max_catchup_ticks: int = 30  # multi-plane: ticks emitted at most when rig time jumps ahead
+
+    def __post_init__(self):
+        if not self.rate_hz > 0:
+            raise ValueError(f"[stream] rate_hz must be > 0, got {self.rate_hz}")
+        if self.output_dtype not in RECON_DTYPES:
+            raise ValueError(f"[stream] output_dtype {self.output_dtype!r} is not one of "
+                             f"{sorted(RECON_DTYPES)}")
+        for name in ("recv_hwm", "send_hwm", "max_message_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"[stream] {name} must be >= 0, got {getattr(self, name)}")
+        if self.max_catchup_ticks < 1:
+            raise ValueError(f"[stream] max_catchup_ticks must be >= 1, got {self.max_catchup_ticks}")
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    curve: bool = False  # CurveZMQ on every socket, the daemon as server
+    server_secret_key: Path | None = None  # zmq.auth certificate with the daemon's key pair (.key_secret)
+    client_keys_dir: Path | None = None  # folder of allowed clients' public certificates (*.key)
+
+    def __post_init__(self):
+        if not self.curve:
+            return
+        if self.server_secret_key is None or self.client_keys_dir is None:
+            raise ValueError("[security] curve = true needs server_secret_key and client_keys_dir")
+        if not self.server_secret_key.is_file():
+            raise FileNotFoundError(f"[security] server_secret_key: no file {self.server_secret_key}")
+        if not self.client_keys_dir.is_dir():
+            raise FileNotFoundError(f"[security] client_keys_dir: no folder {self.client_keys_dir}")
+        if not any(self.client_keys_dir.glob("*.key")):
+            raise ValueError(f"[security] client_keys_dir {self.client_keys_dir} holds no public "
+                             "*.key certificate")
+
+
+@dataclass(frozen=True)
+class RecorderConfig:
+    dir: Path | None = None  # where sessions are recorded; unset: no recording
+    chunk_seconds: float = 1.0  # at most this much is lost if the daemon is killed with SIGKILL
+
+    def __post_init__(self):
+        if not self.chunk_seconds > 0:
+            raise ValueError(f"[recorder] chunk_seconds must be > 0, got {self.chunk_seconds}")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    interval_s: float = 10.0  # each kind of problem is logged at most once per interval; stats every interval
+
+    def __post_init__(self):
+        if not self.interval_s > 0:
+            raise ValueError(f"[log] interval_s must be > 0, got {self.interval_s}")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    model: ModelConfig
+    endpoints: EndpointsConfig = field(default_factory=EndpointsConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    recorder: RecorderConfig = field(default_factory=RecorderConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+def load_config(path: Path, **overrides) -> DaemonConfig:
+    """Read and validate a rig config; `overrides` replace whole sections (e.g. from the command line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"rig config {path} does not exist")
+    try:
+        table = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        config = _build(DaemonConfig, table, "", path.parent)
+        return replace(config, **overrides)
+    except (ValueError, FileNotFoundError) as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+
+
+def check_endpoint(endpoint: str, what: str, allow_remote: bool) -> None:
+    """A ZeroMQ endpoint we can use; a non-loopback TCP address only when remote access is allowed."""
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or scheme not in ("tcp", "ipc", "inproc") or not rest:
+        raise ValueError(f"{what} {endpoint!r} is not a tcp://, ipc:// or inproc:// endpoint")
+    if scheme != "tcp":
+        return
+    host, colon, port = rest.rpartition(":")
+    if not colon or not (port == "*" or (port.isdigit() and 0 < int(port) < 65536)):
+        raise ValueError(f"{what} {endpoint!r} needs a port 1-65535 (or * to bind any free port)")
+    if not allow_remote and not _is_loopback(host.strip("[]")):
+        raise ValueError(f"{what} {endpoint!r} reaches beyond this host; set [endpoints] allow_remote = true "
+                         "to allow it (and consider [security] curve = true)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _build(cls, table, section: str, base: Path):
+    """Instantiate a config dataclass from a TOML table, naming any unknown, missing or mistyped key."""
+    where = f"[{section}]" if section else "the top level"
+    if not isinstance(table, dict):
+        raise ValueError(f"{where} must be a table")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; known: {known}")
+    missing = [f.name for f in fields(cls) if f.name not in table and _required(f)]
+    if missing:
+        raise ValueError(f"{where} is missing required key(s) {missing}")
+    kwargs = {name: _value(hints[name], value, f"{where} {name}" if section else f"[{name}]", name, base)
+              for name, value in table.items()}
+    return cls(**kwargs)
+
+
+def _required(f) -> bool:
+    return f.default is MISSING and f.default_factory is MISSING
+
+
+def _value(hint, value, where: str, name: str, base: Path):
+    if isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
+        return _build(hint, value, name, base)
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in options:
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+        if option is Path and isinstance(value, str) and value:
+            return base / Path(value).expanduser()
+    expected = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))
+    raise ValueError(f"{where} must be {expected}, got {value!r}")

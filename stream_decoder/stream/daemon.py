@@ -1,0 +1,268 @@
+"""The rig-side daemon: activity in over ZeroMQ -> Backend.step -> reconstructed frames out, at 30 Hz.
+
+One thread, one poller over the activity SUB, the control REP and the socket monitors. The hot
+path per message: zero-copy receive, header checks, a copy of the values into the preallocated
+neuron vector, one `step`, one non-blocking publish, a memcpy into the recorder's open chunk.
+Nothing in it waits on a subscriber or the disk, and no input can stop it: every bad message is
+counted under its reason, and even an unexpected error in handling one message is counted and
+logged, and the next message is served.
+"""
+
+import gc
+import logging
+import threading
+import time
+
+import numpy as np
+import zmq
+
+from stream_decoder.runtime import Backend, open_backend
+from stream_decoder.stream.assembly import Assembler
+from stream_decoder.stream.config import DaemonConfig
+from stream_decoder.stream.protocol import (
+    CONTROL_COMMANDS,
+    INPUT_DTYPES,
+    RECON_DTYPES,
+    VERSION,
+    Activity,
+    ReconHeader,
+    Rejected,
+    decode_activity,
+    decode_request,
+    encode_recon,
+    encode_reply,
+)
+from stream_decoder.stream.recorder import Recorder
+from stream_decoder.stream.sockets import REFUSED, open_sockets, publish, receive
+from stream_decoder.stream.stats import DaemonStats, RateLimitedLog, kv
+
+log = logging.getLogger(__name__)
+POLL_MS = 50  # longest the loop sleeps: bounds how late a stop request or a recorder flush is
+DRAIN_LIMIT = 256  # activity messages handled per wake-up before control gets a turn
+
+
+class FrameOut:
+    """Backend frames (float32, 0-255) in the configured wire dtype; uint8 via preallocated buffers."""
+
+    def __init__(self, dtype: str, shape: tuple[int, int]):
+        self.dtype = RECON_DTYPES[dtype]
+        self._scratch = np.empty(shape, np.float32)
+        self._out = np.empty(shape, self.dtype)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        if self.dtype == np.float32:
+            return np.asarray(frame, np.float32)
+        np.clip(frame, 0.0, 255.0, out=self._scratch)
+        np.rint(self._scratch, out=self._scratch)
+        np.copyto(self._out, self._scratch, casting="unsafe")
+        return self._out
+
+
+class Daemon:
+    """One rig's decoding loop. Constructing it binds the sockets (so a bad endpoint fails at
+    start-up); `run` serves until told to stop."""
+
+    def __init__(self, cfg: DaemonConfig, backend: Backend, ctx: zmq.Context | None = None):
+        self.cfg = cfg
+        self.backend = backend
+        meta = backend.artifact.meta
+        self.model_id = meta.model_id
+        self.n_neurons = meta.n_neurons
+        self.lookahead_s = meta.lookahead / cfg.stream.rate_hz
+        self.stats = DaemonStats()
+        self.log = RateLimitedLog(log, cfg.log.interval_s)
+        self.assembler = Assembler(self.n_neurons, backend.artifact.state_dict["behavior_mean"].numpy(),
+                                   cfg.stream.rate_hz, cfg.stream.max_catchup_ticks)
+        self.frame_out = FrameOut(cfg.stream.output_dtype, tuple(meta.frame_shape))
+        self.tick_seq = 0
+        self.ctx = ctx or zmq.Context()
+        self._own_ctx = ctx is None
+        self.sockets = open_sockets(self.ctx, cfg, self.n_neurons)
+        self.recorder = None
+        if cfg.recorder.dir is not None:
+            try:
+                self.recorder = Recorder(cfg.recorder.dir, self.n_neurons, tuple(meta.frame_shape),
+                                         self.frame_out.dtype, cfg.stream.rate_hz, cfg.recorder.chunk_seconds)
+            except OSError as exc:
+                self.sockets.close()
+                raise RuntimeError(f"[recorder] dir {cfg.recorder.dir}: {exc}") from exc
+        log.info(kv("serving", model=self.model_id, backend=backend.name, neurons=self.n_neurons,
+                    **self.sockets.endpoints(), curve=cfg.security.curve,
+                    recording=cfg.recorder.dir or "off"))
+
+    # ---- the loop ----
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until `stop` is set; then flush the recorder and close the sockets."""
+        poller = zmq.Poller()
+        for sock in (self.sockets.activity, self.sockets.control, *self.sockets.monitors):
+            poller.register(sock, zmq.POLLIN)
+        next_report = time.monotonic() + self.cfg.log.interval_s
+        try:
+            while not stop.is_set():
+                ready = dict(poller.poll(POLL_MS))
+                if self.sockets.activity in ready:
+                    self._drain_activity()
+                if self.sockets.control in ready:
+                    self._serve_control()
+                for monitor in self.sockets.monitors:
+                    if monitor in ready:
+                        self._peer_event(monitor)
+                if self.sockets.repair(time.monotonic()):
+                    self.stats.peers["activity.reconnected"] += 1
+                    self.log.warning("reconnected", "activity_reconnected",
+                                     endpoint=self.cfg.endpoints.activity)
+                if self.recorder is not None:
+                    self.recorder.tick()
+                if time.monotonic() >= next_report:
+                    next_report += self.cfg.log.interval_s
+                    self._report()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+            self.recorder = None
+        self.sockets.close()
+        if self._own_ctx:
+            self.ctx.term()
+        log.info(kv("stopped", **self._summary()))
+
+    def _drain_activity(self) -> None:
+        sock = self.sockets.activity
+        for _ in range(DRAIN_LIMIT):
+            try:
+                frames = receive(sock)
+            except zmq.Again:
+                return
+            received = time.perf_counter()
+            try:
+                self.handle_activity(frames, received)
+            except Exception as exc:  # one bad tick must not end the session: count, log, carry on
+                self.stats.dropped["internal_error"] += 1
+                self.log.warning("internal_error", "internal_error", error=f"{type(exc).__name__}: {exc}")
+
+    # ---- activity in, frames out ----
+
+    def handle_activity(self, frames, received: float) -> None:
+        """Validate, assemble and decode one activity message (frames as received, not copied)."""
+        self.stats.received += 1
+        try:
+            msg = decode_activity(frames, self.n_neurons)
+            new_session, missed = self.assembler.admit(msg)
+        except Rejected as exc:
+            self.stats.rejected[exc.reason] += 1
+            self.log.warning(f"rejected.{exc.reason}", "rejected", reason=exc.reason, detail=exc.detail)
+            return
+        self.stats.accepted += 1
+        if new_session:
+            self._new_session(msg)
+        if missed:
+            self.stats.gaps += 1
+            self.stats.lost += missed
+            self.log.warning("gap", "seq_gap", session=msg.session, seq=msg.seq, missed=missed)
+        try:
+            if msg.n_planes == 1:
+                self.assembler.apply(msg)
+                self._emit(msg.t, received)
+            else:
+                ticks, skipped = self.assembler.due_ticks(msg.t)
+                if skipped:
+                    self.stats.dropped["catchup_ticks"] += skipped
+                for tick in ticks:
+                    self._emit(self.assembler.tick_time(tick), received)
+                self.assembler.apply(msg)
+        finally:  # recorded after the frame is out, so the disk copy never delays it
+            if self.recorder is not None:
+                self.recorder.activity(msg, time.time())
+
+    def _new_session(self, msg: Activity) -> None:
+        self.backend.reset()
+        self.tick_seq = 0
+        self.stats.sessions += 1
+        log.info(kv("session", session=msg.session, seq=msg.seq, t=msg.t, n_planes=msg.n_planes))
+
+    def _emit(self, tick_t: float, received: float) -> None:
+        """Decode the assembled state as the frame for rig time `tick_t` and publish it."""
+        a = self.assembler
+        frame = self.frame_out(self.backend.step(a.activity, a.behavior))
+        newest = a.newest
+        header = ReconHeader(a.session, self.tick_seq, newest.t, newest.seq, tick_t - self.lookahead_s,
+                             self.model_id, a.stale_fraction(tick_t))
+        try:
+            publish(self.sockets.recon, encode_recon(header, frame))
+        except zmq.Again:  # a PUB drops for slow subscribers itself; this is the belt to its braces
+            self.stats.dropped["send_again"] += 1
+        self.tick_seq += 1
+        self.stats.emitted += 1
+        self.stats.latency.add(time.perf_counter() - received)
+        if self.recorder is not None:
+            self.recorder.recon(header, frame, time.time())
+
+    # ---- control and peers ----
+
+    def _serve_control(self) -> None:
+        sock = self.sockets.control
+        try:
+            frames = receive(sock)
+        except zmq.Again:
+            return
+        try:
+            reply = self.reply(decode_request(frames))
+        except Rejected as exc:
+            self.stats.control_errors[exc.reason] += 1
+            reply = {"ok": False, "error": str(exc)}
+        except Exception as exc:  # a REP socket that does not answer can never receive again
+            self.stats.control_errors["internal_error"] += 1
+            reply = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
+        sock.send(encode_reply(reply))
+
+    def reply(self, cmd: str) -> dict:
+        """The control socket's answer to `cmd` (ping, info, stats; anything else is an error)."""
+        if cmd == "ping":
+            return {"ok": True, "version": VERSION}
+        if cmd == "info":
+            meta = self.backend.artifact.meta
+            return {"ok": True, "model": self.model_id, "neurons": self.n_neurons,
+                    "frame_shape": list(meta.frame_shape), "lookahead": meta.lookahead,
+                    "rate_hz": self.cfg.stream.rate_hz, "input_dtypes": list(INPUT_DTYPES),
+                    "output_dtype": self.cfg.stream.output_dtype, "backend": self.backend.name,
+                    "version": VERSION, "endpoints": self.sockets.endpoints()}
+        if cmd == "stats":
+            return {"ok": True, "model": self.model_id, **self._summary()}
+        self.stats.control_errors["unknown_cmd"] += 1
+        return {"ok": False, "error": f"unknown command {cmd!r:.60}; known: {', '.join(CONTROL_COMMANDS)}"}
+
+    def _summary(self) -> dict:
+        summary = self.stats.snapshot()
+        summary["session"] = self.assembler.session
+        summary["recorder_dropped"] = self.recorder.dropped if self.recorder is not None else 0
+        return summary
+
+    def _peer_event(self, monitor: zmq.Socket) -> None:
+        event = self.sockets.peer_event(monitor, time.monotonic())
+        if event is None:
+            return
+        self.stats.peers[event] += 1
+        if event.split(".")[1] in REFUSED:
+            self.log.warning(f"peer.{event}", "peer_refused", socket_event=event)
+
+    def _report(self) -> None:
+        s = self.stats
+        latency = s.latency.percentiles_ms()
+        log.info(kv("stats", received=s.received, emitted=s.emitted, lost=s.lost,
+                    rejected=sum(s.rejected.values()), dropped=sum(s.dropped.values()),
+                    p50_ms=latency.get("p50", float("nan")), p99_ms=latency.get("p99", float("nan"))))
+
+
+def serve(cfg: DaemonConfig, stop: threading.Event) -> None:
+    """Load the model, warm it up, and serve until `stop` is set."""
+    backend = open_backend(cfg.model.artifact, cfg.model.backend)
+    backend.warmup()
+    daemon = Daemon(cfg, backend)
+    # Everything allocated so far lives as long as the process: take it out of the cyclic garbage
+    # collector's full passes, which would otherwise walk torch's objects mid-session (milliseconds).
+    gc.collect()
+    gc.freeze()
+    daemon.run(stop)

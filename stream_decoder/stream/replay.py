@@ -1,0 +1,238 @@
+"""A rig simulator: plays a Sensorium-format mouse the way an acquisition rig publishes it.
+
+Per plane and volume, at the imaging rate (`plane_samples`), with acquisition timestamps and the
+behaviour at that time; in real time or faster, with optional send jitter, dropped messages and a
+rig restart (a new session). A plane whose neurons are not one contiguous range of the model's
+order goes out as one message per contiguous run, all with the plane's acquisition time.
+
+`ReplayPlan` is the schedule (which clip frame every message carries); the viewer rebuilds it
+to find the ground-truth frame of each reconstruction.
+"""
+
+import itertools
+import logging
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zmq
+from tqdm import tqdm
+
+from stream_decoder.data import MouseDataset, PlaneTiming, find_mice, plane_samples
+from stream_decoder.data.planes import FRAME_RATE_HZ, frame_of
+from stream_decoder.stream.client import CurveKeys
+from stream_decoder.stream.protocol import ACTIVITY, INPUT_DTYPES, encode_activity
+from stream_decoder.stream.stats import kv
+
+log = logging.getLogger(__name__)
+TIME_TOLERANCE_S = 1e-6  # as stream_decoder.data.planes: a time this close to a frame boundary is on it
+SUBSCRIBE = b"\x01" + ACTIVITY  # what an XPUB receives when a subscriber asks for activity
+
+
+class Rig:
+    """An activity publisher that numbers its messages per session, like a rig's acquisition software.
+
+    XPUB (wire-compatible with PUB) so that it can wait until the daemon has subscribed before
+    the first message: a PUB drops everything sent before a subscriber is attached.
+    """
+
+    def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", bind: bool = True, session: str = "rig",
+                 hwm: int = 0, curve: CurveKeys | None = None, ctx: zmq.Context | None = None):
+        self.ctx = ctx or zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.XPUB)
+        self.sock.setsockopt(zmq.LINGER, 1000)  # give queued messages a second to leave on close
+        self.sock.setsockopt(zmq.SNDHWM, hwm)
+        if curve is not None:
+            curve.apply(self.sock)
+        if bind:
+            self.sock.bind(endpoint)
+        else:
+            self.sock.connect(endpoint)
+        self.session = session
+        self.seq = 0
+
+    def wait_for_subscriber(self, timeout_s: float) -> bool:
+        """True once someone subscribed to `activity`; False after `timeout_s` without."""
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            if self.sock.poll(int(left * 1000)) and self.sock.recv() == SUBSCRIBE:
+                return True
+        return False
+
+    def send(self, values: np.ndarray, t: float, **fields) -> int:
+        """Publish one activity message (fields: first, plane, n_planes, behavior, pupil_center)."""
+        seq = self.seq
+        self.sock.send_multipart(encode_activity(self.session, seq, t, values, **fields))
+        self.seq += 1
+        return seq
+
+    def skip(self) -> None:
+        """A message lost on the way: its seq is used up, the daemon sees a gap."""
+        self.seq += 1
+
+    def restart(self, session: str) -> None:
+        """The rig software restarted: a new session, numbering from 0."""
+        self.session = session
+        self.seq = 0
+
+    def close(self, linger_ms: int | None = None) -> None:
+        """Close, by default after giving queued messages a second to leave."""
+        self.sock.close(linger=linger_ms)
+
+    def __enter__(self) -> "Rig":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class PlannedMessage:
+    time: float  # seconds from the plan's start (the rig adds its clock origin)
+    clip: int  # index into plan.trials
+    frame: int  # 30 Hz frame of the clip whose responses and behaviour the message carries
+    plane: int
+    first: int
+    values: np.ndarray
+    behavior: np.ndarray  # (2,) pupil dilation, running speed
+    pupil_center: np.ndarray  # (2,)
+
+
+class ReplayPlan:
+    """Clips played back to back (`gap_s` apart), each sampled per plane by `timing`."""
+
+    def __init__(self, dataset: MouseDataset, trials: list[str], timing: PlaneTiming, gap_s: float = 0.0):
+        if not trials:
+            raise ValueError(f"{dataset.path}: no trials to replay")
+        if len(timing.plane) != dataset.n_neurons:
+            raise ValueError(f"plane timing covers {len(timing.plane)} neurons, {dataset.path} has "
+                             f"{dataset.n_neurons}")
+        self.dataset = dataset
+        self.trials = list(trials)
+        self.timing = timing
+        self.lengths = [dataset.length(trial) for trial in self.trials]
+        durations = np.asarray(self.lengths) / FRAME_RATE_HZ + gap_s
+        self.starts = np.concatenate([[0.0], np.cumsum(durations)[:-1]])
+        self.runs = [_contiguous_runs(timing.neurons_of(p)) for p in range(timing.n_planes)]
+
+    def messages(self) -> Iterator[PlannedMessage]:
+        for i, trial in enumerate(self.trials):
+            clip = self.dataset.clip(trial)
+            if not np.isfinite(clip.responses).all():
+                raise ValueError(f"{self.dataset.path}: trial {trial} has no recorded responses (NaN), "
+                                 f"a release withholds them for its test tiers; replay another tier")
+            for sample in plane_samples(clip.responses, self.timing):
+                frame = int(frame_of(sample.t_acq))
+                for first, start, stop in self.runs[sample.plane]:
+                    yield PlannedMessage(float(self.starts[i] + sample.t_acq), i, frame, sample.plane,
+                                         first, sample.values[start:stop], clip.behavior[frame],
+                                         clip.pupil_center[frame])
+
+    def message_times(self) -> np.ndarray:
+        """Plan time of every message in send order: entry k is what seq k carries (before a restart)."""
+        return np.array([m.time for m in self.messages()], dtype=np.float64)
+
+    def locate(self, plan_time: float) -> tuple[int, int] | None:
+        """(clip, frame) shown at `plan_time`, or None outside every clip."""
+        i = int(np.searchsorted(self.starts, plan_time + TIME_TOLERANCE_S, side="right")) - 1
+        if i < 0:
+            return None
+        frame = int(frame_of(plan_time - self.starts[i]))
+        return (i, frame) if frame < self.lengths[i] else None
+
+
+def _contiguous_runs(neurons: np.ndarray) -> list[tuple[int, int, int]]:
+    """(first neuron, start, stop) of each run of consecutive indices in a sorted index array."""
+    if neurons.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(neurons) != 1) + 1
+    bounds = np.concatenate([[0], breaks, [neurons.size]])
+    return [(int(neurons[a]), int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    speed: float = 1.0  # 1: real time; 2: twice as fast; 0: as fast as possible
+    jitter_ms: float = 0.0  # std of a gaussian delay added to each send (t stays the acquisition time)
+    drop: float = 0.0  # probability that a message is lost (its seq is skipped)
+    restart_after: int = 0  # messages before the rig restarts with a new session; 0: never
+    t0: float | None = None  # rig clock at the plan's start; None: this host's clock (a 30 Hz boundary)
+    dtype: str = "float32"  # payload dtype on the wire
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.speed < 0 or self.jitter_ms < 0 or not 0 <= self.drop < 1 or self.restart_after < 0:
+            raise ValueError(f"replay: need speed >= 0, jitter_ms >= 0, 0 <= drop < 1, restart_after >= 0; "
+                             f"got {self}")
+        if self.dtype not in INPUT_DTYPES:
+            raise ValueError(f"replay: dtype {self.dtype!r} not in {sorted(INPUT_DTYPES)}")
+
+
+@dataclass
+class ReplayReport:
+    sent: int = 0
+    dropped: int = 0
+    restarts: int = 0
+    seconds: float = 0.0
+
+
+def replay(plan: ReplayPlan, rig: Rig, options: ReplayOptions, progress: bool = True) -> ReplayReport:
+    """Publish the plan through `rig`, paced by acquisition time / speed."""
+    rng = random.Random(options.seed)
+    dtype = INPUT_DTYPES[options.dtype]
+    report = ReplayReport()
+    session = rig.session
+    if options.t0 is None:
+        # Stamp with this host's clock, starting on a 30 Hz boundary so multi-plane times land on
+        # the daemon's grid as they do in the data; then `t` is the send time give or take jitter.
+        t0 = math.ceil(time.time() * FRAME_RATE_HZ) / FRAME_RATE_HZ
+        start = time.monotonic() + (t0 - time.time())
+    else:
+        t0, start = options.t0, time.monotonic()
+    messages = plan.messages()
+    for k, msg in enumerate(tqdm(messages, desc="replay", unit="msg", disable=not progress)):
+        if options.restart_after and k == options.restart_after:
+            rig.restart(f"{session}-restart")
+            report.restarts += 1
+            log.info(kv("rig_restart", session=rig.session, after=k))
+        if options.speed > 0:
+            due = start + msg.time / options.speed + max(0.0, rng.gauss(0.0, options.jitter_ms / 1e3))
+            time.sleep(max(0.0, due - time.monotonic()))
+        if options.drop and rng.random() < options.drop:
+            rig.skip()
+            report.dropped += 1
+            continue
+        rig.send(msg.values.astype(dtype, copy=False), t0 + msg.time, first=msg.first, plane=msg.plane,
+                 n_planes=plan.timing.n_planes, behavior=msg.behavior, pupil_center=msg.pupil_center)
+        report.sent += 1
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def plane_timing(mouse: MouseDataset, planes: int, volume_rate_hz: float | None,
+                 rig_timing: bool) -> PlaneTiming:
+    """Single-plane 30 Hz by default; `planes` > 1 split by cell depth; or the mouse's own rig timing."""
+    if rig_timing:
+        return PlaneTiming.for_mouse(mouse.path)
+    if planes == 1:
+        return PlaneTiming.single_plane(mouse.n_neurons, volume_rate_hz or FRAME_RATE_HZ)
+    rate = volume_rate_hz or FRAME_RATE_HZ / planes
+    return PlaneTiming.from_depths(mouse.cell_motor_coordinates[:, 2], planes, rate)
+
+
+def select_trials(mouse: MouseDataset, tier: str | None, trials: list[str] | None,
+                  limit: int | None) -> list[str]:
+    chosen = list(trials) if trials else mouse.trials(tier)
+    return chosen[:limit] if limit else chosen
+
+
+def open_mouse(data: Path, mouse: int) -> MouseDataset:
+    """Mouse number `mouse` (in name order) of a dataset root, or the mouse folder itself."""
+    mice = find_mice(data)
+    if not 0 <= mouse < len(mice):
+        raise ValueError(f"{data}: mouse index {mouse} out of range, {len(mice)} mice found")
+    return MouseDataset(mice[mouse])

@@ -1,0 +1,98 @@
+"""Reconstruct every clip of some tiers of a dataset into a teacher store, sharded across ranks.
+
+Under torchrun, rank r takes every world-th remaining clip; rank 0 writes the manifest and trains
+each mouse's alpha mask first. Clips already in the store are skipped, so an interrupted run resumes.
+"""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from stream_decoder.encoder.batches import ClipTensors, open_mice
+from stream_decoder.encoder.checkpoint import load_ensemble, member_dirs
+from stream_decoder.encoder.training import Ranks
+from stream_decoder.metrics import frame_correlations, ssim, video_correlation
+from stream_decoder.teacher.mask import MaskConfig, evaluation_mask, train_alpha_mask, training_mask
+from stream_decoder.teacher.reconstruct import TeacherConfig, reconstruct
+from stream_decoder.teacher.store import TeacherStore
+
+
+@dataclass(frozen=True)
+class Job:
+    data: Path
+    models: tuple[Path, ...]
+    out: Path
+    tiers: tuple[str, ...]
+    teacher: TeacherConfig
+    mask: MaskConfig | None  # None: no mask, every pixel is reconstructed and evaluated
+    mask_tier: str = "train"
+    mask_clips: int = 8  # clips of `mask_tier` the mask is fitted on
+    batch_size: int = 1  # clips reconstructed together
+    limit: int | None = None  # at most this many clips per mouse (in trial order)
+
+
+def clip_metrics(recon: np.ndarray, truth: np.ndarray, eval_mask) -> dict[str, float]:
+    return {
+        "correlation": video_correlation(recon, truth, eval_mask),
+        "correlation_unmasked": video_correlation(recon, truth),
+        "frame_correlation": float(np.nanmean(frame_correlations(recon[30:], truth[30:], eval_mask))),
+        "ssim": ssim(recon, truth, eval_mask),
+    }
+
+
+def run(job: Job, progress: bool = True) -> TeacherStore:
+    ranks = Ranks.start("cpu")
+    mice = open_mice(job.data)
+    encoders = [e.requires_grad_(False) for e in load_ensemble(list(job.models), mice)]
+    store = TeacherStore(job.out)
+    if ranks.rank == 0:
+        store.begin(
+            {
+                "teacher": job.teacher.to_dict(),
+                "mask": job.mask.to_dict() if job.mask else None,
+                "models": [str(p.resolve()) for m in job.models for p in member_dirs(m)],
+                "fingerprints": {name: mouse.fingerprint() for name, mouse in mice.items()},
+            }
+        )
+    try:
+        for name, mouse in mice.items():
+            alpha = _alpha(job, store, ranks, name, mouse, encoders)
+            train_mask = training_mask(alpha) if alpha is not None else None
+            eval_mask = evaluation_mask(alpha) if alpha is not None else None
+            trials = mouse.trials(list(job.tiers))[: job.limit]
+            mine = [t for t in trials[ranks.rank :: ranks.world] if not store.has(name, t)]
+            bar = tqdm(total=len(mine), desc=f"reconstruct {name}", unit="clip", disable=not progress)
+            for start in range(0, len(mine), job.batch_size):
+                clips = [ClipTensors.from_clip(mouse.clip(t)) for t in mine[start : start + job.batch_size]]
+                started = time.perf_counter()
+                videos = reconstruct(clips, encoders, name, train_mask, job.teacher, progress=progress)
+                seconds = (time.perf_counter() - started) / len(clips)
+                for clip, video in zip(clips, videos, strict=True):
+                    metrics = clip_metrics(video, clip.video.numpy(), eval_mask) | {"seconds": seconds}
+                    store.save(name, clip.trial, video, metrics)
+                bar.update(len(clips))
+            bar.close()
+        _barrier(ranks)
+    finally:
+        ranks.close()
+    return store
+
+
+def _alpha(job: Job, store: TeacherStore, ranks: Ranks, name: str, mouse, encoders):
+    """The mouse's alpha mask: from the store, else fitted by rank 0 and shared through the store."""
+    if job.mask is None:
+        return None
+    if ranks.rank == 0 and store.alpha(name) is None:
+        clips = [ClipTensors.from_clip(mouse.clip(t)) for t in mouse.trials(job.mask_tier)[: job.mask_clips]]
+        store.save_alpha(name, train_alpha_mask(encoders, clips, name, job.mask))
+    _barrier(ranks)
+    return store.alpha(name)
+
+
+def _barrier(ranks: Ranks) -> None:
+    if ranks.world > 1:
+        dist.barrier()

@@ -1,0 +1,178 @@
+"""The teacher: reconstruct a clip by inverting the encoder ensemble with gradient descent.
+
+Bauer, Margrie & Clopath (eLife 2026), REFERENCE.md §1: start from a gray video, push it so that
+each encoder's predicted responses match the recorded ones (Poisson loss, behaviour held at its
+recorded values), one reconstruction per ensemble member, average them, smooth in space and time.
+
+    for every iteration:
+        gradient of the loss on every window (evaluated as one batch), each divided by its L2 norm,
+        averaged where windows overlap, times the training mask, clipped to +-1
+        bias-corrected momentum (+ Adam's second moment in the `cpu` preset), warm-up of the rate
+        video -= rate * step, then clipped to [0, 255]
+
+Several clips of equal length reconstruct together as one batch.
+"""
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter
+from tqdm.auto import tqdm
+
+GRAY = 127.5
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    iterations: int = 1000
+    lr: float = 1000.0
+    warmup: int = 10  # iterations of linear warm-up of the rate
+    window: int | None = 32  # frames per gradient window; None: the whole clip in one pass
+    stride: int = 8
+    beta1: float = 0.9
+    adam: bool = False  # also divide by the root of the bias-corrected second moment
+    beta2: float = 0.999
+    cosine: bool = False  # decay the rate to zero over the iterations after warm-up
+    smooth_sigma: float = 0.5  # 3D gaussian over (t, y, x) after averaging members; 0 turns it off
+    neuron_fraction: float = 1.0  # fraction of neurons whose responses enter the loss
+    seed: int = 0  # picks the neuron subset
+
+    def __post_init__(self):
+        if self.iterations < 1 or self.warmup < 1:
+            raise ValueError("iterations and warmup must be >= 1")
+        if not 0.0 < self.neuron_fraction <= 1.0:
+            raise ValueError(f"neuron_fraction must be in (0, 1], got {self.neuron_fraction}")
+        if self.window is not None and (self.window < 1 or self.stride < 1):
+            raise ValueError("window and stride must be >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS = {
+    # The published settings (REFERENCE.md §1).
+    "published": TeacherConfig(),
+    # The whole clip in one causal pass, Adam's step rule with a cosine decay, 10x fewer iterations.
+    # lr: on the tiny preset at 30 iterations, 12 / 30 / 60 gave video correlation 0.056 / 0.088 / 0.112.
+    "cpu": TeacherConfig(iterations=100, lr=60.0, window=None, adam=True, cosine=True),
+}
+
+
+def preset(name: str, **overrides) -> TeacherConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown teacher preset {name!r}; choose from {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **overrides)
+
+
+def window_index(frames: int, window: int | None, stride: int) -> torch.Tensor:
+    """(windows, window) frame indices: every `stride` frames, the last window aligned to the end."""
+    if window is None or window >= frames:
+        return torch.arange(frames)[None]
+    starts = list(range(0, frames - window + 1, stride))
+    if starts[-1] != frames - window:
+        starts.append(frames - window)
+    return torch.tensor(starts)[:, None] + torch.arange(window)
+
+
+def poisson_loss(predicted: torch.Tensor, recorded: torch.Tensor) -> torch.Tensor:
+    """Poisson negative log-likelihood with rates as input (log_input=False), summed."""
+    return torch.nn.functional.poisson_nll_loss(predicted, recorded, log_input=False, reduction="sum")
+
+
+def neuron_subset(n_neurons: int, cfg: TeacherConfig) -> torch.Tensor:
+    count = max(1, round(cfg.neuron_fraction * n_neurons))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    return torch.randperm(n_neurons, generator=generator)[:count].sort().values
+
+
+def window_gradient(encoder, video, behavior, pupil, recorded, mouse, index, neurons) -> torch.Tensor:
+    """Loss gradient for (B, T, H, W) `video`: one per window, each normalised, overlaps averaged."""
+    batch, frames = video.shape[:2]
+    windows = video[:, index].detach().flatten(0, 1).requires_grad_(True)  # (B * W, window, H, W)
+    predicted = encoder(windows, behavior[:, index].flatten(0, 1), pupil[:, index].flatten(0, 1), mouse)
+    loss = poisson_loss(predicted[..., neurons], recorded[:, index].flatten(0, 1)[..., neurons])
+    (grad,) = torch.autograd.grad(loss, windows)
+    grad = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None, None]
+    grad = grad.unflatten(0, (batch, len(index)))
+    total = video.new_zeros(video.shape).index_add_(1, index.flatten(), grad.flatten(1, 2))
+    counts = torch.bincount(index.flatten(), minlength=frames).to(video)
+    return total / counts[None, :, None, None]
+
+
+def learning_rate(cfg: TeacherConfig, iteration: int) -> float:
+    rate = cfg.lr * min(1.0, (iteration + 1) / cfg.warmup)
+    if cfg.cosine and iteration >= cfg.warmup:
+        progress = (iteration - cfg.warmup) / max(1, cfg.iterations - cfg.warmup)
+        rate *= 0.5 * (1 + math.cos(math.pi * progress))
+    return rate
+
+
+def invert(encoder, clips: "ClipBatch", mouse: str, mask, cfg: TeacherConfig, init=None, progress=True):
+    """One member's reconstruction of a batch of clips: (B, T, H, W) float32 tensor in 0-255."""
+    video = torch.full(clips.shape, GRAY) if init is None else torch.as_tensor(init).clone().float()
+    mask = torch.ones(clips.shape[2:]) if mask is None else torch.as_tensor(mask, dtype=torch.float32)
+    index = window_index(clips.shape[1], cfg.window, cfg.stride)
+    neurons = neuron_subset(clips.recorded.shape[-1], cfg)
+    first, second = torch.zeros_like(video), torch.zeros_like(video)
+    bar = tqdm(range(cfg.iterations), desc="teacher", unit="it", leave=False, disable=not progress)
+    for it in bar:
+        grad = window_gradient(
+            encoder, video, clips.behavior, clips.pupil, clips.recorded, mouse, index, neurons
+        )
+        grad = (grad * mask).clamp_(-1.0, 1.0)
+        first.mul_(cfg.beta1).add_(grad, alpha=1 - cfg.beta1)
+        step = first / (1 - cfg.beta1 ** (it + 1))
+        if cfg.adam:
+            second.mul_(cfg.beta2).addcmul_(grad, grad, value=1 - cfg.beta2)
+            step = step / ((second / (1 - cfg.beta2 ** (it + 1))).sqrt() + 1e-8)
+        video.sub_(learning_rate(cfg, it) * step).clamp_(0.0, 255.0)
+    return video
+
+
+@dataclass
+class ClipBatch:
+    """Clips of equal length as (B, T, ...) tensors: what the teacher holds fixed."""
+
+    recorded: torch.Tensor  # (B, T, N) responses
+    behavior: torch.Tensor  # (B, T, 2)
+    pupil: torch.Tensor  # (B, T, 2)
+    frame_shape: tuple[int, int]
+
+    @classmethod
+    def of(cls, clips) -> "ClipBatch":
+        """From a list of `ClipTensors` (stream_decoder.encoder.batches)."""
+        lengths = {len(c.responses) for c in clips}
+        if len(lengths) != 1:
+            raise ValueError(f"clips reconstructed together must have one length, got {sorted(lengths)}")
+        stack = [
+            torch.stack([getattr(c, name) for c in clips])
+            for name in ("responses", "behavior", "pupil_center")
+        ]
+        return cls(*stack, tuple(clips[0].video.shape[1:]))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (*self.recorded.shape[:2], *self.frame_shape)
+
+
+def smooth(videos: np.ndarray, sigma: float) -> np.ndarray:
+    """3D gaussian over (t, y, x) of each (T, H, W) video in a (B, T, H, W) batch."""
+    if sigma <= 0:
+        return videos
+    return gaussian_filter(videos, sigma=(0, sigma, sigma, sigma), mode="nearest")
+
+
+def reconstruct(
+    clips, encoders, mouse: str, mask=None, cfg: TeacherConfig | None = None, init=None, progress=True
+) -> np.ndarray:
+    """Ensemble reconstruction of `clips` (a list of `ClipTensors`): (B, T, H, W) float32 in 0-255.
+
+    Each member inverts on its own; their videos are averaged, then smoothed. `mask` is the training
+    mask (1 where pixels may change); `init` a starting video (e.g. the student's) instead of gray.
+    """
+    cfg = cfg or PRESETS["published"]
+    batch = ClipBatch.of(clips)
+    members = [invert(encoder, batch, mouse, mask, cfg, init, progress) for encoder in encoders]
+    return smooth(torch.stack(members).mean(0).numpy(), cfg.smooth_sigma).astype(np.float32)

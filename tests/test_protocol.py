@@ -1,0 +1,155 @@
+"""Wire protocol v1: what goes on the wire, what comes back, and every way a message is refused."""
+
+import msgpack
+import numpy as np
+import pytest
+
+from stream_decoder.stream.protocol import (
+    INPUT_DTYPES,
+    REASONS,
+    ReconHeader,
+    Rejected,
+    decode_activity,
+    decode_recon,
+    decode_reply,
+    decode_request,
+    encode_activity,
+    encode_recon,
+    encode_reply,
+    encode_request,
+)
+
+N = 50
+
+
+def header(**changes) -> bytes:
+    fields = {"v": 1, "session": "s", "seq": 3, "t": 1.5, "dtype": "float32", "shape": [N]}
+    fields.update(changes)
+    return msgpack.packb({k: v for k, v in fields.items() if v is not ...})
+
+
+def payload(n=N, dtype="<f4") -> bytes:
+    return np.arange(n, dtype=dtype).tobytes()
+
+
+@pytest.mark.parametrize("dtype", sorted(INPUT_DTYPES))
+def test_activity_round_trip_without_copy(dtype):
+    values = (np.arange(N) * 3).astype(INPUT_DTYPES[dtype])
+    frames = [bytes(f) for f in encode_activity("sess", 7, 12.25, values, first=10, plane=1, n_planes=3,
+                                                behavior=(0.5, 2.0), pupil_center=(30.0, 20.0))]
+    msg = decode_activity(frames, n_neurons=100)
+    assert (msg.session, msg.seq, msg.t, msg.first, msg.plane, msg.n_planes) == ("sess", 7, 12.25, 10, 1, 3)
+    assert msg.behavior == (0.5, 2.0) and msg.pupil_center == (30.0, 20.0)
+    np.testing.assert_array_equal(msg.values, values)
+    assert msg.values.dtype == INPUT_DTYPES[dtype]
+    assert np.shares_memory(msg.values, np.frombuffer(frames[2], np.uint8))  # a view, not a copy
+
+
+def test_activity_defaults_and_time_echoed_as_sent():
+    msg = decode_activity([b"activity", header(t=17), payload()], N)
+    assert (msg.first, msg.plane, msg.n_planes, msg.behavior, msg.pupil_center) == (0, 0, 1, None, None)
+    assert msg.t == 17 and isinstance(msg.t, int)
+
+
+def test_big_endian_values_go_out_little_endian():
+    values = np.arange(5, dtype=">f4")
+    frames = encode_activity("s", 0, 0.0, values)
+    assert bytes(frames[2]) == np.arange(5, dtype="<f4").tobytes()
+
+
+BAD = {
+    "frame_count": [b"activity", header()],
+    "topic": [b"activityX", header(), payload()],
+    "oversized": [b"activity", header(), payload(N * 2 + 1, "<f4")],
+    "header": [b"activity", b"\xc1\xff not msgpack", payload()],
+    "version": [b"activity", header(v=2), payload()],
+    "missing_key": [b"activity", header(session=...), payload()],
+    "bad_type": [b"activity", header(seq=-1), payload()],
+    "dtype": [b"activity", header(dtype="float64"), payload()],
+    "payload_length": [b"activity", header(), payload(N - 1)],
+    "neuron_range": [b"activity", header(first=N // 2), payload()],
+    "non_finite": [b"activity", header(), np.full(N, np.nan, "<f4").tobytes()],
+}
+
+
+@pytest.mark.parametrize("reason", sorted(BAD))
+def test_each_contract_break_is_rejected_under_its_reason(reason):
+    assert reason in REASONS
+    with pytest.raises(Rejected) as caught:
+        decode_activity(BAD[reason], N)
+    assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize("changes", [
+    {"t": "now"}, {"t": True}, {"session": 5}, {"shape": [N, 1]}, {"shape": [0]}, {"first": -1},
+    {"n_planes": 0}, {"plane": 2, "n_planes": 2}, {"behavior": [1.0]}, {"pupil_center": "xy"},
+])
+def test_mistyped_or_impossible_keys_are_bad_type(changes):
+    with pytest.raises(Rejected) as caught:
+        decode_activity([b"activity", header(**changes), payload()], N)
+    assert caught.value.reason == "bad_type"
+
+
+def test_header_must_be_a_map_and_not_huge():
+    with pytest.raises(Rejected, match="not a map") as caught:
+        decode_activity([b"activity", msgpack.packb([1, 2]), payload()], N)
+    assert caught.value.reason == "header"
+    with pytest.raises(Rejected) as caught:
+        decode_activity([b"activity", header(pad="x" * 5000), payload()], N)
+    assert caught.value.reason == "oversized"
+
+
+@pytest.mark.parametrize("where", ["t", "behavior", "pupil_center"])
+def test_non_finite_time_or_behaviour_is_rejected(where):
+    changes = {"t": float("inf")} if where == "t" else {where: [1.0, float("nan")]}
+    with pytest.raises(Rejected) as caught:
+        decode_activity([b"activity", header(**changes), payload()], N)
+    assert caught.value.reason == "non_finite"
+
+
+def test_integer_payloads_are_never_non_finite():
+    frames = [b"activity", header(dtype="uint16"), np.full(N, 65535, "<u2").tobytes()]
+    assert decode_activity(frames, N).values.max() == 65535
+
+
+def test_recon_round_trip_float_and_uint8():
+    head = ReconHeader("s", 4, 10.0, 9, 9.7333, "abc123", 0.25)
+    for frame in (np.random.default_rng(0).random((36, 64), dtype=np.float32) * 255,
+                  np.arange(36 * 64, dtype=np.uint8).reshape(36, 64)):
+        decoded, fields = decode_recon([bytes(f) for f in encode_recon(head, frame)])
+        np.testing.assert_array_equal(decoded, frame)
+        assert fields == head
+
+
+def test_recon_wire_header_has_every_contract_key():
+    frames = encode_recon(ReconHeader("s", 0, 1.0, 0, 0.9, "m", 0.0), np.zeros((36, 64), np.float32))
+    assert frames[0] == b"recon"
+    keys = set(msgpack.unpackb(frames[1]))
+    assert keys == {"v", "session", "seq", "t_newest", "seq_newest", "t_stim", "model", "stale", "dtype",
+                    "shape"}
+    assert len(frames[2]) == 36 * 64 * 4
+
+
+def test_recon_with_wrong_payload_is_rejected():
+    frames = [bytes(f) for f in encode_recon(ReconHeader("s", 0, 1.0, 0, 0.9, "m", 0.0),
+                                             np.zeros((36, 64), np.float32))]
+    with pytest.raises(Rejected) as caught:
+        decode_recon([*frames[:2], frames[2][:-4]])
+    assert caught.value.reason == "payload_length"
+
+
+def test_encoding_refuses_dtypes_the_contract_does_not_allow():
+    with pytest.raises(ValueError, match="float64"):
+        encode_activity("s", 0, 0.0, np.zeros(3))
+    with pytest.raises(ValueError, match="2-D"):
+        encode_recon(ReconHeader("s", 0, 1.0, 0, 0.9, "m", 0.0), np.zeros(5, np.float32))
+
+
+def test_control_messages():
+    assert decode_request([encode_request("stats")]) == "stats"
+    assert decode_reply(encode_reply({"ok": True, "version": 1})) == {"ok": True, "version": 1}
+    for bad, reason in [([b"\xc1"], "header"), ([msgpack.packb({"cmd": 3})], "bad_type"),
+                        ([msgpack.packb({})], "missing_key"), ([b"a", b"b"], "frame_count")]:
+        with pytest.raises(Rejected) as caught:
+            decode_request(bad)
+        assert caught.value.reason == reason

@@ -1,0 +1,251 @@
+"""Artifacts and backends: what is saved is what is served, on every backend, or it is refused."""
+
+import importlib.util
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+
+from stream_decoder.cli import main
+from stream_decoder.decoder.artifact import load_artifact, save_artifact
+from stream_decoder.decoder.student import Student, StudentConfig
+from stream_decoder.runtime import open_backend
+from stream_decoder.runtime.export import (
+    FP16_FRAME_TOLERANCE,
+    FRAME_TOLERANCE,
+    OPSET,
+    check_onnx,
+    check_tensorrt_ops,
+    export_artifact,
+    export_onnx,
+    max_frame_difference,
+    stream_inputs,
+)
+
+N = 48
+HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
+
+
+def build_student(seed: int = 0, **overrides) -> Student:
+    torch.manual_seed(seed)
+    cfg = StudentConfig(**{"n_neurons": N, "latent": 16, "kernel": 3, "dilations": (1, 2), "lookahead": 2,
+                           **overrides})
+    student = Student(cfg).eval()
+    student.set_normalisation(torch.rand(N) * 3, torch.rand(N) + 0.5, torch.randn(4), torch.rand(4) + 0.5)
+    return student
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """An artifact with model.onnx, written once through the CLI."""
+    folder = tmp_path_factory.mktemp("artifact")
+    save_artifact(folder, build_student(), unit_ids=np.arange(100, 100 + N), data_fingerprint="fp-test")
+    assert main(["export", str(folder), "--steps", "16"]) == 0
+    return folder
+
+
+@pytest.fixture
+def artifact_copy(exported, tmp_path):
+    """A private copy to tamper with."""
+    return shutil.copytree(exported, tmp_path / "copy")
+
+
+def ticks(steps: int, seed: int = 3):
+    rng = np.random.default_rng(seed)
+    return rng.random((steps, N), dtype=np.float32) * 6, rng.standard_normal((steps, 4)).astype(np.float32)
+
+
+def test_artifact_roundtrip(exported):
+    artifact = load_artifact(exported)
+    meta = json.loads((exported / "meta.json").read_text())
+    assert meta["model_id"] == artifact.model_id and len(artifact.model_id) == 12
+    assert artifact.meta.unit_ids == list(range(100, 100 + N))
+    assert artifact.meta.lookahead == 2 and artifact.meta.data_fingerprint == "fp-test"
+    assert artifact.config == build_student().cfg
+    torch.testing.assert_close(artifact.student().state_dict(), build_student().state_dict())
+
+
+@pytest.mark.parametrize("kind", ["torch", "onnxruntime"])
+def test_streamed_frames_equal_the_offline_clip(exported, kind):
+    """The daemon's path (raw ticks through a backend) gives the frames `forward` gives the clip."""
+    activity, behavior = ticks(20)
+    backend = open_backend(exported, kind)
+    backend.warmup()
+    streamed = np.stack([backend.step(a, b) for a, b in zip(activity, behavior, strict=True)])
+    with torch.no_grad():
+        offline = load_artifact(exported).student()(
+            torch.from_numpy(activity)[None], torch.from_numpy(behavior[:, :2])[None],
+            torch.from_numpy(behavior[:, 2:])[None],
+        )[0].numpy()
+    assert streamed.shape == (20, 36, 64) and streamed.dtype == np.float32
+    np.testing.assert_allclose(streamed, offline, atol=1e-2)
+
+
+def test_backends_agree_over_a_stream(exported):
+    artifact = load_artifact(exported)
+    activity, behavior = stream_inputs(artifact, 40, seed=7)
+    torch_backend = open_backend(exported, "torch")
+    assert max_frame_difference(torch_backend, open_backend(exported, "onnxruntime"), activity, behavior) \
+        <= FRAME_TOLERANCE
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_TENSORRT, reason="TensorRT and a CUDA GPU are not both available here")
+def test_tensorrt_agrees_with_torch(artifact_copy):
+    report = export_artifact(artifact_copy, tensorrt=True, steps=40)
+    assert report.engine_path.is_file()
+    assert report.max_abs_diff["tensorrt"] <= FRAME_TOLERANCE
+    backend = open_backend(artifact_copy, "tensorrt")
+    activity, behavior = ticks(10)
+    first = [backend.step(a, b) for a, b in zip(activity, behavior, strict=True)]
+    backend.reset()
+    np.testing.assert_array_equal(first[0], backend.step(activity[0], behavior[0]))
+
+
+def test_float16_graph_for_tensorrt_tracks_torch(artifact_copy):
+    """The graph a --fp16 engine is built from: checked like model.onnx, run here by ONNX Runtime."""
+    artifact = load_artifact(artifact_copy)
+    path = export_onnx(artifact, fp16=True)
+    assert check_onnx(path)["Cast"] > 0
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    reference = open_backend(artifact_copy, "torch")
+    state = [np.zeros(shape, np.float32) for shape in artifact.config.state_shapes(1)]
+    activity, behavior = stream_inputs(artifact, 16)
+    for a, b in zip(activity, behavior, strict=True):
+        frame, *state = session.run(None, {"activity": a[None], "behavior": b[None],
+                                           **{f"state{i}": s for i, s in enumerate(state)}})
+        np.testing.assert_allclose(frame[0], reference.step(a, b), atol=FP16_FRAME_TOLERANCE)
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT and a GPU are present")
+def test_tensorrt_without_it_is_a_clear_error(exported):
+    with pytest.raises(RuntimeError, match=r"tensorrt backend needs .*(tensorrt|CUDA GPU)"):
+        open_backend(exported, "tensorrt")
+    with pytest.raises(RuntimeError, match="tensorrt backend needs"):
+        export_artifact(exported, tensorrt=True)
+
+
+@pytest.mark.parametrize("kind", ["torch", "onnxruntime"])
+def test_reset_restores_the_initial_state(exported, kind):
+    activity, behavior = ticks(12)
+    backend = open_backend(exported, kind)
+    first = [backend.step(a, b) for a, b in zip(activity, behavior, strict=True)]
+    assert not np.allclose(first[0], first[-1])
+    backend.reset()
+    again = [backend.step(a, b) for a, b in zip(activity, behavior, strict=True)]
+    np.testing.assert_array_equal(np.stack(first), np.stack(again))
+
+
+@pytest.mark.parametrize("kind", ["torch", "onnxruntime"])
+def test_wrong_input_shapes_are_clear_errors(exported, kind):
+    backend = open_backend(exported, kind)
+    with pytest.raises(ValueError, match=rf"activity has shape \({N - 1},\).*expects \({N},\)"):
+        backend.step(np.zeros(N - 1, np.float32), np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="behavior has shape"):
+        backend.step(np.zeros(N, np.float32), np.zeros(2, np.float32))
+    float64 = backend.step(np.ones(N), np.zeros(4))
+    backend.reset()
+    np.testing.assert_array_equal(float64, backend.step(np.ones(N, np.float32), np.zeros(4, np.float32)))
+
+
+def test_info_describes_the_model(exported):
+    info = open_backend(exported, "onnxruntime").info
+    assert info["backend"] == "onnxruntime" and info["neurons"] == N
+    assert info["frame_shape"] == [36, 64] and info["lookahead"] == 2
+    assert info["model"] == load_artifact(exported).model_id
+
+
+def test_onnxruntime_saves_and_reuses_its_optimised_graph(artifact_copy):
+    for path in artifact_copy.glob("model.*.ort-*.onnx"):
+        path.unlink()
+    open_backend(artifact_copy, "onnxruntime")
+    saved = list(artifact_copy.glob("model.*.ort-*.onnx"))
+    assert len(saved) == 1
+    reused = open_backend(artifact_copy, "onnxruntime")
+    activity, behavior = ticks(8)
+    assert max_frame_difference(open_backend(artifact_copy, "torch"), reused, activity, behavior) \
+        <= FRAME_TOLERANCE
+
+
+def test_exported_graph_is_small_static_and_stamped(exported):
+    model = onnx.load(str(exported / "model.onnx"))
+    assert len(model.graph.initializer) > 0 and not any(
+        t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer
+    )
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*model.graph.input, *model.graph.output]}
+    assert shapes["activity"] == [1, N] and shapes["frame"] == [1, 36, 64]
+    assert shapes["state1"] == shapes["next_state1"] == [1, 4, 16]
+    assert {p.key: p.value for p in model.metadata_props}["stream_decoder.model_id"] == \
+        load_artifact(exported).model_id
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", OPSET)]
+
+
+def test_tensorrt_op_check_refuses_an_unlisted_op():
+    node = onnx.helper.make_node("NonMaxSuppression", ["boxes", "scores"], ["selected"])
+    graph = onnx.helper.make_graph([node], "g", [], [])
+    with pytest.raises(ValueError, match="NonMaxSuppression"):
+        check_tensorrt_ops(onnx.helper.make_model(graph))
+
+
+def test_tampered_weights_are_refused(artifact_copy):
+    weights = torch.load(artifact_copy / "weights.pt", weights_only=True)
+    weights["to_frame.bias"] += 1.0
+    torch.save(weights, artifact_copy / "weights.pt")
+    with pytest.raises(ValueError, match=r"weights.pt and .*config.json do not hash to the model id"):
+        open_backend(artifact_copy, "torch")
+
+
+def test_weights_of_another_shape_are_refused(artifact_copy):
+    torch.save(build_student(latent=8).state_dict(), artifact_copy / "weights.pt")
+    with pytest.raises(ValueError, match=r"weights.pt: weights do not fit the model in config.json"):
+        load_artifact(artifact_copy)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"format_version": 99}, "format_version 99 is not supported"),
+    ({"unit_ids": list(range(N - 1))}, f"{N - 1} unit ids for n_neurons = {N}"),
+    ({"unit_ids": [0] * N}, "unit ids are not unique"),
+    ({"n_neurons": N + 1, "unit_ids": list(range(N + 1))},
+     f"config.json.*n_neurons = {N + 1} in meta but {N} in the config"),
+    ({"lookahead": 0}, "lookahead = 0 in meta but 2"),
+])
+def test_inconsistent_meta_is_refused(artifact_copy, change, message):
+    meta = json.loads((artifact_copy / "meta.json").read_text())
+    (artifact_copy / "meta.json").write_text(json.dumps({**meta, **change}))
+    with pytest.raises(ValueError, match=rf"meta.json.*{message}"):
+        load_artifact(artifact_copy)
+
+
+@pytest.mark.parametrize("name", ["config.json", "weights.pt", "meta.json"])
+def test_missing_files_are_named(artifact_copy, name):
+    (artifact_copy / name).unlink()
+    with pytest.raises(FileNotFoundError, match=name):
+        load_artifact(artifact_copy)
+
+
+def test_onnx_needs_export_and_must_match_the_weights(artifact_copy, tmp_path):
+    (artifact_copy / "model.onnx").unlink()
+    with pytest.raises(FileNotFoundError, match="stream-decoder export"):
+        open_backend(artifact_copy, "onnxruntime")
+    other = tmp_path / "other"
+    save_artifact(other, build_student(seed=1), unit_ids=np.arange(N), data_fingerprint="x")
+    export_artifact(other, steps=2)
+    shutil.copy(other / "model.onnx", artifact_copy / "model.onnx")
+    with pytest.raises(ValueError, match=r"model.onnx: exported from model"):
+        load_artifact(artifact_copy)
+
+
+def test_unknown_backend_kind(exported):
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        open_backend(exported, "cuda")
+
+
+def test_save_refuses_unit_ids_that_do_not_fit(tmp_path):
+    with pytest.raises(ValueError, match=f"save_artifact: 3 unit ids for n_neurons = {N}"):
+        save_artifact(tmp_path, build_student(), unit_ids=[1, 2, 3], data_fingerprint="x")
+    assert not (tmp_path / "weights.pt").exists()
