@@ -32,9 +32,10 @@ OPSET = 18
 FRAME_TOLERANCE = 1e-2
 FP16_FRAME_TOLERANCE = 2.0
 
-# The ops the step graph can contain after torch's exporter at OPSET, each listed as supported in
-# onnx-tensorrt's docs/operators.md (TensorRT 10.x, also in 11.x): a new op in the graph fails the
-# export until someone checks it there and adds it here.
+# The ops the step graph can contain after torch's exporter at OPSET, each marked supported (Y) in
+# onnx-tensorrt's docs/operators.md for TensorRT 10.15 (opsets 9-24); the restrictions listed there
+# hold for our graph (ReduceSum axes an initializer; Resize linear with half_pixel). A new op in the
+# graph fails the export until someone checks it there and adds it here.
 TENSORRT_ONNX_OPS = frozenset({
     "Add", "Cast", "Concat", "Constant", "Div", "Erf", "Flatten", "Gemm", "Identity", "ReduceSum",
     "LayerNormalization", "MatMul", "Mul", "Reshape", "Resize", "Sigmoid", "Slice", "Sub", "Unsqueeze",
