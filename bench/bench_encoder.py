@@ -17,18 +17,17 @@ Writes bench/results/bench_encoder.json.
 """
 
 import argparse
-import datetime
 import json
 import os
 import shutil
 import statistics
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import RESULTS, write_result
 
 from stream_decoder.data import load_truth, simulate
 from stream_decoder.encoder import Encoder, load_ensemble, member_dirs, predict_clip, preset
@@ -37,7 +36,6 @@ from stream_decoder.encoder.training import TRAINING_PRESETS, train_ensemble
 from stream_decoder.metrics import single_trial_correlation
 from stream_decoder.paths import cache_dir
 
-RESULTS = Path(__file__).parent / "results" / "bench_encoder.json"
 SKIP = 50
 
 
@@ -118,7 +116,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--reuse", action="store_true", help="measure the ensemble in --out, do not train")
-    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--results", type=Path, default=RESULTS / "bench_encoder.json")
     args = parser.parse_args()
 
     load_before = os.getloadavg()
@@ -134,9 +132,6 @@ def main() -> None:
     epoch_s = [h["seconds"] for meta in metas for h in meta["history"]]
     (dataset,) = mice.values()  # the demo preset is one mouse
     report = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine() | {"torch_threads": torch.get_num_threads()},
         "note": "Shared 2-core machine: load_average_1m (before, after) shows the other work running "
         "meanwhile, which slows every timing here. Correlations: single-trial, per neuron over all "
         "frames (first 50 of each clip skipped), mean over neurons.",
@@ -165,13 +160,10 @@ def main() -> None:
         "forward_backward": cost(dataset.n_neurons),
     }
     report["load_average_1m"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(report, indent=1) + "\n")
+    write_result("bench_encoder", report, args.results)
     print(json.dumps({k: report[k] for k in ("correlation", "epoch_s", "forward_backward")}, indent=1))
-    print(f"wrote {args.results}; ensemble in {args.out}")
+    print(f"ensemble in {args.out}")
 
 
 if __name__ == "__main__":
-    from bench_step import machine  # the sibling bench's machine description
-
     main()

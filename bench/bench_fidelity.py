@@ -8,6 +8,7 @@ correlation vs missing neurons, vs lookahead, and example frames: truth, teacher
 
 import argparse
 import dataclasses
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +26,8 @@ from stream_decoder.decoder.distill import DistillConfig, distill, input_timing,
 from stream_decoder.decoder.evaluate import decode_clip, evaluate
 from stream_decoder.runtime import open_backend
 from stream_decoder.teacher.store import TeacherStore
+
+SWEEP_TIERS = ("oracle", "final_test_main")
 
 
 def student_seconds_per_clip(artifact: Path, kind: str) -> float:
@@ -44,15 +47,35 @@ def teacher_seconds_per_clip(store: TeacherStore, mouse: str) -> float:
     return float(np.nanmedian([store.metrics(mouse, t)["seconds"] for t in store.trials(mouse)]))
 
 
-def lookahead_sweep(data: Path, teacher: Path, base: dict, lookaheads: list[int], epochs: int) -> dict:
+def published_seconds_per_clip(members: int) -> float | None:
+    """The published settings per clip: 1,000 iterations per member, at the seconds per iteration
+    bench_teacher.py timed on this machine (None before it has run)."""
+    path = RESULTS / "bench_teacher.json"
+    if not path.exists():
+        return None
+    return (
+        json.loads(path.read_text())["published_vs_cpu"]["published_full_seconds_per_clip_per_member"]
+        * members
+    )
+
+
+def lookahead_sweep(data: Path, teacher: Path, artifact: Path, lookaheads: list[int], epochs: int) -> dict:
+    """One student per lookahead, distilled like `artifact` (from its training store), scored on the
+    held-out clips `teacher` reconstructed."""
+    provenance = load_artifact(artifact).meta.provenance
     scores = {}
     for lookahead in lookaheads:
-        cfg = dataclasses.replace(DistillConfig(**base), lookahead=lookahead, epochs=epochs)
+        cfg = dataclasses.replace(DistillConfig(**provenance["distill"]), lookahead=lookahead, epochs=epochs)
         with tempfile.TemporaryDirectory() as tmp:
-            artifact = distill(data, teacher, Path(tmp), cfg)
-        scores[str(lookahead)] = artifact.meta.provenance["validation"]
+            distill(data, Path(provenance["teacher_store"]), Path(tmp), cfg, progress=False)
+            groups = evaluate(Path(tmp), data, teacher, tiers=SWEEP_TIERS, missing=())["groups"]
+        scores[str(lookahead)] = {tier: _rounded(groups[tier]) for tier in SWEEP_TIERS if tier in groups}
         print(f"lookahead {lookahead:2d}: {scores[str(lookahead)]}")
     return scores
+
+
+def _rounded(row: dict) -> dict:
+    return {k: round(v, 4) for k, v in row.items() if k in ("student", "teacher", "student_vs_teacher")}
 
 
 def picture(result: dict, examples: dict, out: Path) -> None:
@@ -61,8 +84,12 @@ def picture(result: dict, examples: dict, out: Path) -> None:
     ax = fig.add_subplot(2, 3, 1)
     names = list(groups)
     x = np.arange(len(names))
-    ax.bar(x - 0.2, [groups[g]["student"] for g in names], 0.4, label="student")
-    ax.bar(x + 0.2, [groups[g].get("teacher", np.nan) for g in names], 0.4, label="teacher")
+    ax.bar(x - 0.27, [groups[g]["student"] for g in names], 0.27, label="student, all clips")
+    nan = float("nan")
+    ax.bar(
+        x, [groups[g].get("student_on_teacher_clips", nan) for g in names], 0.27, label="student, teacher's"
+    )
+    ax.bar(x + 0.27, [groups[g].get("teacher", nan) for g in names], 0.27, label="teacher")
     ax.set_xticks(x, names, rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("masked video correlation")
     ax.legend(fontsize=7)
@@ -77,10 +104,11 @@ def picture(result: dict, examples: dict, out: Path) -> None:
     if sweep:
         ax = fig.add_subplot(2, 3, 3)
         ls = sorted(sweep, key=int)
-        ax.plot(
-            [int(v) for v in ls], [sweep[v]["student_vs_truth"] for v in ls], "o-", label="student vs truth"
-        )
-        ax.plot([int(v) for v in ls], [sweep[v]["student_vs_teacher"] for v in ls], "s-", label="vs teacher")
+        for tier in SWEEP_TIERS:
+            ax.plot(
+                [int(v) for v in ls], [sweep[v][tier]["student"] for v in ls], "o-", label=f"{tier}: student"
+            )
+        ax.set_ylabel("student vs truth")
         ax.set_xlabel("lookahead L (frames)")
         ax.legend(fontsize=7)
     frames = examples["frames"]
@@ -121,10 +149,15 @@ def main() -> None:
         "teacher_settings": store.manifest()["teacher"],
         "teacher_members": len(store.manifest()["models"]),
     }
+    published_s = published_seconds_per_clip(result["compute"]["teacher_members"])
+    if published_s:
+        result["compute"] |= {
+            "published_teacher_seconds_per_clip": published_s,
+            "published_over_student": published_s / student_s,
+        }
     if args.lookaheads:
-        base = load_artifact(args.artifact).meta.provenance["distill"]
         result["lookahead_sweep"] = lookahead_sweep(
-            args.data, args.teacher, base, args.lookaheads, args.sweep_epochs
+            args.data, args.teacher, args.artifact, args.lookaheads, args.sweep_epochs
         )
 
     mouse = pick_mouse(args.data, result["mouse"])
@@ -144,13 +177,16 @@ def main() -> None:
     write_result("bench_fidelity", result | {"picture": png.name})
     for group, row in result["groups"].items():
         print(
-            f"{group:22s} student {row['student']:.3f}  teacher {row.get('teacher', float('nan')):.3f}  "
-            f"({row['clips']} clips)"
+            f"{group:22s} student {row['student']:.3f} ({row['clips']} clips); on the teacher's "
+            f"{row['teacher_clips']} clips: student {row.get('student_on_teacher_clips', float('nan')):.3f}, "
+            f"teacher {row.get('teacher', float('nan')):.3f}"
         )
     print(
         f"per clip: student {student_s * 1e3:.1f} ms, teacher {teacher_s:.1f} s "
         f"-> {teacher_s / student_s:,.0f}x"
     )
+    if published_s:
+        print(f"published settings: {published_s:,.0f} s per clip -> {published_s / student_s:,.0f}x")
 
 
 if __name__ == "__main__":

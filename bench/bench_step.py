@@ -16,20 +16,17 @@ alike; the load average is recorded with every measurement.
 import argparse
 import contextlib
 import ctypes
-import datetime
 import glob
 import json
 import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime
 import pytest
 import torch
+from common import RESULTS, write_result
 
 from stream_decoder.decoder.artifact import save_artifact
 from stream_decoder.decoder.student import Student, StudentConfig
@@ -37,7 +34,6 @@ from stream_decoder.runtime import open_backend
 from stream_decoder.runtime.export import export_artifact
 
 NEURONS = (2000, 8000)
-RESULTS = Path(__file__).parent / "results" / "bench_step.json"
 INPUT_BANK = 64  # distinct activity vectors cycled through, so no step sees the previous input
 DEFAULT_LATENT = StudentConfig(n_neurons=1).latent
 NOTES = (
@@ -121,18 +117,6 @@ def time_calls(call, activity: np.ndarray, behavior: np.ndarray, steps: int) -> 
             "load_average_1m": [round(load, 2), round(os.getloadavg()[0], 2)]}
 
 
-def machine() -> dict:
-    cpuinfo = Path("/proc/cpuinfo")
-    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-              if line.startswith("model name")] if cpuinfo.exists() else []
-    return {
-        "cores": os.cpu_count(), "cpu": models[0] if models else platform.processor(),
-        "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "onnxruntime": onnxruntime.__version__,
-    }
-
-
 def measure_floors(matvec, activity, behavior, steps: int) -> dict:
     floors = {"floor": time_calls(matvec, activity, behavior, steps)}
     with blas_threads(1) as controlled:
@@ -168,9 +152,6 @@ def run(steps: int, repeats: int, latent: int) -> dict:
                           f"p99 {p['p99_us']:7.1f} us  p99.9 {p['p99.9_us']:8.1f} us  "
                           f"x{p['p50_us'] / floor['p50_us']:.2f} floor p50")
     return {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
         "student": json.loads(StudentConfig(n_neurons=NEURONS[0], latent=latent).to_json())
         | {"n_neurons": list(NEURONS)},
         "steps_per_measurement": steps,
@@ -239,12 +220,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="timed steps per backend, N and repeat")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats (contention varies)")
     parser.add_argument("--latent", type=int, default=DEFAULT_LATENT, help="D, the read-in width")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS / "bench_step.json")
     args = parser.parse_args()
-    result = run(args.steps, args.repeats, args.latent)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result("bench_step", run(args.steps, args.repeats, args.latent), args.out)
 
 
 if __name__ == "__main__":

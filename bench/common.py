@@ -8,6 +8,8 @@ import platform
 import sys
 from pathlib import Path
 
+import torch
+
 RESULTS = Path(__file__).parent / "results"
 PACKAGES = ("numpy", "torch", "onnxruntime", "pyzmq")
 
@@ -29,6 +31,7 @@ def machine() -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "load_average_1m": round(os.getloadavg()[0], 2),
+        "torch_threads": torch.get_num_threads(),
         **versions,
     }
 

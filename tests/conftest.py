@@ -36,78 +36,30 @@ def untrained_artifact(tmp_path_factory, tiny_mouse):
 
 @pytest.fixture
 def stream_endpoints():
-    """Private ipc endpoints for one daemon, in a short /tmp folder (ipc paths are limited to ~100 bytes)."""
-    import shutil
-    import tempfile
-    from pathlib import Path
+    """Private ipc endpoints for one daemon, as a dict of role -> endpoint."""
+    from stream_decoder.stream.loopback import private_endpoints
 
-    folder = Path(tempfile.mkdtemp(prefix="sd-", dir="/tmp"))
-    yield {role: f"ipc://{folder}/{role}" for role in ("activity", "recon", "control")}
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-class RunningDaemon:
-    """A daemon serving in a thread, a rig publishing to it, a display and a control client on it."""
-
-    def __init__(self, cfg, backend, curve=None):
-        import threading
-
-        from stream_decoder.stream.client import ControlClient, ReconClient
-        from stream_decoder.stream.daemon import Daemon
-        from stream_decoder.stream.replay import Rig
-
-        ep = cfg.endpoints
-        self.cfg = cfg
-        self.rig = Rig(ep.activity, bind=not ep.activity_bind, session="warmup", curve=curve)
-        self.daemon = Daemon(cfg, backend)
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self.daemon.run, args=(self.stop_event,), daemon=True)
-        self.thread.start()
-        self.display = ReconClient(ep.recon, timeout_s=5.0, curve=curve)
-        self.control = ControlClient(ep.control, timeout_s=5.0, curve=curve)
-        if not self.rig.wait_for_subscriber(5.0):
-            raise RuntimeError("the daemon did not subscribe to the rig")
-
-    def attach(self, client) -> None:
-        """Publish warm-up frames until `client` gets one: after this it misses nothing."""
-        import numpy as np
-
-        for _ in range(100):
-            self.rig.send(np.zeros(self.daemon.n_neurons, np.float32), 0.0)
-            if client.receive(timeout_s=0.05) is not None:
-                while client.receive(timeout_s=0.2) is not None:
-                    pass
-                return
-        raise RuntimeError("no frame reached the client")
-
-    def stats(self) -> dict:
-        return self.control.request("stats")
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.thread.join(10)
-        self.display.close()
-        self.control.close()
-        self.rig.close(linger_ms=0)
-        assert not self.thread.is_alive(), "daemon did not stop"
+    with private_endpoints() as endpoints:
+        yield {role: getattr(endpoints, role) for role in ("activity", "recon", "control")}
 
 
 @pytest.fixture
 def start_daemon(untrained_artifact, stream_endpoints):
-    """Factory: `start_daemon(stream=StreamConfig(...), ...)` -> a RunningDaemon on private endpoints.
+    """Factory: `start_daemon(stream=StreamConfig(...), ...)` -> a Loopback on private endpoints.
 
     `curve`: the CurveKeys its rig, display and control client use.
     """
     from stream_decoder.runtime import open_backend
     from stream_decoder.stream.config import DaemonConfig, EndpointsConfig, LogConfig, ModelConfig
+    from stream_decoder.stream.loopback import Loopback
 
     running = []
 
-    def start(backend=None, curve=None, **sections) -> RunningDaemon:
+    def start(backend=None, curve=None, **sections) -> Loopback:
         sections.setdefault("endpoints", EndpointsConfig(**stream_endpoints))
         sections.setdefault("log", LogConfig(interval_s=60.0))
         cfg = DaemonConfig(model=ModelConfig(untrained_artifact, "torch"), **sections)
-        daemon = RunningDaemon(cfg, backend or open_backend(untrained_artifact, "torch"), curve)
+        daemon = Loopback(cfg, backend or open_backend(untrained_artifact, "torch"), curve)
         running.append(daemon)
         return daemon
 

@@ -1,5 +1,6 @@
 """Replay -> serve -> view: the rig simulator's schedule, the viewer's outputs, and offline == online."""
 
+import json
 import threading
 
 import imageio.v3 as iio
@@ -11,7 +12,7 @@ from stream_decoder.data.planes import frame_of
 from stream_decoder.runtime import open_backend
 from stream_decoder.stream.config import EndpointsConfig
 from stream_decoder.stream.replay import ReplayOptions, ReplayPlan, Rig, plane_timing, replay
-from stream_decoder.stream.viewer import MovieSink, TruthLookup, watch
+from stream_decoder.stream.viewer import MovieSink
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -69,14 +70,8 @@ def test_replay_drops_and_restarts_like_a_rig(tiny_mouse, stream_endpoints):
 
 def stream_through(d, plan, n_expected, out_dir):
     """replay -> the running daemon -> watch (the viewer's loop), returning the frames it showed."""
-    d.attach(d.display)
-    d.rig.restart("replay")
-    sender = threading.Thread(target=replay, args=(plan, d.rig, ReplayOptions(speed=0, t0=1000.0)),
-                              kwargs={"progress": False})
     sink = MovieSink(out_dir, keep=n_expected)
-    sender.start()
-    figures = watch(d.display, sink, TruthLookup(plan), max_frames=n_expected)
-    sender.join()
+    figures = d.play(plan, ReplayOptions(speed=0, t0=1000.0), sink, n_expected)
     assert figures.received == n_expected and d.display.lost == 0 and figures.seq_newest_gaps == 0
     return sink
 
@@ -160,3 +155,27 @@ def test_replay_refuses_data_the_served_model_does_not_fit(tiny_root, tiny_mouse
     daemon.close(linger=0)
     error = capsys.readouterr().err
     assert code == 2 and f"model m5 for 5 neurons, the data has {tiny_mouse.n_neurons}" in error
+
+
+def test_demo_streams_clips_end_to_end_and_writes_its_summary(untrained_artifact, tiny_root, tmp_path):
+    from stream_decoder.stream.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(artifact=untrained_artifact, data=tiny_root, tier="oracle", clips=1, speed=0,
+                     backend="torch", out=tmp_path / "demo")
+    summary = run_demo(cfg)
+    assert summary["frames_received"] == 300 and summary["frames_lost"] == 0
+    assert summary["daemon"]["rejected"] == {} and summary["daemon"]["lost"] == 0
+    assert np.isfinite(summary["correlation_with_stimulus_all_pixels"])
+    assert sorted(p.name for p in (tmp_path / "demo" / "view").iterdir()) == [
+        "view.gif", "view.mp4", "view_strip.png"]
+    assert json.loads((tmp_path / "demo" / "summary.json").read_text())["trials"] == summary["trials"]
+
+
+def test_demo_refuses_data_its_student_was_not_distilled_on(untrained_artifact, tmp_path):
+    from stream_decoder.data import simulate
+    from stream_decoder.stream.demo import DemoConfig, run_demo
+
+    other = tmp_path / "other"
+    simulate("tiny", seed=1, out=other)
+    with pytest.raises(ValueError, match="not the data the demo student was distilled on"):
+        run_demo(DemoConfig(artifact=untrained_artifact, data=other, out=tmp_path / "demo"))

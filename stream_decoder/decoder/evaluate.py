@@ -114,9 +114,13 @@ def evaluate(
 
 
 def summarise(rows: list[dict]) -> dict:
-    keys = [k for k in rows[0] if k != "missing"]
+    keys = dict.fromkeys(k for r in rows for k in r if k != "missing")
     summary = {k: float(np.nanmean([r[k] for r in rows if k in r])) for k in keys}
     summary["clips"] = len(rows)
     summary["teacher_clips"] = sum("teacher" in r for r in rows)
+    if summary["teacher_clips"]:  # the student on the same clips, for a like-for-like ratio
+        summary["student_on_teacher_clips"] = float(
+            np.nanmean([r["student"] for r in rows if "teacher" in r])
+        )
     summary["missing"] = {f: float(np.nanmean([r["missing"][f] for r in rows])) for f in rows[0]["missing"]}
     return summary

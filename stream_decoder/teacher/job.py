@@ -44,20 +44,23 @@ def clip_metrics(recon: np.ndarray, truth: np.ndarray, eval_mask) -> dict[str, f
     }
 
 
+def manifest(teacher: TeacherConfig, mask: MaskConfig | None, models, mice: dict) -> dict:
+    """What a store records of how it was made; a resumed run must match it."""
+    return {
+        "teacher": teacher.to_dict(),
+        "mask": mask.to_dict() if mask else None,
+        "models": [str(p.resolve()) for m in models for p in member_dirs(m)],
+        "fingerprints": {name: mouse.fingerprint() for name, mouse in mice.items()},
+    }
+
+
 def run(job: Job, progress: bool = True) -> TeacherStore:
     ranks = Ranks.start("cpu")
     mice = open_mice(job.data)
     encoders = [e.requires_grad_(False) for e in load_ensemble(list(job.models), mice)]
     store = TeacherStore(job.out)
     if ranks.rank == 0:
-        store.begin(
-            {
-                "teacher": job.teacher.to_dict(),
-                "mask": job.mask.to_dict() if job.mask else None,
-                "models": [str(p.resolve()) for m in job.models for p in member_dirs(m)],
-                "fingerprints": {name: mouse.fingerprint() for name, mouse in mice.items()},
-            }
-        )
+        store.begin(manifest(job.teacher, job.mask, job.models, mice))
     try:
         for name, mouse in mice.items():
             alpha = _alpha(job, store, ranks, name, mouse, encoders)

@@ -1,0 +1,100 @@
+"""The closed-loop demo: the bundled demo student decodes replayed clips live, end to end.
+
+A rig replay, the daemon and a display client run in this one process on private ipc endpoints,
+exactly the computation `replay`, `serve` and `view` do as three processes on a rig. The demo
+dataset is simulated first where it is missing (the same preset and seed the bundled student was
+distilled on; its fingerprint is checked). Clips come from tiers the student never trained on.
+"""
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stream_decoder.data import MouseDataset, PlaneTiming, find_mice, simulate
+from stream_decoder.decoder.artifact import load_artifact
+from stream_decoder.metrics import video_correlation
+from stream_decoder.paths import cache_dir
+from stream_decoder.runtime import open_backend
+from stream_decoder.stream.config import DaemonConfig, LogConfig, ModelConfig
+from stream_decoder.stream.loopback import Loopback, private_endpoints
+from stream_decoder.stream.replay import ReplayOptions, ReplayPlan
+from stream_decoder.stream.viewer import MovieSink
+
+DEMO_ARTIFACT = Path(__file__).resolve().parents[1] / "assets" / "demo"
+DEMO_DATA = ("demo", 0)  # simulator preset and seed of the data the bundled student was distilled on
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    artifact: Path = DEMO_ARTIFACT
+    data: Path | None = None  # default: <cache>/data/demo, simulated if missing
+    tier: str = "final_test_main"  # natural movies of photographs never shown in training
+    clips: int = 2
+    speed: float = 1.0  # 1: the rig's real time (30 Hz); 0: as fast as the daemon goes
+    backend: str = "onnxruntime"
+    out: Path = Path("demo-out")
+
+    def __post_init__(self):
+        if self.clips < 1:
+            raise ValueError(f"clips must be >= 1, got {self.clips}")
+
+
+def demo_mouse(data: Path, fingerprint: str) -> MouseDataset:
+    """The demo mouse at `data`, simulated there first if the folder holds none."""
+    if not data.is_dir() or not any(data.iterdir()):
+        print(f"demo: simulating the demo dataset into {data} (about a minute)", file=sys.stderr)
+        simulate(*DEMO_DATA, out=data, progress=True)
+    mouse = MouseDataset(find_mice(data)[0])
+    if mouse.fingerprint() != fingerprint:
+        raise ValueError(
+            f"{mouse.path}: not the data the demo student was distilled on (fingerprint "
+            f"{mouse.fingerprint()}, the student's {fingerprint}); pass --data with that dataset "
+            "or an empty folder to simulate it"
+        )
+    return mouse
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    """Stream the clips through the daemon; write the movies and a summary; return the summary."""
+    artifact = load_artifact(cfg.artifact)
+    mouse = demo_mouse(cfg.data or cache_dir() / "data" / "demo", artifact.meta.data_fingerprint)
+    trials = mouse.trials(cfg.tier)[: cfg.clips]
+    if not trials:
+        raise ValueError(f"{mouse.path}: no clips in tier {cfg.tier!r}")
+    plan = ReplayPlan(mouse, trials, PlaneTiming.single_plane(mouse.n_neurons))
+    frames = len(plan.message_times())  # single-plane input: one frame per activity message
+    sink = MovieSink(cfg.out / "view", keep=frames)
+    backend = open_backend(cfg.artifact, cfg.backend)
+    backend.warmup()
+    print(f"demo: model {artifact.model_id} ({artifact.config.n_neurons} neurons) on {cfg.backend}; "
+          f"replaying {len(trials)} {cfg.tier} clips of {mouse.name}", file=sys.stderr)
+    with private_endpoints() as endpoints:
+        daemon_cfg = DaemonConfig(model=ModelConfig(cfg.artifact, cfg.backend), endpoints=endpoints,
+                                  log=LogConfig(interval_s=60.0))
+        with Loopback(daemon_cfg, backend) as loop:
+            figures = loop.play(plan, ReplayOptions(speed=cfg.speed), sink, frames, session="demo")
+            stats = loop.stats()
+            lost = loop.display.lost
+    pairs = [(recon, truth) for recon, truth, _ in sink.frames if truth is not None]
+    recons, truths = (np.stack(column) for column in zip(*pairs, strict=True))
+    latency = np.asarray(figures.latencies) * 1e3
+    summary = {
+        "demo": {k: str(v) for k, v in asdict(cfg).items()},
+        "model": artifact.model_id,
+        "mouse": mouse.name,
+        "trials": trials,
+        "frames_received": figures.received,
+        "frames_lost": lost + figures.seq_newest_gaps,
+        "latency_ms_last_300": {"p50": float(np.median(latency)), "max": float(latency.max())},
+        "correlation_with_stimulus_all_pixels": video_correlation(recons, truths, skip=0),
+        # The daemon's counts include the few warm-up frames sent while the display attached.
+        "daemon": {k: stats[k] for k in ("received", "accepted", "emitted", "lost", "rejected", "dropped")},
+        "daemon_latency_ms": stats["latency_ms"],
+        "movies": [str(p) for p in sink.close()],
+    }
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary

@@ -1,0 +1,97 @@
+"""The whole stream in one process: a rig, the daemon in a thread, a display and a control client.
+
+What `replay`, `serve` and `view` do as three processes on a rig, here on private ipc endpoints:
+for the demo, the equivalence and fault tests, and closed-loop code that wants to try a model
+without a rig.
+"""
+
+import contextlib
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+
+from stream_decoder.runtime import Backend
+from stream_decoder.stream.client import ControlClient, CurveKeys, ReconClient
+from stream_decoder.stream.config import DaemonConfig, EndpointsConfig
+from stream_decoder.stream.daemon import Daemon
+from stream_decoder.stream.replay import ReplayOptions, ReplayPlan, Rig, replay
+from stream_decoder.stream.viewer import LiveFigures, TruthLookup, watch
+
+
+@contextlib.contextmanager
+def private_endpoints(**options) -> Iterator[EndpointsConfig]:
+    """ipc endpoints in a fresh short /tmp folder (ipc paths are limited to ~100 bytes)."""
+    folder = tempfile.mkdtemp(prefix="sd-", dir="/tmp")
+    try:
+        yield EndpointsConfig(**{role: f"ipc://{folder}/{role}" for role in ("activity", "recon", "control")},
+                              **options)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class Loopback:
+    """A daemon serving `backend` in a thread, a rig publishing to it, a display and a control client."""
+
+    def __init__(self, cfg: DaemonConfig, backend: Backend, curve: CurveKeys | None = None,
+                 timeout_s: float = 5.0):
+        ep = cfg.endpoints
+        self.cfg = cfg
+        self.rig = Rig(ep.activity, bind=not ep.activity_bind, session="warmup", curve=curve)
+        self.daemon = Daemon(cfg, backend)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.daemon.run, args=(self.stop_event,), daemon=True)
+        self.thread.start()
+        self.display = ReconClient(ep.recon, timeout_s=timeout_s, curve=curve)
+        self.control = ControlClient(ep.control, timeout_s=timeout_s, curve=curve)
+        if not self.rig.wait_for_subscriber(timeout_s):
+            self.stop()
+            raise RuntimeError("the daemon did not subscribe to the rig")
+
+    def attach(self, client: ReconClient) -> None:
+        """Publish warm-up frames until `client` gets one: after this it misses nothing.
+
+        Subscriptions reach a PUB socket asynchronously; without this the first frames can go
+        to nobody. The warm-up session is the rig's first; restart the rig before real data.
+        """
+        for _ in range(100):
+            self.rig.send(np.zeros(self.daemon.n_neurons, np.float32), 0.0)
+            if client.receive(timeout_s=0.05) is not None:
+                while client.receive(timeout_s=0.2) is not None:
+                    pass
+                return
+        raise RuntimeError("no frame reached the client")
+
+    def play(self, plan: ReplayPlan, options: ReplayOptions, sink, frames: int, session: str = "replay",
+             progress: bool = False) -> LiveFigures:
+        """Replay `plan` through the daemon to the display, showing `frames` frames in `sink` with
+        their ground truth: `replay`, `serve` and `view` in one call."""
+        self.attach(self.display)
+        self.rig.restart(session)
+        sender = threading.Thread(target=replay, args=(plan, self.rig, options),
+                                  kwargs={"progress": progress})
+        sender.start()
+        try:
+            return watch(self.display, sink, TruthLookup(plan), max_frames=frames)
+        finally:
+            sender.join()
+
+    def stats(self) -> dict:
+        return self.control.request("stats")
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(10)
+        self.display.close()
+        self.control.close()
+        self.rig.close(linger_ms=0)
+        if self.thread.is_alive():
+            raise RuntimeError("the daemon did not stop within 10 s")
+
+    def __enter__(self) -> "Loopback":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
