@@ -77,3 +77,13 @@ def test_distill_refuses_targets_of_other_data(tiny_root, tiny_mouse, targets, t
     store.begin({"fingerprints": {tiny_mouse.name: "not-this-data"}})
     with pytest.raises(ValueError, match="fingerprint"):
         distill(tiny_root, tmp_path / "store", tmp_path / "artifact", FAST, progress=False)
+
+
+def test_distills_from_a_store_of_training_clips_only(tiny_root, tiny_mouse, targets, tmp_path):
+    trials, videos = targets
+    train = [(t, v) for t, v in zip(trials, videos, strict=True) if t in set(tiny_mouse.trials("train"))]
+    write_store(tmp_path / "store", tiny_mouse, *zip(*train, strict=True))
+    cfg = DistillConfig(latent=16, epochs=1, batch_size=8, lookahead=2)
+    artifact = distill(tiny_root, tmp_path / "store", tmp_path / "artifact", cfg, progress=False)
+    assert artifact.meta.provenance["validation"] == {}
+    assert len(artifact.meta.provenance["train_trials"]) == len(train)

@@ -179,3 +179,12 @@ def test_demo_refuses_data_its_student_was_not_distilled_on(untrained_artifact, 
     simulate("tiny", seed=1, out=other)
     with pytest.raises(ValueError, match="not the data the demo student was distilled on"):
         run_demo(DemoConfig(artifact=untrained_artifact, data=other, out=tmp_path / "demo"))
+
+
+def test_bundled_demo_student_loads_with_its_graph():
+    from stream_decoder.decoder.artifact import load_artifact
+    from stream_decoder.stream.demo import DEMO_ARTIFACT
+
+    artifact = load_artifact(DEMO_ARTIFACT)  # checks weights and model.onnx against the model id
+    assert artifact.config.n_neurons == 2000 and artifact.meta.provenance["mouse"].startswith("synthetic-demo")
+    assert (DEMO_ARTIFACT / "model.onnx").is_file()

@@ -8,6 +8,20 @@ from pathlib import Path
 from stream_decoder.decoder.distill import DistillConfig, distill
 from stream_decoder.paths import cache_dir
 
+HELP = {
+    "lookahead": "L: ticks between the newest activity and the frame decoded (responses lag the stimulus)",
+    "latent": "D: width of the per-tick read-in (neurons -> D)",
+    "epochs": "passes over the training clips",
+    "batch_size": "clips per optimiser step",
+    "lr": "peak learning rate of the one-cycle schedule",
+    "weight_decay": "AdamW weight decay",
+    "truth_weight": "0: teacher targets only; 1: true frames only; in between: a mix",
+    "neuron_dropout": "fraction of neurons silenced per training clip, so lost ROIs degrade gracefully",
+    "multi_plane": "train on the rig's per-plane timing (sample-and-hold), as a multi-plane daemon feeds it",
+    "validation_tier": "tier kept out of training and scored after it",
+    "seed": "seed of initialisation, shuffling and dropout",
+}
+
 
 def register(sub) -> None:
     defaults = DistillConfig()
@@ -30,11 +44,10 @@ def register(sub) -> None:
     for field in fields(DistillConfig):
         flag = "--" + field.name.replace("_", "-")
         if field.type is bool or field.type == "bool":
-            parser.add_argument(flag, action="store_true", help=f"(default: {getattr(defaults, field.name)})")
+            parser.add_argument(flag, action="store_true", help=HELP[field.name])
         else:
-            parser.add_argument(
-                flag, type=type(getattr(defaults, field.name)), default=getattr(defaults, field.name)
-            )
+            default = getattr(defaults, field.name)
+            parser.add_argument(flag, type=type(default), default=default, help=HELP[field.name])
     parser.set_defaults(func=main)
 
 

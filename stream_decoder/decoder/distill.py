@@ -140,7 +140,8 @@ def distill(
         )
     timing = input_timing(mouse, cfg.multi_plane)
     train = load_pairs(mouse, store, trials, timing)
-    validation = load_pairs(mouse, store, [t for t in store.trials(mouse.name) if t in held_out], timing)
+    validation_trials = [t for t in store.trials(mouse.name) if t in held_out]
+    validation = load_pairs(mouse, store, validation_trials, timing) if validation_trials else None
     student = Student(
         StudentConfig(mouse.n_neurons, cfg.latent, lookahead=cfg.lookahead, neuron_dropout=cfg.neuron_dropout)
     )
@@ -165,7 +166,7 @@ def distill(
             optimizer.step()
             schedule.step()
         bar.set_postfix(loss=f"{loss.item():.1f}")
-    scores = validation_scores(student.eval(), validation, store.alpha(mouse.name)) if len(validation) else {}
+    scores = validation_scores(student.eval(), validation, store.alpha(mouse.name)) if validation else {}
     log.info("distilled %s: %s", mouse.name, scores)
     provenance = {
         "distill": asdict(cfg),
