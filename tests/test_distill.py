@@ -87,3 +87,13 @@ def test_distills_from_a_store_of_training_clips_only(tiny_root, tiny_mouse, tar
     artifact = distill(tiny_root, tmp_path / "store", tmp_path / "artifact", cfg, progress=False)
     assert artifact.meta.provenance["validation"] == {}
     assert len(artifact.meta.provenance["train_trials"]) == len(train)
+
+
+def test_artifact_records_where_the_teacher_scores():
+    from stream_decoder.decoder.distill import mask_pixels
+
+    alpha = np.zeros((36, 64), np.float32)
+    alpha[1, 2] = alpha[3, 4] = 1.2
+    alpha[5, 6] = 0.9  # may change in the teacher, but is not scored
+    assert mask_pixels(alpha) == [1 * 64 + 2, 3 * 64 + 4]
+    assert mask_pixels(None) is None

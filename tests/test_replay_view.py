@@ -166,6 +166,7 @@ def test_demo_streams_clips_end_to_end_and_writes_its_summary(untrained_artifact
     assert summary["frames_received"] == 300 and summary["frames_lost"] == 0
     assert summary["daemon"]["rejected"] == {} and summary["daemon"]["lost"] == 0
     assert np.isfinite(summary["correlation_with_stimulus_all_pixels"])
+    assert summary["correlation_with_stimulus_in_mask"] == summary["correlation_with_stimulus_all_pixels"]
     assert sorted(p.name for p in (tmp_path / "demo" / "view").iterdir()) == [
         "view.gif", "view.mp4", "view_strip.png"]
     assert json.loads((tmp_path / "demo" / "summary.json").read_text())["trials"] == summary["trials"]
@@ -186,5 +187,6 @@ def test_bundled_demo_student_loads_with_its_graph():
     from stream_decoder.stream.demo import DEMO_ARTIFACT
 
     artifact = load_artifact(DEMO_ARTIFACT)  # checks weights and model.onnx against the model id
-    assert artifact.config.n_neurons == 2000 and artifact.meta.provenance["mouse"].startswith("synthetic-demo")
+    assert artifact.config.n_neurons == 2000
+    assert artifact.meta.provenance["mouse"].startswith("synthetic-demo")
     assert (DEMO_ARTIFACT / "model.onnx").is_file()

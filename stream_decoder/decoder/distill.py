@@ -175,8 +175,15 @@ def distill(
         "train_trials": trials,
         "validation": scores,
         "input_timing": {"n_planes": timing.n_planes, "volume_rate_hz": timing.volume_rate_hz},
+        "evaluation_mask": mask_pixels(store.alpha(mouse.name)),
     }
     return save_artifact(out, student, mouse.unit_ids, mouse.fingerprint(), provenance)
+
+
+def mask_pixels(alpha) -> list[int] | None:
+    """Flat indices of the teacher's evaluation mask: where the student is scored (None: everywhere)."""
+    mask = evaluation_mask(alpha) if alpha is not None else None
+    return None if mask is None else np.flatnonzero(mask).tolist()
 
 
 def validation_scores(student: Student, pairs: Pairs, alpha) -> dict[str, float]:

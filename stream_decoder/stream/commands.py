@@ -80,7 +80,8 @@ def _demo(args) -> int:
                                   clips=args.clips, speed=args.speed, backend=args.backend, out=args.out))
     latency = summary["daemon_latency_ms"]
     print(f"demo: {summary['frames_received']} frames, {summary['frames_lost']} lost; correlation with the "
-          f"stimulus {summary['correlation_with_stimulus_all_pixels']:.3f} (all pixels); daemon latency "
+          f"stimulus {summary['correlation_with_stimulus_in_mask']:.3f} where the neurons see "
+          f"({summary['correlation_with_stimulus_all_pixels']:.3f} over all pixels); daemon latency "
           f"p50 {latency['p50']:.2f} ms, p99 {latency['p99']:.2f} ms")
     for path in summary["movies"]:
         print(f"demo: wrote {path}")

@@ -81,6 +81,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     pairs = [(recon, truth) for recon, truth, _ in sink.frames if truth is not None]
     recons, truths = (np.stack(column) for column in zip(*pairs, strict=True))
     latency = np.asarray(figures.latencies) * 1e3
+    pixels = artifact.meta.provenance.get("evaluation_mask")
+    mask = None if pixels is None else np.isin(np.arange(recons[0].size), pixels).reshape(recons[0].shape)
     summary = {
         "demo": {k: str(v) for k, v in asdict(cfg).items()},
         "model": artifact.model_id,
@@ -90,6 +92,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         "frames_lost": lost + figures.seq_newest_gaps,
         "latency_ms_last_300": {"p50": float(np.median(latency)), "max": float(latency.max())},
         "correlation_with_stimulus_all_pixels": video_correlation(recons, truths, skip=0),
+        # Where the recorded neurons see (the teacher's evaluation mask), as the benchmarks score it.
+        "correlation_with_stimulus_in_mask": video_correlation(recons, truths, mask, skip=0),
         # The daemon's counts include the few warm-up frames sent while the display attached.
         "daemon": {k: stats[k] for k in ("received", "accepted", "emitted", "lost", "rejected", "dropped")},
         "daemon_latency_ms": stats["latency_ms"],

@@ -45,6 +45,9 @@ def register(sub) -> None:
     parser.add_argument("--neuron-fraction", type=float, default=1.0, help="fraction of neurons in the loss")
     parser.add_argument("--batch-size", type=int, default=1, help="clips reconstructed together")
     parser.add_argument("--limit", type=int, help="at most this many clips per mouse")
+    parser.add_argument(
+        "--warm-start", type=Path, help="student artifact: start each clip from its decoding instead of gray"
+    )
     parser.set_defaults(func=main)
 
 
@@ -69,6 +72,7 @@ def main(args) -> int:
         mask,
         batch_size=args.batch_size,
         limit=args.limit,
+        warm_start=args.warm_start,
     )
     store = run(job)
     print(json.dumps({"store": str(out), "mice": store.summary()}, indent=2))

@@ -5,6 +5,7 @@ each mouse's alpha mask first. Clips already in the store are skipped, so an int
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class Job:
     mask_clips: int = 8  # clips of `mask_tier` the mask is fitted on
     batch_size: int = 1  # clips reconstructed together
     limit: int | None = None  # at most this many clips per mouse (in trial order)
+    warm_start: Path | None = None  # a student artifact: start from its decoding instead of gray
 
 
 def clip_metrics(recon: np.ndarray, truth: np.ndarray, eval_mask) -> dict[str, float]:
@@ -44,14 +46,37 @@ def clip_metrics(recon: np.ndarray, truth: np.ndarray, eval_mask) -> dict[str, f
     }
 
 
-def manifest(teacher: TeacherConfig, mask: MaskConfig | None, models, mice: dict) -> dict:
+def manifest(teacher: TeacherConfig, mask: MaskConfig | None, models, mice: dict, warm_start=None) -> dict:
     """What a store records of how it was made; a resumed run must match it."""
     return {
         "teacher": teacher.to_dict(),
         "mask": mask.to_dict() if mask else None,
         "models": [str(p.resolve()) for m in models for p in member_dirs(m)],
         "fingerprints": {name: mouse.fingerprint() for name, mouse in mice.items()},
+        "warm_start": str(Path(warm_start).resolve()) if warm_start else None,
     }
+
+
+def student_start(artifact: Path, mouse) -> Callable[[list[ClipTensors]], np.ndarray]:
+    """Starting videos decoded by a distilled student, the `cpu` preset's warm start: (B, T, H, W).
+
+    The student sees each clip as the daemon would (single-plane timing) and leaves the last L
+    frames, which it never decodes, gray.
+    """
+    from stream_decoder.decoder.artifact import load_artifact
+    from stream_decoder.decoder.distill import input_timing, student_inputs
+    from stream_decoder.decoder.evaluate import decode_clip
+
+    loaded = load_artifact(artifact)
+    if loaded.meta.data_fingerprint != mouse.fingerprint():
+        raise ValueError(f"{artifact}: the student was distilled on other data than {mouse.path}")
+    student = loaded.student()
+    timing = input_timing(mouse, multi_plane=False)
+
+    def start(clips: list[ClipTensors]) -> np.ndarray:
+        return np.stack([decode_clip(student, *student_inputs(mouse, c.trial, timing)[:3]) for c in clips])
+
+    return start
 
 
 def run(job: Job, progress: bool = True) -> TeacherStore:
@@ -60,7 +85,7 @@ def run(job: Job, progress: bool = True) -> TeacherStore:
     encoders = [e.requires_grad_(False) for e in load_ensemble(list(job.models), mice)]
     store = TeacherStore(job.out)
     if ranks.rank == 0:
-        store.begin(manifest(job.teacher, job.mask, job.models, mice))
+        store.begin(manifest(job.teacher, job.mask, job.models, mice, job.warm_start))
     try:
         for name, mouse in mice.items():
             alpha = _alpha(job, store, ranks, name, mouse, encoders)
@@ -68,11 +93,13 @@ def run(job: Job, progress: bool = True) -> TeacherStore:
             eval_mask = evaluation_mask(alpha) if alpha is not None else None
             trials = mouse.trials(list(job.tiers))[: job.limit]
             mine = [t for t in trials[ranks.rank :: ranks.world] if not store.has(name, t)]
+            start = student_start(job.warm_start, mouse) if job.warm_start else None
             bar = tqdm(total=len(mine), desc=f"reconstruct {name}", unit="clip", disable=not progress)
-            for start in range(0, len(mine), job.batch_size):
-                clips = [ClipTensors.from_clip(mouse.clip(t)) for t in mine[start : start + job.batch_size]]
+            for first in range(0, len(mine), job.batch_size):
+                clips = [ClipTensors.from_clip(mouse.clip(t)) for t in mine[first : first + job.batch_size]]
                 started = time.perf_counter()
-                videos = reconstruct(clips, encoders, name, train_mask, job.teacher, progress=progress)
+                init = start(clips) if start else None
+                videos = reconstruct(clips, encoders, name, train_mask, job.teacher, init, progress=progress)
                 seconds = (time.perf_counter() - started) / len(clips)
                 for clip, video in zip(clips, videos, strict=True):
                     metrics = clip_metrics(video, clip.video.numpy(), eval_mask) | {"seconds": seconds}

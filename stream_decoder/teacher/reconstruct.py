@@ -111,7 +111,7 @@ def learning_rate(cfg: TeacherConfig, iteration: int) -> float:
 
 def invert(encoder, clips: "ClipBatch", mouse: str, mask, cfg: TeacherConfig, init=None, progress=True):
     """One member's reconstruction of a batch of clips: (B, T, H, W) float32 tensor in 0-255."""
-    video = torch.full(clips.shape, GRAY) if init is None else torch.as_tensor(init).clone().float()
+    video = torch.full(clips.shape, GRAY) if init is None else torch.as_tensor(init).float().clamp(0.0, 255.0)
     mask = torch.ones(clips.shape[2:]) if mask is None else torch.as_tensor(mask, dtype=torch.float32)
     index = window_index(clips.shape[1], cfg.window, cfg.stride)
     neurons = neuron_subset(clips.recorded.shape[-1], cfg)
