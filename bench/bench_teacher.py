@@ -28,9 +28,9 @@ import torch
 from common import RESULTS, write_result
 
 from stream_decoder.data import load_truth
+from stream_decoder.decoder.distill import mean_correlation
 from stream_decoder.encoder.batches import ClipTensors, open_mice
 from stream_decoder.encoder.checkpoint import load_ensemble
-from stream_decoder.metrics import video_correlation
 from stream_decoder.paths import cache_dir
 from stream_decoder.teacher.job import clip_metrics, manifest
 from stream_decoder.teacher.mask import MaskConfig, evaluation_mask, train_alpha_mask, training_mask
@@ -63,9 +63,7 @@ def timed_invert(encoder, batch, name, mask, cfg) -> tuple[np.ndarray, float]:
 
 
 def correlation(videos: np.ndarray, truths: np.ndarray, mask) -> float:
-    return round(
-        float(np.mean([video_correlation(v, t, mask) for v, t in zip(videos, truths, strict=True)])), 4
-    )
+    return round(mean_correlation(videos, truths, mask), 4)
 
 
 def batching(encoder, clips, name, iterations: int) -> dict[str, float]:
@@ -192,9 +190,8 @@ def main() -> None:
                 strict=True,
             )
         ),
-        "neuron_fraction": {"1.0": None},
     }
-    quality["neuron_fraction"]["1.0"] = quality["members"][0]
+    quality["neuron_fraction"] = {"1.0": quality["members"][0]}
     print(f"members {quality['members']}, ensemble {quality['ensemble']}")
     for fraction in FRACTIONS[1:]:
         video, _ = timed_invert(encoders[0], batch, name, train_mask, replace(cfg, neuron_fraction=fraction))

@@ -166,7 +166,8 @@ def distill(
             optimizer.step()
             schedule.step()
         bar.set_postfix(loss=f"{loss.item():.1f}")
-    scores = validation_scores(student.eval(), validation, store.alpha(mouse.name)) if validation else {}
+    alpha = store.alpha(mouse.name)
+    scores = validation_scores(student.eval(), validation, alpha) if validation else {}
     log.info("distilled %s: %s", mouse.name, scores)
     provenance = {
         "distill": asdict(cfg),
@@ -175,19 +176,19 @@ def distill(
         "train_trials": trials,
         "validation": scores,
         "input_timing": {"n_planes": timing.n_planes, "volume_rate_hz": timing.volume_rate_hz},
-        "evaluation_mask": mask_pixels(store.alpha(mouse.name)),
+        "evaluation_mask": mask_pixels(alpha),
     }
     return save_artifact(out, student, mouse.unit_ids, mouse.fingerprint(), provenance)
 
 
 def mask_pixels(alpha) -> list[int] | None:
     """Flat indices of the teacher's evaluation mask: where the student is scored (None: everywhere)."""
-    mask = evaluation_mask(alpha) if alpha is not None else None
+    mask = evaluation_mask(alpha)
     return None if mask is None else np.flatnonzero(mask).tolist()
 
 
 def validation_scores(student: Student, pairs: Pairs, alpha) -> dict[str, float]:
-    mask = evaluation_mask(alpha) if alpha is not None else None
+    mask = evaluation_mask(alpha)
     decoded = decode(student, pairs)
     truth, teacher = pairs.truth.numpy(), pairs.teacher.numpy()
     stop = truth.shape[1] - student.cfg.lookahead  # frames the student decoded

@@ -66,7 +66,7 @@ def evaluate(
         raise ValueError(f"{artifact_dir}: trained on other data than {mouse.path} (fingerprint differs)")
     store = TeacherStore(teacher) if teacher else None
     alpha = store.alpha(mouse.name) if store else None
-    mask = evaluation_mask(alpha) if alpha is not None else None
+    mask = evaluation_mask(alpha)
     timing = input_timing(mouse, provenance.get("distill", {}).get("multi_plane", False))
     stop = CLIP_FRAMES - student.cfg.lookahead
     rng = np.random.default_rng(seed)

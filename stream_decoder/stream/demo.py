@@ -82,7 +82,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     recons, truths = (np.stack(column) for column in zip(*pairs, strict=True))
     latency = np.asarray(figures.latencies) * 1e3
     pixels = artifact.meta.provenance.get("evaluation_mask")
-    mask = None if pixels is None else np.isin(np.arange(recons[0].size), pixels).reshape(recons[0].shape)
+    mask = None
+    if pixels is not None:
+        mask = np.zeros(recons[0].shape, bool)
+        mask.flat[pixels] = True
     summary = {
         "demo": {k: str(v) for k, v in asdict(cfg).items()},
         "model": artifact.model_id,

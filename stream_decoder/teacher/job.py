@@ -60,8 +60,8 @@ def manifest(teacher: TeacherConfig, mask: MaskConfig | None, models, mice: dict
 def student_start(artifact: Path, mouse) -> Callable[[list[ClipTensors]], np.ndarray]:
     """Starting videos decoded by a distilled student, the `cpu` preset's warm start: (B, T, H, W).
 
-    The student sees each clip as the daemon would (single-plane timing) and leaves the last L
-    frames, which it never decodes, gray.
+    The student sees each clip as it was distilled to (single- or multi-plane timing) and leaves the
+    last L frames, which it never decodes, gray.
     """
     from stream_decoder.decoder.artifact import load_artifact
     from stream_decoder.decoder.distill import input_timing, student_inputs
@@ -71,7 +71,7 @@ def student_start(artifact: Path, mouse) -> Callable[[list[ClipTensors]], np.nda
     if loaded.meta.data_fingerprint != mouse.fingerprint():
         raise ValueError(f"{artifact}: the student was distilled on other data than {mouse.path}")
     student = loaded.student()
-    timing = input_timing(mouse, multi_plane=False)
+    timing = input_timing(mouse, loaded.meta.provenance.get("distill", {}).get("multi_plane", False))
 
     def start(clips: list[ClipTensors]) -> np.ndarray:
         return np.stack([decode_clip(student, *student_inputs(mouse, c.trial, timing)[:3]) for c in clips])
@@ -89,8 +89,8 @@ def run(job: Job, progress: bool = True) -> TeacherStore:
     try:
         for name, mouse in mice.items():
             alpha = _alpha(job, store, ranks, name, mouse, encoders)
-            train_mask = training_mask(alpha) if alpha is not None else None
-            eval_mask = evaluation_mask(alpha) if alpha is not None else None
+            train_mask = training_mask(alpha)
+            eval_mask = evaluation_mask(alpha)
             trials = mouse.trials(list(job.tiers))[: job.limit]
             mine = [t for t in trials[ranks.rank :: ranks.world] if not store.has(name, t)]
             start = student_start(job.warm_start, mouse) if job.warm_start else None

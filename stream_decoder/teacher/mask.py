@@ -74,13 +74,16 @@ def _response_error(encoders, video, behavior, pupil, recorded, mouse) -> torch.
     return torch.mean((predicted - recorded) ** 2)
 
 
-def training_mask(alpha: np.ndarray) -> np.ndarray:
-    return (alpha >= TRAIN_THRESHOLD).astype(np.float32)
+def training_mask(alpha: np.ndarray | None) -> np.ndarray | None:
+    """Pixels the teacher may change; None (every pixel) without an alpha mask."""
+    return None if alpha is None else (alpha >= TRAIN_THRESHOLD).astype(np.float32)
 
 
-def evaluation_mask(alpha: np.ndarray) -> np.ndarray | None:
-    """Pixels where reconstructions are scored; None (score every pixel) when the mask is empty,
-    which happens only for a mask fitted too briefly to pass 1 anywhere."""
+def evaluation_mask(alpha: np.ndarray | None) -> np.ndarray | None:
+    """Pixels where reconstructions are scored; None (score every pixel) without an alpha mask or
+    when it is empty, which happens only for a mask fitted too briefly to pass 1 anywhere."""
+    if alpha is None:
+        return None
     mask = alpha >= EVAL_THRESHOLD
     if not mask.any():
         log.warning(
