@@ -13,8 +13,8 @@ sustained rate (a ramp of rates, `--ramp-seconds` each, until a message is lost 
 `--ramp-p99-ms`). Targets on the 2-core box: p99 <= 2 ms, p99.9 <= 5 ms, zero lost, jitter
 <= 1 ms, sustained >= 1,000 msg/s.
 
-    python bench/bench_e2e.py --seconds 600          # the full run (~12 minutes)
-    python bench/bench_e2e.py --seconds 60           # a check
+    python bench/bench_e2e.py --seconds 600 --realtime 50   # the full run (~22 minutes), as on a rig PC
+    python bench/bench_e2e.py --seconds 60                  # a check, normal scheduling
 
 Without `--artifact` the model is a student of the standard config with random weights (no
 trained one is needed to time it: the computation is the same), built once in the cache.
@@ -38,6 +38,7 @@ from common import RESULTS, write_result
 
 from stream_decoder.paths import cache_dir
 from stream_decoder.stream.client import ControlClient
+from stream_decoder.stream.realtime import set_fifo
 
 BANK = 64  # distinct activity vectors cycled through
 WARMUP_LIMIT_S = 60.0
@@ -193,12 +194,13 @@ def ensure_artifact(artifact: Path | None, n_neurons: int) -> tuple[Path, dict]:
                             "exists here; the per-tick computation is the same"}
 
 
-def start_daemon(artifact: Path, backend: str, endpoints: dict, folder: Path) -> subprocess.Popen:
+def start_daemon(artifact: Path, args: argparse.Namespace, endpoints: dict, folder: Path) -> subprocess.Popen:
     config = folder / "rig.toml"
     config.write_text(
-        f'[model]\nartifact = "{artifact}"\nbackend = "{backend}"\n'
+        f'[model]\nartifact = "{artifact}"\nbackend = "{args.backend}"\nthreads = {args.threads}\n'
         f'[endpoints]\nactivity = "{endpoints["activity"]}"\nrecon = "{endpoints["recon"]}"\n'
-        f'control = "{endpoints["control"]}"\n[log]\ninterval_s = 60.0\n'
+        f'control = "{endpoints["control"]}"\n[stream]\nprefetch_ms = {args.prefetch_ms}\n'
+        f'[realtime]\npriority = {args.realtime}\n[log]\ninterval_s = 60.0\n'
     )
     proc = subprocess.Popen([sys.executable, "-m", "stream_decoder.cli", "serve", "--config", str(config)],
                             stdout=subprocess.DEVNULL, stderr=open(folder / "serve.log", "w"))  # noqa: SIM115
@@ -271,6 +273,11 @@ def main() -> None:
     parser.add_argument("--neurons", type=int, default=8000)
     parser.add_argument("--artifact", type=Path, help="a trained artifact (default: untrained, standard)")
     parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch", "tensorrt"))
+    parser.add_argument("--threads", type=int, default=1, help="[model] threads (onnxruntime)")
+    parser.add_argument("--realtime", type=int, default=0, metavar="PRIORITY",
+                        help="SCHED_FIFO priority for every process, rig, relay, daemon and display alike "
+                             "(the daemon's [realtime] priority; needs root or LimitRTPRIO); 0: normal")
+    parser.add_argument("--prefetch-ms", type=float, default=2.0, help="[stream] prefetch_ms; 0: off")
     parser.add_argument("--ramp", default="250,500,1000,1500,2000,3000,4000,6000,8000",
                         help="input rates tried for the sustained maximum (msg/s)")
     parser.add_argument("--ramp-seconds", type=float, default=5.0)
@@ -279,6 +286,8 @@ def main() -> None:
     args = parser.parse_args()
 
     artifact, artifact_info = ensure_artifact(args.artifact, args.neurons)
+    if args.realtime:
+        set_fifo(args.realtime)  # the display; the rig and relay processes inherit it
     floor_eps = {"activity": free_tcp_endpoint(), "recon": free_tcp_endpoint()}
     daemon_eps = {role: free_tcp_endpoint() for role in ("activity", "recon", "control")}
     gc.collect()
@@ -289,7 +298,7 @@ def main() -> None:
         relay = spawn.Process(target=relay_process, args=(floor_eps["activity"], floor_eps["recon"]),
                               daemon=True)
         relay.start()
-        daemon = start_daemon(artifact, args.backend, daemon_eps, Path(tmp))
+        daemon = start_daemon(artifact, args, daemon_eps, Path(tmp))
         try:
             print(f"floor: bare ZeroMQ relay, {args.seconds:.0f} s at 30 Hz")
             floor = measure(floor_eps["activity"], floor_eps["recon"], args.neurons, 30.0, args.seconds)
@@ -323,7 +332,10 @@ def main() -> None:
     figures = {
         "libzmq": zmq.zmq_version(),
         "load_average_1m_during": [round(x, 2) for x in load],
-        "artifact": artifact_info, "backend": args.backend, "transport": "tcp loopback",
+        "artifact": artifact_info, "backend": args.backend, "threads": args.threads,
+        "prefetch_ms": args.prefetch_ms,
+        "scheduling": f"SCHED_FIFO priority {args.realtime}" if args.realtime else "normal",
+        "transport": "tcp loopback",
         "e2e_30hz": {k: v for k, v in e2e.items() if not k.startswith("_")},
         "floor_30hz": {k: v for k, v in floor.items() if not k.startswith("_")},
         "ramp": steps, "sustained_msg_per_s": sustained, "ramp_p99_limit_ms": args.ramp_p99_ms,

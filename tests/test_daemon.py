@@ -73,6 +73,21 @@ def test_one_frame_per_message_equal_to_offline(start_daemon, untrained_artifact
     assert d.display.lost == 0
 
 
+def test_a_paced_stream_is_prefetched_between_messages_and_decoded_the_same(start_daemon, untrained_artifact,
+                                                                           tiny_mouse):
+    d = start_daemon()
+    d.attach(d.display)
+    activity = random_activity(20, tiny_mouse.n_neurons, seed=3)
+    d.rig.restart("paced")
+    start = time.monotonic()
+    for k, a in enumerate(activity):
+        time.sleep(max(0.0, start + k / RATE - time.monotonic()))
+        d.rig.send(a, 100.0 + k / RATE, behavior=BEHAVIOR, pupil_center=PUPIL)
+    frames, _ = receive(d.display, len(activity))
+    np.testing.assert_allclose(frames, offline_frames(untrained_artifact, activity), atol=1e-4)
+    assert d.control.request("stats")["prefetches"] >= 10  # one before (nearly) every message
+
+
 def test_control_socket(start_daemon, tiny_mouse, stream_endpoints):
     d = start_daemon()
     assert d.control.request("ping") == {"ok": True, "version": 1}

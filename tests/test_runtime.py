@@ -141,6 +141,22 @@ def test_reset_restores_the_initial_state(exported, kind):
 
 
 @pytest.mark.parametrize("kind", ["torch", "onnxruntime"])
+def test_prefetch_leaves_the_stream_untouched(exported, kind):
+    """The daemon prefetches between ticks: the frames must be those of a stream without it."""
+    activity, behavior = ticks(12)
+    backend = open_backend(exported, kind)
+    plain = [backend.step(a, b) for a, b in zip(activity, behavior, strict=True)]
+    backend.reset()
+    prefetched = []
+    for a, b in zip(activity, behavior, strict=True):
+        backend.prefetch()
+        prefetched.append(backend.step(a, b))
+        backend.prefetch()
+    np.testing.assert_array_equal(np.stack(plain), np.stack(prefetched))
+    assert not np.allclose(plain[0], plain[-1])
+
+
+@pytest.mark.parametrize("kind", ["torch", "onnxruntime"])
 def test_wrong_input_shapes_are_clear_errors(exported, kind):
     backend = open_backend(exported, kind)
     with pytest.raises(ValueError, match=rf"activity has shape \({N - 1},\).*expects \({N},\)"):

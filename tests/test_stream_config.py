@@ -29,6 +29,14 @@ def test_minimal_config_gets_loopback_defaults_and_relative_paths(tmp_path):
 def test_the_shipped_example_is_valid():
     cfg = load_config(DEPLOY_EXAMPLE)
     assert cfg.endpoints.allow_remote is False
+    assert cfg.realtime.priority == 0 and cfg.realtime.cpus == () and cfg.model.threads == 1
+
+
+def test_realtime_settings_are_read(tmp_path):
+    cfg = load_config(write(tmp_path, '[model]\nartifact = "a"\nthreads = 2\n'
+                                      '[realtime]\npriority = 50\ncpus = [0]\nlock_memory = true\n'))
+    assert cfg.realtime.priority == 50 and cfg.realtime.cpus == (0,) and cfg.realtime.lock_memory
+    assert cfg.model.backend_options() == {"threads": 2}
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -45,6 +53,11 @@ def test_the_shipped_example_is_valid():
     ('[model]\nartifact = "a"\n[endpoints]\nrecon = "tcp://0.0.0.0:5556"\n', r"allow_remote = true"),
     ('[model]\nartifact = "a"\n[security]\ncurve = true\n', r"needs server_secret_key and client_keys_dir"),
     ('[model]\nartifact = "a"\n[endpoints\n', r"not valid TOML"),
+    ('[model]\nartifact = "a"\nthreads = 0\n', r"\[model\] threads must be >= 1"),
+    ('[model]\nartifact = "a"\n[realtime]\npriority = 100\n', r"priority must be 0 \(off\) or 1-99"),
+    ('[model]\nartifact = "a"\n[realtime]\ncpus = 1\n', r"\[realtime\] cpus must be a list of int"),
+    ('[model]\nartifact = "a"\n[realtime]\ncpus = [0, "1"]\n', r"\[realtime\] cpus item must be int"),
+    ('[model]\nartifact = "a"\n[realtime]\ncpus = [4096]\n', r"cpus \[4096\] are not cores"),
 ])
 def test_bad_configs_name_what_is_wrong(tmp_path, text, message):
     with pytest.raises(ValueError, match=message) as caught:

@@ -59,6 +59,12 @@ class Backend(ABC):
     def reset(self) -> None:
         """Back to zero history, as at the start of a session."""
 
+    @abstractmethod
+    def prefetch(self) -> None:
+        """Run the graph once on scratch buffers, leaving the state alone, so that the next `step`
+        finds the weights and code in the CPU caches. Between 30 Hz ticks other work evicts them and a
+        cold step costs several times a warm one; the daemon calls this just before a tick is due."""
+
     def warmup(self, steps: int = 32) -> None:
         """Run a few ticks so first-call costs (allocation, tuning, caches) are paid now; then reset."""
         activity = np.zeros(self.n_neurons, np.float32)

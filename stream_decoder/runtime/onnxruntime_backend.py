@@ -24,8 +24,8 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, artifact: Artifact, threads: int = 1):
-        """threads: intra-op threads. Two halve the read-in on an idle box but, when other work
-        wants the cores, stretch the tail several-fold; one keeps p99 near p50 (bench_step.py)."""
+        """threads: intra-op threads. Two shorten a step; their idle worker sleeps between ticks
+        rather than spinning, so it leaves the cores to the rest of the rig (bench_e2e.py)."""
         super().__init__(artifact)
         if not artifact.onnx_path.is_file():
             raise FileNotFoundError(f"{artifact.onnx_path} is missing: run `stream-decoder export "
@@ -35,17 +35,27 @@ class OnnxRuntimeBackend(Backend):
         self._activity = np.zeros((1, cfg.n_neurons), np.float32)
         self._behavior = np.zeros((1, 4), np.float32)
         self._frame = np.zeros((1, *cfg.frame_shape), np.float32)
-        self._states = [[np.zeros(shape, np.float32) for shape in cfg.state_shapes(1)] for _ in range(2)]
-        self._bindings = [self._bind(self._states[p], self._states[1 - p]) for p in (0, 1)]
+        self._states = [self._zero_states() for _ in range(2)]
+        self._bindings = [self._bind([self._activity, self._behavior, *self._states[p]],
+                                     [self._frame, *self._states[1 - p]]) for p in (0, 1)]
         self._parity = 0
+        # prefetch runs the graph on buffers of its own: the real state and frame are never touched.
+        # ONNX Runtime holds raw pointers to bound buffers, so they live as long as the backend.
+        self._scratch = ([self._activity.copy(), self._behavior.copy(), *self._zero_states()],
+                         [self._frame.copy(), *self._zero_states()])
+        self._prefetch = self._bind(*self._scratch)
 
-    def _bind(self, states_in: list[np.ndarray], states_out: list[np.ndarray]) -> ort.IOBinding:
+    def _zero_states(self) -> list[np.ndarray]:
+        return [np.zeros(shape, np.float32) for shape in self.artifact.config.state_shapes(1)]
+
+    def _bind(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> ort.IOBinding:
+        """Inputs [activity, behavior, *states], outputs [frame, *next states], bound in place."""
         binding = self.session.io_binding()
-        names_in = [ACTIVITY, BEHAVIOR, *state_names(len(states_in))]
-        for name, array in zip(names_in, [self._activity, self._behavior, *states_in], strict=True):
+        names_in = [ACTIVITY, BEHAVIOR, *state_names(len(inputs) - 2)]
+        for name, array in zip(names_in, inputs, strict=True):
             binding.bind_input(name, "cpu", 0, np.float32, array.shape, array.ctypes.data)
-        names_out = [FRAME, *next_state_names(len(states_out))]
-        for name, array in zip(names_out, [self._frame, *states_out], strict=True):
+        names_out = [FRAME, *next_state_names(len(outputs) - 1)]
+        for name, array in zip(names_out, outputs, strict=True):
             binding.bind_output(name, "cpu", 0, np.float32, array.shape, array.ctypes.data)
         return binding
 
@@ -55,6 +65,9 @@ class OnnxRuntimeBackend(Backend):
         self.session.run_with_iobinding(self._bindings[self._parity])
         self._parity ^= 1
         return self._frame[0].copy()
+
+    def prefetch(self) -> None:
+        self.session.run_with_iobinding(self._prefetch)
 
     def reset(self) -> None:
         for states in self._states:
@@ -67,6 +80,9 @@ def _open_session(artifact: Artifact, threads: int) -> ort.InferenceSession:
     """Sequential, `threads` intra-op threads; reuse the saved optimised graph, or save it now."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    # Idle workers sleep rather than spin: a spinning worker takes a core from the rig and the display
+    # on a small PC, and under SCHED_FIFO nothing of its priority can take it back (stalls of 40-80 ms).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     optimised = artifact.path / OPTIMISED_GRAPH.format(model_id=artifact.model_id, version=ort.__version__)

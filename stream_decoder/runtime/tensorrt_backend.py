@@ -150,6 +150,9 @@ class TensorRTBackend(Backend):
         self.stream.synchronize()
         return self._host_np[FRAME][0].copy()
 
+    def prefetch(self) -> None:
+        """Nothing to warm: the engine's weights live in GPU memory, which nothing else evicts."""
+
     def reset(self) -> None:
         with torch.cuda.stream(self.stream):
             for state in self._states:

@@ -24,6 +24,11 @@ class TorchBackend(Backend):
         self.state = self.graph.student.initial_state(1)
 
     @torch.inference_mode()
+    def prefetch(self) -> None:
+        zeros = torch.zeros(1, self.n_neurons, device=self.device), torch.zeros(1, 4, device=self.device)
+        self.graph(*zeros, *self.graph.student.initial_state(1))
+
+    @torch.inference_mode()
     def _step(self, activity: np.ndarray, behavior: np.ndarray) -> np.ndarray:
         activity = torch.as_tensor(activity, dtype=torch.float32, device=self.device)[None]
         behavior = torch.as_tensor(behavior, dtype=torch.float32, device=self.device)[None]

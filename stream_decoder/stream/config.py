@@ -5,6 +5,7 @@ defaults are loopback-only, and anything reaching beyond the host needs `allow_r
 """
 
 import ipaddress
+import os
 import tomllib
 import types
 import typing
@@ -21,10 +22,17 @@ LOOPBACK_NAMES = ("localhost", "ip6-localhost")
 class ModelConfig:
     artifact: Path
     backend: str = "onnxruntime"
+    threads: int = 1  # onnxruntime intra-op threads (one keeps the tail tight on a shared 2-core PC)
 
     def __post_init__(self):
         if self.backend not in KINDS:
             raise ValueError(f"[model] backend {self.backend!r} is not one of {KINDS}")
+        if self.threads < 1:
+            raise ValueError(f"[model] threads must be >= 1, got {self.threads}")
+
+    def backend_options(self) -> dict:
+        """Keyword options for `open_backend`: only onnxruntime takes a thread count."""
+        return {"threads": self.threads} if self.backend == "onnxruntime" else {}
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,9 @@ class StreamConfig:
     # 0: four times the largest legal activity payload of the loaded model.
     max_message_bytes: int = 0
     max_catchup_ticks: int = 30  # multi-plane: ticks emitted at most when rig time jumps ahead
+    # Prefetch the model this long before the next message is due (from the recent arrival rate),
+    # so its step starts from warm caches; 0: off.
+    prefetch_ms: float = 2.0
 
     def __post_init__(self):
         if not self.rate_hz > 0:
@@ -57,7 +68,7 @@ class StreamConfig:
         if self.output_dtype not in RECON_DTYPES:
             raise ValueError(f"[stream] output_dtype {self.output_dtype!r} is not one of "
                              f"{sorted(RECON_DTYPES)}")
-        for name in ("recv_hwm", "send_hwm", "max_message_bytes"):
+        for name in ("recv_hwm", "send_hwm", "max_message_bytes", "prefetch_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"[stream] {name} must be >= 0, got {getattr(self, name)}")
         if self.max_catchup_ticks < 1:
@@ -95,6 +106,24 @@ class RecorderConfig:
 
 
 @dataclass(frozen=True)
+class RealtimeConfig:
+    """How the operating system schedules the daemon: the tail of the latency is set here."""
+
+    priority: int = 0  # 1-99: SCHED_FIFO at this priority (needs CAP_SYS_NICE); 0: normal scheduling
+    cpus: tuple[int, ...] = ()  # pin the daemon (and its threads) to these cores; empty: any core
+    lock_memory: bool = False  # mlockall: no page faults mid-session (needs RLIMIT_MEMLOCK headroom)
+
+    def __post_init__(self):
+        object.__setattr__(self, "cpus", tuple(self.cpus))
+        if not 0 <= self.priority <= 99:
+            raise ValueError(f"[realtime] priority must be 0 (off) or 1-99 (SCHED_FIFO), got {self.priority}")
+        unknown = sorted(set(self.cpus) - os.sched_getaffinity(0))
+        if unknown:
+            raise ValueError(f"[realtime] cpus {unknown} are not cores this process may run on "
+                             f"({sorted(os.sched_getaffinity(0))})")
+
+
+@dataclass(frozen=True)
 class LogConfig:
     interval_s: float = 10.0  # each kind of problem is logged at most once per interval; stats every interval
 
@@ -110,6 +139,7 @@ class DaemonConfig:
     stream: StreamConfig = field(default_factory=StreamConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
+    realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -178,6 +208,11 @@ def _required(f) -> bool:
 def _value(hint, value, where: str, name: str, base: Path):
     if isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
         return _build(hint, value, name, base)
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, list):
+            raise ValueError(f"{where} must be a list of {item.__name__}, got {value!r}")
+        return tuple(_value(item, v, f"{where} item", name, base) for v in value)
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     for option in options:
         if option is bool and isinstance(value, bool):

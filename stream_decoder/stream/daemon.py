@@ -1,8 +1,10 @@
 """The rig-side daemon: activity in over ZeroMQ -> Backend.step -> reconstructed frames out, at 30 Hz.
 
-One thread, one poller over the activity SUB, the control REP and the socket monitors. The hot
-path per message: zero-copy receive, header checks, a copy of the values into the preallocated
-neuron vector, one `step`, one non-blocking publish, a memcpy into the recorder's open chunk.
+One thread, one poller over the activity SUB, the control REP and the socket monitors. Between
+messages it sleeps in the poller, waking once a few milliseconds before the next message is due to
+prefetch the model into the CPU caches (`[stream] prefetch_ms`). The hot path per message: zero-copy
+receive, header checks, a copy of the values into the preallocated neuron vector, one `step`, one
+non-blocking publish, a memcpy into the recorder's open chunk.
 Nothing in it waits on a subscriber or the disk, and no input can stop it: every bad message is
 counted under its reason, and even an unexpected error in handling one message is counted and
 logged, and the next message is served.
@@ -19,6 +21,7 @@ import zmq
 from stream_decoder.runtime import Backend, open_backend
 from stream_decoder.stream.assembly import Assembler
 from stream_decoder.stream.config import DaemonConfig
+from stream_decoder.stream.forecast import ArrivalForecast
 from stream_decoder.stream.protocol import (
     CONTROL_COMMANDS,
     INPUT_DTYPES,
@@ -32,6 +35,7 @@ from stream_decoder.stream.protocol import (
     encode_recon,
     encode_reply,
 )
+from stream_decoder.stream.realtime import apply_realtime
 from stream_decoder.stream.recorder import Recorder
 from stream_decoder.stream.sockets import REFUSED, open_sockets, publish, receive
 from stream_decoder.stream.stats import DaemonStats, RateLimitedLog, kv
@@ -70,6 +74,7 @@ class Daemon:
         self.n_neurons = meta.n_neurons
         self.lookahead_s = meta.lookahead / cfg.stream.rate_hz
         self.stats = DaemonStats()
+        self.forecast = ArrivalForecast(cfg.stream.prefetch_ms / 1e3)
         self.log = RateLimitedLog(log, cfg.log.interval_s)
         self.assembler = Assembler(self.n_neurons, backend.artifact.state_dict["behavior_mean"].numpy(),
                                    cfg.stream.rate_hz, cfg.stream.max_catchup_ticks)
@@ -100,9 +105,12 @@ class Daemon:
         next_report = time.monotonic() + self.cfg.log.interval_s
         try:
             while not stop.is_set():
-                ready = dict(poller.poll(POLL_MS))
+                ready = dict(poller.poll(self.forecast.wait_ms(time.monotonic(), POLL_MS)))
                 if self.sockets.activity in ready:
                     self._drain_activity()
+                elif self.forecast.take(time.monotonic()):
+                    self.backend.prefetch()
+                    self.stats.prefetches += 1
                 if self.sockets.control in ready:
                     self._serve_control()
                 for monitor in self.sockets.monitors:
@@ -137,6 +145,7 @@ class Daemon:
             except zmq.Again:
                 return
             received = time.perf_counter()
+            self.forecast.arrived(time.monotonic())
             try:
                 self.handle_activity(frames, received)
             except Exception as exc:  # one bad tick must not end the session: count, log, carry on
@@ -257,8 +266,9 @@ class Daemon:
 
 
 def serve(cfg: DaemonConfig, stop: threading.Event) -> None:
-    """Load the model, warm it up, and serve until `stop` is set."""
-    backend = open_backend(cfg.model.artifact, cfg.model.backend)
+    """Schedule as configured, load the model, warm it up, and serve until `stop` is set."""
+    log.info(kv("scheduling", **apply_realtime(cfg.realtime)))
+    backend = open_backend(cfg.model.artifact, cfg.model.backend, **cfg.model.backend_options())
     backend.warmup()
     daemon = Daemon(cfg, backend)
     # Everything allocated so far lives as long as the process: take it out of the cyclic garbage

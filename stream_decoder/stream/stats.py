@@ -70,6 +70,7 @@ class DaemonStats:
     sessions: int = 0  # sessions seen (a new `session` resets the decoder)
     lost: int = 0  # activity messages missing from seq gaps (lost between rig and daemon)
     gaps: int = 0  # seq gaps seen
+    prefetches: int = 0  # model prefetches run just before a message was due
     rejected: Counter = field(default_factory=Counter)
     dropped: Counter = field(default_factory=Counter)
     peers: Counter = field(default_factory=Counter)  # connections, disconnections, refused handshakes
@@ -80,7 +81,7 @@ class DaemonStats:
     def snapshot(self) -> dict:
         return {
             "received": self.received, "accepted": self.accepted, "emitted": self.emitted,
-            "sessions": self.sessions, "lost": self.lost, "gaps": self.gaps,
+            "sessions": self.sessions, "lost": self.lost, "gaps": self.gaps, "prefetches": self.prefetches,
             "rejected": dict(self.rejected), "dropped": dict(self.dropped), "peers": dict(self.peers),
             "control_errors": dict(self.control_errors),
             "latency_ms": self.latency.percentiles_ms(),
