@@ -254,8 +254,11 @@ def plot(path: Path, daemon: dict, floor: dict, steps: list[dict]) -> None:
     ax2.plot(rates, [s["latency_ms"]["p50"] for s in steps], "s-", label="p50")
     for s in steps:
         if not s["sustained"]:
-            ax2.annotate(f"lost {s['lost']}", (s["rate_hz"], s["latency_ms"]["p99"]), fontsize=7)
+            ax2.annotate(f"not sustained: lost {s['lost']},\np99 {s['latency_ms']['p99']:.0f} ms",
+                         (s["rate_hz"], s["latency_ms"]["p99"]), fontsize=7, ha="right", va="top")
     ax2.set_xscale("log")
+    ax2.set_xticks(rates, [f"{r:g}" for r in rates], fontsize=7)
+    ax2.minorticks_off()
     ax2.set_yscale("log")
     ax2.set_xlabel("input rate (msg/s)")
     ax2.set_ylabel("latency (ms)")
