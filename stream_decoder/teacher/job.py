@@ -37,11 +37,16 @@ class Job:
     warm_start: Path | None = None  # a student artifact: start from its decoding instead of gray
 
 
+FRAME_SCORE_SKIP = 30  # leading frames left out of the frame-wise score: the models' warm-up
+
+
 def clip_metrics(recon: np.ndarray, truth: np.ndarray, eval_mask) -> dict[str, float]:
+    """Scores of one clip; the frame-wise score is NaN when no frame after the warm-up has contrast."""
+    late = frame_correlations(recon[FRAME_SCORE_SKIP:], truth[FRAME_SCORE_SKIP:], eval_mask)
     return {
         "correlation": video_correlation(recon, truth, eval_mask),
         "correlation_unmasked": video_correlation(recon, truth),
-        "frame_correlation": float(np.nanmean(frame_correlations(recon[30:], truth[30:], eval_mask))),
+        "frame_correlation": float(np.nanmean(late)) if np.isfinite(late).any() else float("nan"),
         "ssim": ssim(recon, truth, eval_mask),
     }
 
