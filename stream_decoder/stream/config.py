@@ -22,7 +22,7 @@ LOOPBACK_NAMES = ("localhost", "ip6-localhost")
 class ModelConfig:
     artifact: Path
     backend: str = "onnxruntime"
-    threads: int = 1  # onnxruntime intra-op threads (one keeps the tail tight on a shared 2-core PC)
+    threads: int = 1  # onnxruntime intra-op threads; 2 on a 2-core rig PC under [realtime] (bench_e2e)
 
     def __post_init__(self):
         if self.backend not in KINDS:
