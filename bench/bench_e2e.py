@@ -65,8 +65,9 @@ def free_tcp_endpoint() -> str:
 # ---- the rig and the relay, each in its own process ----
 
 
-def rig_process(endpoint: str, run: str, n_neurons: int, rate_hz: float, count: int, display_ready, done,
-                send_log):
+def rig_process(
+    endpoint: str, run: str, n_neurons: int, rate_hz: float, count: int, display_ready, done, send_log
+):
     """Publish warm-up messages until the display sees frames, then `count` paced messages."""
     from stream_decoder.stream.replay import Rig
 
@@ -110,8 +111,9 @@ def relay_process(in_endpoint: str, out_endpoint: str):
 # ---- the display: this process ----
 
 
-def receive(endpoint: str, run: str, count: int, display_ready, done,
-            give_up: float) -> tuple[np.ndarray, np.ndarray]:
+def receive(
+    endpoint: str, run: str, count: int, display_ready, done, give_up: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(latency s, arrival time s) per bench message seq (NaN: never arrived)."""
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.SUB)
@@ -160,8 +162,9 @@ def run_block(in_ep: str, out_ep: str, n_neurons: int, rate_hz: float, seconds: 
     count = max(2, round(rate_hz * seconds))
     spawn = mp.get_context("spawn")
     display_ready, done, send_log = spawn.Event(), spawn.Event(), spawn.Queue()
-    rig = spawn.Process(target=rig_process,
-                        args=(in_ep, run, n_neurons, rate_hz, count, display_ready, done, send_log))
+    rig = spawn.Process(
+        target=rig_process, args=(in_ep, run, n_neurons, rate_hz, count, display_ready, done, send_log)
+    )
     rig.start()
     try:
         give_up = time.monotonic() + WARMUP_LIMIT_S + 2 * seconds
@@ -183,11 +186,18 @@ def summarise(blocks: list[Block], rate_hz: float) -> dict:
     send_gaps = np.concatenate([np.diff(b.sent) for b in blocks])
     p50, p99, p999 = np.percentile(lat_ms, [50, 99, 99.9]) if lat_ms.size else (np.nan,) * 3
     return {
-        "rate_hz": rate_hz, "sent": int(latency.size), "received": int(ok.sum()), "lost": int((~ok).sum()),
+        "rate_hz": rate_hz,
+        "sent": int(latency.size),
+        "received": int(ok.sum()),
+        "lost": int((~ok).sum()),
         "achieved_send_rate": float(send_gaps.size / send_gaps.sum()) if send_gaps.size else 0.0,
-        "latency_ms": {"p50": float(p50), "p99": float(p99), "p99.9": float(p999),
-                       "max": float(lat_ms.max()) if lat_ms.size else np.nan,
-                       "mean": float(lat_ms.mean()) if lat_ms.size else np.nan},
+        "latency_ms": {
+            "p50": float(p50),
+            "p99": float(p99),
+            "p99.9": float(p999),
+            "max": float(lat_ms.max()) if lat_ms.size else np.nan,
+            "mean": float(lat_ms.mean()) if lat_ms.size else np.nan,
+        },
         "cadence_jitter_ms": float(intervals.std()) if intervals.size else np.nan,
         "send_interval_jitter_ms": float(send_gaps.std() * 1e3) if send_gaps.size else np.nan,
         "_latencies_ms": lat_ms,
@@ -204,17 +214,26 @@ def ensure_artifact(artifact: Path | None, n_neurons: int) -> tuple[Path, dict]:
 
     if artifact is not None:
         meta = load_artifact(artifact).meta
-        return artifact, {"path": str(artifact), "model": meta.model_id, "neurons": meta.n_neurons,
-                          "trained": True}
+        return artifact, {
+            "path": str(artifact),
+            "model": meta.model_id,
+            "neurons": meta.n_neurons,
+            "trained": True,
+        }
     folder = cache_dir() / "bench_e2e" / f"untrained-{n_neurons}"
     try:
         load_artifact(folder)
     except (FileNotFoundError, ValueError):
         build_artifact(folder, n_neurons)
     meta = load_artifact(folder).meta
-    return folder, {"path": str(folder), "model": meta.model_id, "neurons": n_neurons, "trained": False,
-                    "note": "standard StudentConfig with random weights: no trained 8,000-neuron artifact "
-                            "exists here; the per-tick computation is the same"}
+    return folder, {
+        "path": str(folder),
+        "model": meta.model_id,
+        "neurons": n_neurons,
+        "trained": False,
+        "note": "standard StudentConfig with random weights: no trained 8,000-neuron artifact "
+        "exists here; the per-tick computation is the same",
+    }
 
 
 def start_daemon(artifact: Path, args: argparse.Namespace, endpoints: dict, folder: Path) -> subprocess.Popen:
@@ -223,10 +242,13 @@ def start_daemon(artifact: Path, args: argparse.Namespace, endpoints: dict, fold
         f'[model]\nartifact = "{artifact}"\nbackend = "{args.backend}"\nthreads = {args.threads}\n'
         f'[endpoints]\nactivity = "{endpoints["activity"]}"\nrecon = "{endpoints["recon"]}"\n'
         f'control = "{endpoints["control"]}"\n[stream]\nprefetch_ms = {args.prefetch_ms}\n'
-        f'[realtime]\npriority = {args.realtime}\n[log]\ninterval_s = 60.0\n'
+        f"[realtime]\npriority = {args.realtime}\n[log]\ninterval_s = 60.0\n"
     )
-    proc = subprocess.Popen([sys.executable, "-m", "stream_decoder.cli", "serve", "--config", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=open(folder / "serve.log", "w"))  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream_decoder.cli", "serve", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(folder / "serve.log", "w"),  # noqa: SIM115 (the daemon outlives this function)
+    )
     with ControlClient(endpoints["control"], timeout_s=60.0) as control:
         if not control.request("ping")["ok"]:
             raise RuntimeError("daemon did not answer ping")
@@ -238,13 +260,18 @@ def ramp(in_ep: str, out_ep: str, n_neurons: int, rates: list[float], seconds: f
     for rate in rates:
         result = summarise([run_block(in_ep, out_ep, n_neurons, rate, seconds)], rate)
         result.pop("_latencies_ms")
-        ok = (result["lost"] == 0 and result["latency_ms"]["p99"] <= p99_limit_ms
-              and result["achieved_send_rate"] >= 0.95 * rate)
+        ok = (
+            result["lost"] == 0
+            and result["latency_ms"]["p99"] <= p99_limit_ms
+            and result["achieved_send_rate"] >= 0.95 * rate
+        )
         result["sustained"] = bool(ok)
         steps.append(result)
-        print(f"  ramp {rate:7.0f} msg/s: sent at {result['achieved_send_rate']:7.0f}/s, "
-              f"lost {result['lost']}, p99 {result['latency_ms']['p99']:.2f} ms -> "
-              f"{'ok' if ok else 'not sustained'}")
+        print(
+            f"  ramp {rate:7.0f} msg/s: sent at {result['achieved_send_rate']:7.0f}/s, "
+            f"lost {result['lost']}, p99 {result['latency_ms']['p99']:.2f} ms -> "
+            f"{'ok' if ok else 'not sustained'}"
+        )
         if not ok:
             break
         sustained = rate
@@ -263,22 +290,35 @@ def plot(path: Path, daemon: dict, floor: dict, steps: list[dict]) -> None:
     runs = (("bare ZeroMQ relay (floor)", floor, "0.6"), ("stream-decoder serve", daemon, "C0"))
     for label, run, color in runs:
         lat = run["latency_ms"]
-        ax.hist(run["_latencies_ms"], bins=bins, color=color, alpha=0.75,
-                label=f"{label}: p50 {lat['p50']:.2f}, p99 {lat['p99']:.2f}, p99.9 {lat['p99.9']:.2f} ms")
+        ax.hist(
+            run["_latencies_ms"],
+            bins=bins,
+            color=color,
+            alpha=0.75,
+            label=f"{label}: p50 {lat['p50']:.2f}, p99 {lat['p99']:.2f}, p99.9 {lat['p99.9']:.2f} ms",
+        )
     ax.axvline(TARGETS["p99_ms"], color="C3", ls="--", lw=1, label="target p99 2 ms")
     ax.set_yscale("log")
     ax.set_xlabel("rig send -> display receive (ms)")
     ax.set_ylabel("frames")
-    ax.set_title(f"{daemon['received']} frames at {daemon['rate_hz']:.0f} Hz, {daemon['lost']} lost, "
-                 f"cadence jitter {daemon['cadence_jitter_ms']:.2f} ms", fontsize=9)
+    ax.set_title(
+        f"{daemon['received']} frames at {daemon['rate_hz']:.0f} Hz, {daemon['lost']} lost, "
+        f"cadence jitter {daemon['cadence_jitter_ms']:.2f} ms",
+        fontsize=9,
+    )
     ax.legend(fontsize=7)
     rates = [s["rate_hz"] for s in steps]
     ax2.plot(rates, [s["latency_ms"]["p99"] for s in steps], "o-", label="p99")
     ax2.plot(rates, [s["latency_ms"]["p50"] for s in steps], "s-", label="p50")
     for s in steps:
         if not s["sustained"]:
-            ax2.annotate(f"not sustained: lost {s['lost']},\np99 {s['latency_ms']['p99']:.0f} ms",
-                         (s["rate_hz"], s["latency_ms"]["p99"]), fontsize=7, ha="right", va="top")
+            ax2.annotate(
+                f"not sustained: lost {s['lost']},\np99 {s['latency_ms']['p99']:.0f} ms",
+                (s["rate_hz"], s["latency_ms"]["p99"]),
+                fontsize=7,
+                ha="right",
+                va="top",
+            )
     ax2.set_xscale("log")
     ax2.set_xticks(rates, [f"{r:g}" for r in rates], fontsize=7)
     ax2.minorticks_off()
@@ -307,21 +347,31 @@ def interleave(targets: dict[str, dict], n_neurons: int, seconds: float, blocks:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=600.0, help="length of each 30 Hz run")
-    parser.add_argument("--blocks", type=int, default=10,
-                        help="the 30 Hz runs alternate floor and daemon in this many blocks")
+    parser.add_argument(
+        "--blocks", type=int, default=10, help="the 30 Hz runs alternate floor and daemon in this many blocks"
+    )
     parser.add_argument("--neurons", type=int, default=8000)
     parser.add_argument("--artifact", type=Path, help="a trained artifact (default: untrained, standard)")
     parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch", "tensorrt"))
     parser.add_argument("--threads", type=int, default=1, help="[model] threads (onnxruntime)")
-    parser.add_argument("--realtime", type=int, default=0, metavar="PRIORITY",
-                        help="SCHED_FIFO priority for every process, rig, relay, daemon and display alike "
-                             "(the daemon's [realtime] priority; needs root or LimitRTPRIO); 0: normal")
+    parser.add_argument(
+        "--realtime",
+        type=int,
+        default=0,
+        metavar="PRIORITY",
+        help="SCHED_FIFO priority for every process, rig, relay, daemon and display alike "
+        "(the daemon's [realtime] priority; needs root or LimitRTPRIO); 0: normal",
+    )
     parser.add_argument("--prefetch-ms", type=float, default=2.0, help="[stream] prefetch_ms; 0: off")
-    parser.add_argument("--ramp", default="250,500,1000,1500,2000,3000,4000,6000,8000",
-                        help="input rates tried for the sustained maximum (msg/s)")
+    parser.add_argument(
+        "--ramp",
+        default="250,500,1000,1500,2000,3000,4000,6000,8000",
+        help="input rates tried for the sustained maximum (msg/s)",
+    )
     parser.add_argument("--ramp-seconds", type=float, default=5.0)
     parser.add_argument("--ramp-p99-ms", type=float, default=10.0, help="p99 above this is not sustained")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_e2e.json")
@@ -337,21 +387,30 @@ def main() -> None:
     load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         spawn = mp.get_context("spawn")
-        relay = spawn.Process(target=relay_process, args=(floor_eps["activity"], floor_eps["recon"]),
-                              daemon=True)
+        relay = spawn.Process(
+            target=relay_process, args=(floor_eps["activity"], floor_eps["recon"]), daemon=True
+        )
         relay.start()
         daemon = start_daemon(artifact, args, daemon_eps, Path(tmp))
         try:
-            print(f"30 Hz, {args.seconds:.0f} s each: bare ZeroMQ relay (floor) and {args.backend} daemon, "
-                  f"{args.neurons} neurons, in {args.blocks} alternating blocks")
+            print(
+                f"30 Hz, {args.seconds:.0f} s each: bare ZeroMQ relay (floor) and {args.backend} daemon, "
+                f"{args.neurons} neurons, in {args.blocks} alternating blocks"
+            )
             targets = {"floor": floor_eps, "daemon": daemon_eps}
             runs = interleave(targets, args.neurons, args.seconds, args.blocks)
             floor, e2e = (summarise(runs[name]["blocks"], 30.0) for name in ("floor", "daemon"))
             load.append(os.getloadavg()[0])
             print("ramp:")
             rates = [float(r) for r in args.ramp.split(",")]
-            steps, sustained = ramp(daemon_eps["activity"], daemon_eps["recon"], args.neurons, rates,
-                                    args.ramp_seconds, args.ramp_p99_ms)
+            steps, sustained = ramp(
+                daemon_eps["activity"],
+                daemon_eps["recon"],
+                args.neurons,
+                rates,
+                args.ramp_seconds,
+                args.ramp_p99_ms,
+            )
             with ControlClient(daemon_eps["control"], timeout_s=10.0) as control:
                 daemon_stats = control.request("stats")
             load.append(os.getloadavg()[0])
@@ -374,7 +433,9 @@ def main() -> None:
     figures = {
         "libzmq": zmq.zmq_version(),
         "load_average_1m_during": [round(x, 2) for x in load],
-        "artifact": artifact_info, "backend": args.backend, "threads": args.threads,
+        "artifact": artifact_info,
+        "backend": args.backend,
+        "threads": args.threads,
         "prefetch_ms": args.prefetch_ms,
         "scheduling": f"SCHED_FIFO priority {args.realtime}" if args.realtime else "normal",
         "transport": "tcp loopback",
@@ -382,17 +443,22 @@ def main() -> None:
         "cpu_steal_s_during": {name: round(run["cpu_steal_s"], 2) for name, run in runs.items()},
         "e2e_30hz": {k: v for k, v in e2e.items() if not k.startswith("_")},
         "floor_30hz": {k: v for k, v in floor.items() if not k.startswith("_")},
-        "ramp": steps, "sustained_msg_per_s": sustained, "ramp_p99_limit_ms": args.ramp_p99_ms,
+        "ramp": steps,
+        "sustained_msg_per_s": sustained,
+        "ramp_p99_limit_ms": args.ramp_p99_ms,
         "daemon_stats": daemon_stats,
-        "targets": TARGETS, "targets_met": met,
+        "targets": TARGETS,
+        "targets_met": met,
         "histogram": histogram.name,
     }
     write_result("bench_e2e", figures, args.out)
     for name, run in (("e2e  ", e2e), ("floor", floor)):
         lat = run["latency_ms"]
-        print(f"{name} p50 {lat['p50']:.3f}  p99 {lat['p99']:.3f}  p99.9 {lat['p99.9']:.3f}  "
-              f"max {lat['max']:.3f} ms; jitter {run['cadence_jitter_ms']:.3f} ms; lost {run['lost']} of "
-              f"{run['sent']}")
+        print(
+            f"{name} p50 {lat['p50']:.3f}  p99 {lat['p99']:.3f}  p99.9 {lat['p99.9']:.3f}  "
+            f"max {lat['max']:.3f} ms; jitter {run['cadence_jitter_ms']:.3f} ms; lost {run['lost']} of "
+            f"{run['sent']}"
+        )
     print(f"sustained {sustained:.0f} msg/s; targets met: {met}; histogram {histogram}")
 
 

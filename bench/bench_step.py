@@ -117,12 +117,17 @@ def time_calls(call, activity: np.ndarray, behavior: np.ndarray, steps: int) -> 
         call(a, b)
         times[i] = time.perf_counter() - start
     p50, p99, p999 = np.percentile(times, [50, 99, 99.9]) * 1e6
-    return {"p50_us": round(p50, 1), "p99_us": round(p99, 1), "p99.9_us": round(p999, 1),
-            "load_average_1m": [round(load, 2), round(os.getloadavg()[0], 2)]}
+    return {
+        "p50_us": round(p50, 1),
+        "p99_us": round(p99, 1),
+        "p99.9_us": round(p999, 1),
+        "load_average_1m": [round(load, 2), round(os.getloadavg()[0], 2)],
+    }
 
 
-def time_paced(backend, activity: np.ndarray, behavior: np.ndarray, ticks: int, lead_s: float,
-               rate_hz: float = 30.0) -> dict:
+def time_paced(
+    backend, activity: np.ndarray, behavior: np.ndarray, ticks: int, lead_s: float, rate_hz: float = 30.0
+) -> dict:
     """p50/p99 of steps one tick apart; with lead_s > 0, `prefetch` runs that long before each."""
     times = np.empty(ticks)
     start = time.perf_counter() + 0.1
@@ -150,8 +155,9 @@ def paced(opened: dict, ticks: int, lead_s: float) -> list[dict]:
             backend.reset()
             p = time_paced(backend, activity, behavior, ticks, lead)
             results.append({"neurons": n, "backend": label, "mode": mode, **p})
-            print(f"30 Hz N={n:5d} {label:20s} {mode:22s} p50 {p['p50_us']:7.1f} us  "
-                  f"p99 {p['p99_us']:7.1f} us")
+            print(
+                f"30 Hz N={n:5d} {label:20s} {mode:22s} p50 {p['p50_us']:7.1f} us  p99 {p['p99_us']:7.1f} us"
+            )
     return results
 
 
@@ -167,28 +173,41 @@ def run(steps: int, repeats: int, latent: int, paced_ticks: int, lead_s: float) 
     backends = backend_options()
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = {n: build_artifact(Path(tmp) / str(n), n, latent) for n in NEURONS}
-        opened = {(label, n): open_backend(artifacts[n], kind, **options)
-                  for label, (kind, options) in backends.items() for n in NEURONS}
+        opened = {
+            (label, n): open_backend(artifacts[n], kind, **options)
+            for label, (kind, options) in backends.items()
+            for n in NEURONS
+        }
         for backend in opened.values():
             backend.warmup()
         runs = []
         for repeat in range(repeats):
             for n in NEURONS:
                 activity, behavior = inputs(n)
-                runs.append({"repeat": repeat, "neurons": n, "backend": "numpy read-in",
-                             **measure_floors(read_in_matvec(artifacts[n]), activity, behavior, steps)})
+                runs.append(
+                    {
+                        "repeat": repeat,
+                        "neurons": n,
+                        "backend": "numpy read-in",
+                        **measure_floors(read_in_matvec(artifacts[n]), activity, behavior, steps),
+                    }
+                )
                 floor = runs[-1]["floor"]
                 one_thread = runs[-1].get("floor_1thread", {}).get("p50_us")
-                print(f"repeat {repeat} N={n:5d} {'numpy read-in':20s} p50 {floor['p50_us']:7.1f} us  "
-                      f"p99 {floor['p99_us']:7.1f} us  (one thread: p50 {one_thread} us)")
+                print(
+                    f"repeat {repeat} N={n:5d} {'numpy read-in':20s} p50 {floor['p50_us']:7.1f} us  "
+                    f"p99 {floor['p99_us']:7.1f} us  (one thread: p50 {one_thread} us)"
+                )
                 for label in backends:
                     backend = opened[(label, n)]
                     backend.reset()
                     p = time_calls(backend.step, activity, behavior, steps)
                     runs.append({"repeat": repeat, "neurons": n, "backend": label, **p})
-                    print(f"repeat {repeat} N={n:5d} {label:20s} p50 {p['p50_us']:7.1f} us  "
-                          f"p99 {p['p99_us']:7.1f} us  p99.9 {p['p99.9_us']:8.1f} us  "
-                          f"x{p['p50_us'] / floor['p50_us']:.2f} floor p50")
+                    print(
+                        f"repeat {repeat} N={n:5d} {label:20s} p50 {p['p50_us']:7.1f} us  "
+                        f"p99 {p['p99_us']:7.1f} us  p99.9 {p['p99.9_us']:8.1f} us  "
+                        f"x{p['p50_us'] / floor['p50_us']:.2f} floor p50"
+                    )
         paced_runs = paced(opened, paced_ticks, lead_s)
     return {
         "student": json.loads(StudentConfig(n_neurons=NEURONS[0], latent=latent).to_json())
@@ -208,13 +227,20 @@ def summarise(runs: list[dict]) -> list[dict]:
     summary = []
     for n in NEURONS:
         floor_runs = [r for r in runs if r["neurons"] == n and r["backend"] == "numpy read-in"]
-        floors = {kind: min((r[kind] for r in floor_runs), key=lambda f: f["p50_us"])
-                  for kind in ("floor", "floor_1thread") if kind in floor_runs[0]}
+        floors = {
+            kind: min((r[kind] for r in floor_runs), key=lambda f: f["p50_us"])
+            for kind in ("floor", "floor_1thread")
+            if kind in floor_runs[0]
+        }
         for backend in dict.fromkeys(r["backend"] for r in runs if r["backend"] != "numpy read-in"):
             mine = [r for r in runs if (r["backend"], r["neurons"]) == (backend, n)]
             best = min(mine, key=lambda r: r["p50_us"])
-            entry = {"backend": backend, "neurons": n, "best_repeat": {f: best[f] for f in fields},
-                     "median_over_repeats": {f: float(np.median([r[f] for r in mine])) for f in fields}}
+            entry = {
+                "backend": backend,
+                "neurons": n,
+                "best_repeat": {f: best[f] for f in fields},
+                "median_over_repeats": {f: float(np.median([r[f] for r in mine])) for f in fields},
+            }
             for kind, floor in floors.items():
                 entry["best_repeat"][f"p50_over_{kind}_p50"] = round(best["p50_us"] / floor["p50_us"], 2)
                 entry["best_repeat"][f"p99_over_{kind}_p99"] = round(best["p99_us"] / floor["p99_us"], 2)

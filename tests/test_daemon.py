@@ -73,8 +73,9 @@ def test_one_frame_per_message_equal_to_offline(start_daemon, untrained_artifact
     assert d.display.lost == 0
 
 
-def test_a_paced_stream_is_prefetched_between_messages_and_decoded_the_same(start_daemon, untrained_artifact,
-                                                                           tiny_mouse):
+def test_a_paced_stream_is_prefetched_between_messages_and_decoded_the_same(
+    start_daemon, untrained_artifact, tiny_mouse
+):
     d = start_daemon()
     d.attach(d.display)
     activity = random_activity(20, tiny_mouse.n_neurons, seed=3)
@@ -130,8 +131,9 @@ def bad_messages(n: int) -> dict[str, list[bytes]]:
     }
 
 
-def test_every_fault_is_counted_and_decoding_stays_right(start_daemon, untrained_artifact, tiny_mouse,
-                                                          caplog):
+def test_every_fault_is_counted_and_decoding_stays_right(
+    start_daemon, untrained_artifact, tiny_mouse, caplog
+):
     d = start_daemon()
     d.attach(d.display)
     n = tiny_mouse.n_neurons
@@ -156,8 +158,12 @@ def test_every_fault_is_counted_and_decoding_stays_right(start_daemon, untrained
     d.rig.send(activity[6], 6 / RATE)  # a late message from the replaced session
     receive(d.display, 4)
     stats = d.stats()
-    assert stats["rejected"] == {**dict.fromkeys(bad_messages(n), 3),
-                                 "duplicate": 1, "out_of_order": 1, "old_session": 1}
+    assert stats["rejected"] == {
+        **dict.fromkeys(bad_messages(n), 3),
+        "duplicate": 1,
+        "out_of_order": 1,
+        "old_session": 1,
+    }
     assert stats["received"] - before["received"] == 3 * 11 + 7
     assert (stats["gaps"], stats["lost"]) == (1, 3)
     assert stats["sessions"] - before["sessions"] == 2
@@ -198,6 +204,7 @@ def test_burst_at_ten_times_the_rate_loses_nothing(start_daemon, tiny_mouse):
 
 def collect(client, into: list) -> threading.Thread:
     """Read frames in the background, as a display does, until 2 s pass without one."""
+
     def run():
         for _, header in client:
             into.append(header)
@@ -207,8 +214,9 @@ def collect(client, into: list) -> threading.Thread:
     return thread
 
 
-def test_slow_absent_and_late_subscribers_never_hold_the_daemon_back(start_daemon, tiny_mouse,
-                                                                      stream_endpoints):
+def test_slow_absent_and_late_subscribers_never_hold_the_daemon_back(
+    start_daemon, tiny_mouse, stream_endpoints
+):
     d = start_daemon(stream=StreamConfig(send_hwm=20))
     n = tiny_mouse.n_neurons
     d.rig.restart("nobody-listening")
@@ -258,8 +266,15 @@ def test_multi_plane_input_is_decoded_on_the_30hz_grid(start_daemon, untrained_a
     for sample in plane_samples(responses, timing):
         first = int(sample.neurons[0])
         assert np.array_equal(sample.neurons, np.arange(first, first + sample.neurons.size))
-        d.rig.send(sample.values, 50.0 + sample.t_acq, first=first, plane=sample.plane, n_planes=3,
-                   behavior=BEHAVIOR, pupil_center=PUPIL)
+        d.rig.send(
+            sample.values,
+            50.0 + sample.t_acq,
+            first=first,
+            plane=sample.plane,
+            n_planes=3,
+            behavior=BEHAVIOR,
+            pupil_center=PUPIL,
+        )
     last_tick = round(float(max(timing.acquisition_times(p, n_frames)[-1] for p in range(3)) * RATE))
     frames, headers = receive(d.display, last_tick)  # every tick before the newest message's
     expected = offline_frames(untrained_artifact, held_responses(responses, timing)[:last_tick])
@@ -269,8 +284,10 @@ def test_multi_plane_input_is_decoded_on_the_30hz_grid(start_daemon, untrained_a
     np.testing.assert_allclose([h.t_stim for h in headers], 50.0 + (ticks - lookahead) / RATE, atol=1e-9)
     # Stale: the planes last acquired more than one tick before the frame's tick (or never).
     for h, tick in zip(headers, ticks, strict=True):
-        last = [max((t for t in timing.acquisition_times(p, n_frames) if t * RATE <= tick + 1e-6), default=-1)
-                for p in range(3)]
+        last = [
+            max((t for t in timing.acquisition_times(p, n_frames) if t * RATE <= tick + 1e-6), default=-1)
+            for p in range(3)
+        ]
         stale_planes = sum(1 for t in last if t < 0 or tick - t * RATE > 1 + 1e-6)
         assert h.stale == pytest.approx(stale_planes / 3, abs=1 / n)
 
@@ -286,8 +303,9 @@ def test_a_new_session_resets_the_decoder(start_daemon, untrained_artifact, tiny
     assert [h.seq for h in headers[20:]] == list(range(20)) and headers[20].session == "session-b"
 
 
-def test_an_error_inside_one_tick_is_counted_and_the_next_is_served(start_daemon, untrained_artifact,
-                                                                     tiny_mouse):
+def test_an_error_inside_one_tick_is_counted_and_the_next_is_served(
+    start_daemon, untrained_artifact, tiny_mouse
+):
     backend = open_backend(untrained_artifact, "torch")
     real_step = backend.step
     calls = []
@@ -317,9 +335,10 @@ def test_curve_lets_listed_keys_in_and_refuses_and_counts_the_rest(start_daemon,
     client_public, client_secret = zmq.auth.create_certificates(keys, "client")
     _, stranger_secret = zmq.auth.create_certificates(keys, "stranger")
     os.replace(client_public, allowed / "client.key")
-    d = start_daemon(curve=CurveKeys(client_secret, server_public),
-                     security=SecurityConfig(curve=True, server_secret_key=Path(server_secret),
-                                             client_keys_dir=allowed))
+    d = start_daemon(
+        curve=CurveKeys(client_secret, server_public),
+        security=SecurityConfig(curve=True, server_secret_key=Path(server_secret), client_keys_dir=allowed),
+    )
     d.attach(d.display)  # the listed key gets frames (and the rig got its messages in)
     stranger = ReconClient(stream_endpoints["recon"], curve=CurveKeys(stranger_secret, server_public))
     plain = ControlClient(stream_endpoints["control"], timeout_s=0.5)
@@ -351,16 +370,20 @@ def write_config(tmp_path, endpoints, artifact, record_dir) -> str:
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
-def test_recording_survives_the_daemon_being_stopped(how, tmp_path, stream_endpoints, untrained_artifact,
-                                                     tiny_mouse):
+def test_recording_survives_the_daemon_being_stopped(
+    how, tmp_path, stream_endpoints, untrained_artifact, tiny_mouse
+):
     from stream_decoder.stream.replay import Rig
 
     record = tmp_path / "recording"
     config = write_config(tmp_path, stream_endpoints, untrained_artifact, record)
     rig = Rig(stream_endpoints["activity"], session="recorded")
-    proc = subprocess.Popen([sys.executable, "-m", "stream_decoder.cli", "serve", "--config", config],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # as deploy/stream-decoder.service
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream_decoder.cli", "serve", "--config", config],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # as deploy/stream-decoder.service
     try:
         assert rig.wait_for_subscriber(60.0), proc.stdout.read1().decode() if proc.poll() is not None else ""
         n = tiny_mouse.n_neurons

@@ -35,8 +35,20 @@ def payload(n=N, dtype="<f4") -> bytes:
 @pytest.mark.parametrize("dtype", sorted(INPUT_DTYPES))
 def test_activity_round_trip_without_copy(dtype):
     values = (np.arange(N) * 3).astype(INPUT_DTYPES[dtype])
-    frames = [bytes(f) for f in encode_activity("sess", 7, 12.25, values, first=10, plane=1, n_planes=3,
-                                                behavior=(0.5, 2.0), pupil_center=(30.0, 20.0))]
+    frames = [
+        bytes(f)
+        for f in encode_activity(
+            "sess",
+            7,
+            12.25,
+            values,
+            first=10,
+            plane=1,
+            n_planes=3,
+            behavior=(0.5, 2.0),
+            pupil_center=(30.0, 20.0),
+        )
+    ]
     msg = decode_activity(frames, n_neurons=100)
     assert (msg.session, msg.seq, msg.t, msg.first, msg.plane, msg.n_planes) == ("sess", 7, 12.25, 10, 1, 3)
     assert msg.behavior == (0.5, 2.0) and msg.pupil_center == (30.0, 20.0)
@@ -80,10 +92,21 @@ def test_each_contract_break_is_rejected_under_its_reason(reason):
     assert caught.value.reason == reason
 
 
-@pytest.mark.parametrize("changes", [
-    {"t": "now"}, {"t": True}, {"session": 5}, {"shape": [N, 1]}, {"shape": [0]}, {"first": -1},
-    {"n_planes": 0}, {"plane": 2, "n_planes": 2}, {"behavior": [1.0]}, {"pupil_center": "xy"},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"t": "now"},
+        {"t": True},
+        {"session": 5},
+        {"shape": [N, 1]},
+        {"shape": [0]},
+        {"first": -1},
+        {"n_planes": 0},
+        {"plane": 2, "n_planes": 2},
+        {"behavior": [1.0]},
+        {"pupil_center": "xy"},
+    ],
+)
 def test_mistyped_or_impossible_keys_are_bad_type(changes):
     with pytest.raises(Rejected) as caught:
         decode_activity([b"activity", header(**changes), payload()], N)
@@ -114,8 +137,10 @@ def test_integer_payloads_are_never_non_finite():
 
 def test_recon_round_trip_float_and_uint8():
     head = ReconHeader("s", 4, 10.0, 9, 9.7333, "abc123", 0.25)
-    for frame in (np.random.default_rng(0).random((36, 64), dtype=np.float32) * 255,
-                  np.arange(36 * 64, dtype=np.uint8).reshape(36, 64)):
+    for frame in (
+        np.random.default_rng(0).random((36, 64), dtype=np.float32) * 255,
+        np.arange(36 * 64, dtype=np.uint8).reshape(36, 64),
+    ):
         decoded, fields = decode_recon([bytes(f) for f in encode_recon(head, frame)])
         np.testing.assert_array_equal(decoded, frame)
         assert fields == head
@@ -125,14 +150,26 @@ def test_recon_wire_header_has_every_contract_key():
     frames = encode_recon(ReconHeader("s", 0, 1.0, 0, 0.9, "m", 0.0), np.zeros((36, 64), np.float32))
     assert frames[0] == b"recon"
     keys = set(msgpack.unpackb(frames[1]))
-    assert keys == {"v", "session", "seq", "t_newest", "seq_newest", "t_stim", "model", "stale", "dtype",
-                    "shape"}
+    assert keys == {
+        "v",
+        "session",
+        "seq",
+        "t_newest",
+        "seq_newest",
+        "t_stim",
+        "model",
+        "stale",
+        "dtype",
+        "shape",
+    }
     assert len(frames[2]) == 36 * 64 * 4
 
 
 def test_recon_with_wrong_payload_is_rejected():
-    frames = [bytes(f) for f in encode_recon(ReconHeader("s", 0, 1.0, 0, 0.9, "m", 0.0),
-                                             np.zeros((36, 64), np.float32))]
+    frames = [
+        bytes(f)
+        for f in encode_recon(ReconHeader("s", 0, 1.0, 0, 0.9, "m", 0.0), np.zeros((36, 64), np.float32))
+    ]
     with pytest.raises(Rejected) as caught:
         decode_recon([*frames[:2], frames[2][:-4]])
     assert caught.value.reason == "payload_length"
@@ -148,8 +185,12 @@ def test_encoding_refuses_dtypes_the_contract_does_not_allow():
 def test_control_messages():
     assert decode_request([encode_request("stats")]) == "stats"
     assert decode_reply(encode_reply({"ok": True, "version": 1})) == {"ok": True, "version": 1}
-    for bad, reason in [([b"\xc1"], "header"), ([msgpack.packb({"cmd": 3})], "bad_type"),
-                        ([msgpack.packb({})], "missing_key"), ([b"a", b"b"], "frame_count")]:
+    for bad, reason in [
+        ([b"\xc1"], "header"),
+        ([msgpack.packb({"cmd": 3})], "bad_type"),
+        ([msgpack.packb({})], "missing_key"),
+        ([b"a", b"b"], "frame_count"),
+    ]:
         with pytest.raises(Rejected) as caught:
             decode_request(bad)
         assert caught.value.reason == reason

@@ -25,8 +25,9 @@ print(json.dumps({"applied": applied, "policy": os.sched_getscheduler(0),
 
 def probe() -> dict:
     """Apply in a child: the test process itself must not become a real-time task."""
-    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60, check=True
+    )
     return json.loads(done.stdout)
 
 

@@ -22,8 +22,17 @@ class FakeClock:
 
 def activity(seq, session="a", first=0, n=N):
     values = np.arange(n, dtype=np.float16) + seq
-    return Activity(session, seq, seq / 30, values, first=first, plane=first // 6, n_planes=2,
-                    behavior=(1.0, float(seq)) if seq % 2 else None, pupil_center=(3.0, 4.0))
+    return Activity(
+        session,
+        seq,
+        seq / 30,
+        values,
+        first=first,
+        plane=first // 6,
+        n_planes=2,
+        behavior=(1.0, float(seq)) if seq % 2 else None,
+        pupil_center=(3.0, 4.0),
+    )
 
 
 def recon(seq, session="a"):

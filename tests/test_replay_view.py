@@ -32,10 +32,10 @@ def test_plan_sends_each_plane_at_its_acquisition_times(tiny_mouse):
     assert len(plane1) == len(range(0, n, 3)) and {m.time for m in plane1} == {0.05}
     assert sorted(m.first for m in plane1) == list(range(0, n, 3))
     for m in plane1[:5]:
-        np.testing.assert_array_equal(m.values, clip.responses[frame_of(0.05), m.first: m.first + 1])
+        np.testing.assert_array_equal(m.values, clip.responses[frame_of(0.05), m.first : m.first + 1])
     covered = np.zeros(n, int)
     for m in first_volume:
-        covered[m.first: m.first + m.values.size] += 1
+        covered[m.first : m.first + m.values.size] += 1
     assert (covered == 1).all()  # every neuron exactly once per volume
     assert plan.locate(plan.starts[1] + 2 / 30) == (1, 2) and plan.locate(-1.0) is None
     assert plan.locate(clip.n_frames / 30 + 0.5) is None  # in the gap between clips
@@ -77,8 +77,9 @@ def stream_through(d, plan, n_expected, out_dir):
 
 
 @pytest.mark.parametrize("timing_kind", ["single-plane", "rig-timing"])
-def test_offline_and_streamed_decoding_give_the_same_frames(timing_kind, start_daemon, untrained_artifact,
-                                                             tiny_mouse, tmp_path):
+def test_offline_and_streamed_decoding_give_the_same_frames(
+    timing_kind, start_daemon, untrained_artifact, tiny_mouse, tmp_path
+):
     trial = tiny_mouse.trials("oracle")[0]
     clip = tiny_mouse.clip(trial)
     timing = plane_timing(tiny_mouse, 1, None, rig_timing=timing_kind == "rig-timing")
@@ -124,15 +125,53 @@ def test_cli_replay_serve_view(start_daemon, tiny_root, stream_endpoints, tmp_pa
 
     d = start_daemon(endpoints=EndpointsConfig(**stream_endpoints, activity_bind=True))
     results = {}
-    viewer = threading.Thread(target=lambda: results.setdefault("view", main([
-        "view", "--endpoint", stream_endpoints["recon"], "--data", str(tiny_root), "--clips", "1",
-        "--frames", "300", "--timeout-s", "10", "--out", str(tmp_path / "out"), "--no-window"])))
+    viewer = threading.Thread(
+        target=lambda: results.setdefault(
+            "view",
+            main(
+                [
+                    "view",
+                    "--endpoint",
+                    stream_endpoints["recon"],
+                    "--data",
+                    str(tiny_root),
+                    "--clips",
+                    "1",
+                    "--frames",
+                    "300",
+                    "--timeout-s",
+                    "10",
+                    "--out",
+                    str(tmp_path / "out"),
+                    "--no-window",
+                ]
+            ),
+        )
+    )
     viewer.start()
     d.attach(d.display)  # warm-up frames until the CLI's subscriber is surely attached too
     threading.Event().wait(0.5)
-    assert main(["replay", "--data", str(tiny_root), "--clips", "1", "--speed", "0", "--connect",
-                 "--endpoint", stream_endpoints["activity"], "--control", stream_endpoints["control"],
-                 "--wait-s", "10"]) == 0
+    assert (
+        main(
+            [
+                "replay",
+                "--data",
+                str(tiny_root),
+                "--clips",
+                "1",
+                "--speed",
+                "0",
+                "--connect",
+                "--endpoint",
+                stream_endpoints["activity"],
+                "--control",
+                stream_endpoints["control"],
+                "--wait-s",
+                "10",
+            ]
+        )
+        == 0
+    )
     viewer.join(30)
     assert results["view"] == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["view.gif", "view.mp4", "view_strip.png"]
@@ -146,11 +185,23 @@ def test_replay_refuses_data_the_served_model_does_not_fit(tiny_root, tiny_mouse
 
     daemon = zmq.Context.instance().socket(zmq.REP)  # a daemon serving a 5-neuron model
     daemon.bind(stream_endpoints["control"])
-    answer = threading.Thread(target=lambda: (daemon.recv(), daemon.send(msgpack.packb(
-        {"ok": True, "model": "m5", "neurons": 5}))))
+    answer = threading.Thread(
+        target=lambda: (daemon.recv(), daemon.send(msgpack.packb({"ok": True, "model": "m5", "neurons": 5})))
+    )
     answer.start()
-    code = main(["replay", "--data", str(tiny_root), "--clips", "1", "--endpoint",
-                 stream_endpoints["activity"], "--control", stream_endpoints["control"]])
+    code = main(
+        [
+            "replay",
+            "--data",
+            str(tiny_root),
+            "--clips",
+            "1",
+            "--endpoint",
+            stream_endpoints["activity"],
+            "--control",
+            stream_endpoints["control"],
+        ]
+    )
     answer.join(5)
     daemon.close(linger=0)
     error = capsys.readouterr().err
@@ -160,15 +211,25 @@ def test_replay_refuses_data_the_served_model_does_not_fit(tiny_root, tiny_mouse
 def test_demo_streams_clips_end_to_end_and_writes_its_summary(untrained_artifact, tiny_root, tmp_path):
     from stream_decoder.stream.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(artifact=untrained_artifact, data=tiny_root, tier="oracle", clips=1, speed=0,
-                     backend="torch", out=tmp_path / "demo")
+    cfg = DemoConfig(
+        artifact=untrained_artifact,
+        data=tiny_root,
+        tier="oracle",
+        clips=1,
+        speed=0,
+        backend="torch",
+        out=tmp_path / "demo",
+    )
     summary = run_demo(cfg)
     assert summary["frames_received"] == 300 and summary["frames_lost"] == 0
     assert summary["daemon"]["rejected"] == {} and summary["daemon"]["lost"] == 0
     assert np.isfinite(summary["correlation_with_stimulus_all_pixels"])
     assert summary["correlation_with_stimulus_in_mask"] == summary["correlation_with_stimulus_all_pixels"]
     assert sorted(p.name for p in (tmp_path / "demo" / "view").iterdir()) == [
-        "view.gif", "view.mp4", "view_strip.png"]
+        "view.gif",
+        "view.mp4",
+        "view_strip.png",
+    ]
     assert json.loads((tmp_path / "demo" / "summary.json").read_text())["trials"] == summary["trials"]
 
 

@@ -32,8 +32,9 @@ HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None and torch.cuda.i
 
 def build_student(seed: int = 0, **overrides) -> Student:
     torch.manual_seed(seed)
-    cfg = StudentConfig(**{"n_neurons": N, "latent": 16, "kernel": 3, "dilations": (1, 2), "lookahead": 2,
-                           **overrides})
+    cfg = StudentConfig(
+        **{"n_neurons": N, "latent": 16, "kernel": 3, "dilations": (1, 2), "lookahead": 2, **overrides}
+    )
     student = Student(cfg).eval()
     student.set_normalisation(torch.rand(N) * 3, torch.rand(N) + 0.5, torch.randn(4), torch.rand(4) + 0.5)
     return student
@@ -77,10 +78,15 @@ def test_streamed_frames_equal_the_offline_clip(exported, kind):
     backend.warmup()
     streamed = np.stack([backend.step(a, b) for a, b in zip(activity, behavior, strict=True)])
     with torch.no_grad():
-        offline = load_artifact(exported).student()(
-            torch.from_numpy(activity)[None], torch.from_numpy(behavior[:, :2])[None],
-            torch.from_numpy(behavior[:, 2:])[None],
-        )[0].numpy()
+        offline = (
+            load_artifact(exported)
+            .student()(
+                torch.from_numpy(activity)[None],
+                torch.from_numpy(behavior[:, :2])[None],
+                torch.from_numpy(behavior[:, 2:])[None],
+            )[0]
+            .numpy()
+        )
     assert streamed.shape == (20, 36, 64) and streamed.dtype == np.float32
     np.testing.assert_allclose(streamed, offline, atol=1e-2)
 
@@ -89,8 +95,10 @@ def test_backends_agree_over_a_stream(exported):
     artifact = load_artifact(exported)
     activity, behavior = stream_inputs(artifact, 40, seed=7)
     torch_backend = open_backend(exported, "torch")
-    assert max_frame_difference(torch_backend, open_backend(exported, "onnxruntime"), activity, behavior) \
+    assert (
+        max_frame_difference(torch_backend, open_backend(exported, "onnxruntime"), activity, behavior)
         <= FRAME_TOLERANCE
+    )
 
 
 @pytest.mark.gpu
@@ -116,8 +124,9 @@ def test_float16_graph_for_tensorrt_tracks_torch(artifact_copy):
     state = [np.zeros(shape, np.float32) for shape in artifact.config.state_shapes(1)]
     activity, behavior = stream_inputs(artifact, 16)
     for a, b in zip(activity, behavior, strict=True):
-        frame, *state = session.run(None, {"activity": a[None], "behavior": b[None],
-                                           **{f"state{i}": s for i, s in enumerate(state)}})
+        frame, *state = session.run(
+            None, {"activity": a[None], "behavior": b[None], **{f"state{i}": s for i, s in enumerate(state)}}
+        )
         np.testing.assert_allclose(frame[0], reference.step(a, b), atol=FP16_FRAME_TOLERANCE)
 
 
@@ -183,8 +192,10 @@ def test_onnxruntime_saves_and_reuses_its_optimised_graph(artifact_copy):
     assert len(saved) == 1
     reused = open_backend(artifact_copy, "onnxruntime")
     activity, behavior = ticks(8)
-    assert max_frame_difference(open_backend(artifact_copy, "torch"), reused, activity, behavior) \
+    assert (
+        max_frame_difference(open_backend(artifact_copy, "torch"), reused, activity, behavior)
         <= FRAME_TOLERANCE
+    )
 
 
 def test_exported_graph_is_small_static_and_stamped(exported):
@@ -192,12 +203,15 @@ def test_exported_graph_is_small_static_and_stamped(exported):
     assert len(model.graph.initializer) > 0 and not any(
         t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer
     )
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in [*model.graph.input, *model.graph.output]}
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in [*model.graph.input, *model.graph.output]
+    }
     assert shapes["activity"] == [1, N] and shapes["frame"] == [1, 36, 64]
     assert shapes["state1"] == shapes["next_state1"] == [1, 4, 16]
-    assert {p.key: p.value for p in model.metadata_props}["stream_decoder.model_id"] == \
-        load_artifact(exported).model_id
+    assert {p.key: p.value for p in model.metadata_props}["stream_decoder.model_id"] == load_artifact(
+        exported
+    ).model_id
     assert [(o.domain, o.version) for o in model.opset_import] == [("", OPSET)]
 
 
@@ -222,14 +236,19 @@ def test_weights_of_another_shape_are_refused(artifact_copy):
         load_artifact(artifact_copy)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"format_version": 99}, "format_version 99 is not supported"),
-    ({"unit_ids": list(range(N - 1))}, f"{N - 1} unit ids for n_neurons = {N}"),
-    ({"unit_ids": [0] * N}, "unit ids are not unique"),
-    ({"n_neurons": N + 1, "unit_ids": list(range(N + 1))},
-     f"config.json.*n_neurons = {N + 1} in meta but {N} in the config"),
-    ({"lookahead": 0}, "lookahead = 0 in meta but 2"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"format_version": 99}, "format_version 99 is not supported"),
+        ({"unit_ids": list(range(N - 1))}, f"{N - 1} unit ids for n_neurons = {N}"),
+        ({"unit_ids": [0] * N}, "unit ids are not unique"),
+        (
+            {"n_neurons": N + 1, "unit_ids": list(range(N + 1))},
+            f"config.json.*n_neurons = {N + 1} in meta but {N} in the config",
+        ),
+        ({"lookahead": 0}, "lookahead = 0 in meta but 2"),
+    ],
+)
 def test_inconsistent_meta_is_refused(artifact_copy, change, message):
     meta = json.loads((artifact_copy / "meta.json").read_text())
     (artifact_copy / "meta.json").write_text(json.dumps({**meta, **change}))

@@ -10,8 +10,9 @@ N, T = 40, 36
 
 def make_student(seed: int = 0, **overrides) -> Student:
     torch.manual_seed(seed)
-    cfg = StudentConfig(**{"n_neurons": N, "latent": 16, "kernel": 3, "dilations": (1, 2, 4),
-                           "lookahead": 3, **overrides})
+    cfg = StudentConfig(
+        **{"n_neurons": N, "latent": 16, "kernel": 3, "dilations": (1, 2, 4), "lookahead": 3, **overrides}
+    )
     student = Student(cfg).eval()
     student.set_normalisation(torch.rand(N) * 4, torch.rand(N) + 0.5, torch.randn(4), torch.rand(4) + 0.5)
     return student
@@ -67,7 +68,7 @@ def test_output_is_causal_and_limited_to_the_window():
     window = student.cfg.window
     assert torch.all(diff[:t0] == 0), "a frame depends on activity that arrives later"
     assert diff[t0] > 0 and diff[t0 + window - 1] > 0
-    assert torch.all(diff[t0 + window:] == 0), "a frame depends on activity older than its window"
+    assert torch.all(diff[t0 + window :] == 0), "a frame depends on activity older than its window"
 
 
 def test_stimulus_frames_are_aligned_by_the_lookahead():
@@ -100,8 +101,10 @@ def test_normalisation_is_inside_the_model():
     normalised = (activity - student.activity_mean) / student.activity_std
     b_normalised = (behavior4 - student.behavior_mean) / student.behavior_std
     torch.testing.assert_close(
-        student(activity, behavior, pupil), plain(normalised, b_normalised[..., :2], b_normalised[..., 2:]),
-        atol=1e-3, rtol=0,
+        student(activity, behavior, pupil),
+        plain(normalised, b_normalised[..., :2], b_normalised[..., 2:]),
+        atol=1e-3,
+        rtol=0,
     )
     with pytest.raises(ValueError, match="activity_std has shape"):
         student.set_normalisation(torch.zeros(N), torch.ones(N + 1), torch.zeros(4), torch.ones(4))

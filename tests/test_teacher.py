@@ -151,8 +151,16 @@ def test_job_refuses_a_checkpoint_of_other_data_before_any_work(tiny_encoders, t
 def test_job_warm_starts_from_a_student(tiny_root, tiny_mouse, tiny_encoders, untrained_artifact, tmp_path):
     from stream_decoder.teacher.job import student_start
 
-    job = Job(tiny_root, (tiny_encoders[0],), tmp_path / "store", ("oracle",), preset("cpu", iterations=1),
-              None, limit=1, warm_start=untrained_artifact)
+    job = Job(
+        tiny_root,
+        (tiny_encoders[0],),
+        tmp_path / "store",
+        ("oracle",),
+        preset("cpu", iterations=1),
+        None,
+        limit=1,
+        warm_start=untrained_artifact,
+    )
     store = run(job, progress=False)
     trial = store.trials(tiny_mouse.name)[0]
     start = student_start(untrained_artifact, tiny_mouse)([ClipTensors.from_clip(tiny_mouse.clip(trial))])[0]

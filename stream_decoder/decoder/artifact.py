@@ -145,8 +145,10 @@ def _read_meta(path: Path) -> ArtifactMeta:
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a JSON object")
     if raw.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format_version {raw.get('format_version')!r} is not supported "
-                         f"(this stream_decoder reads version {FORMAT_VERSION})")
+        raise ValueError(
+            f"{path}: format_version {raw.get('format_version')!r} is not supported "
+            f"(this stream_decoder reads version {FORMAT_VERSION})"
+        )
     try:
         meta = ArtifactMeta(**raw)
     except TypeError as exc:
@@ -162,8 +164,9 @@ def _check_consistent(where: str, config: StudentConfig, meta: ArtifactMeta) -> 
         raise ValueError(f"{where}: unit ids are not unique")
     for name in ("n_neurons", "lookahead", "frame_shape"):
         if getattr(meta, name) != getattr(config, name):
-            raise ValueError(f"{where}: {name} = {getattr(meta, name)} in meta but "
-                             f"{getattr(config, name)} in the config")
+            raise ValueError(
+                f"{where}: {name} = {getattr(meta, name)} in meta but {getattr(config, name)} in the config"
+            )
 
 
 def _read_weights(path: Path, config: StudentConfig) -> dict[str, torch.Tensor]:
@@ -192,5 +195,7 @@ def _check_onnx_model_id(path: Path, expected: str) -> None:
         raise ValueError(f"{path}: not a readable ONNX model: {exc}") from exc
     found = {p.key: p.value for p in model.metadata_props}.get(ONNX_MODEL_ID_KEY)
     if found != expected:
-        raise ValueError(f"{path}: exported from model {found!r}, but the weights are model {expected}; "
-                         f"re-run `stream-decoder export {path.parent}`")
+        raise ValueError(
+            f"{path}: exported from model {found!r}, but the weights are model {expected}; "
+            f"re-run `stream-decoder export {path.parent}`"
+        )

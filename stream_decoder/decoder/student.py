@@ -131,15 +131,19 @@ class Student(nn.Module):
     def set_normalisation(self, activity_mean, activity_std, behavior_mean, behavior_std, eps=1e-3):
         """Per-neuron and per-behaviour-channel statistics of the training data; std floored at eps."""
         stats = {
-            "activity_mean": activity_mean, "activity_std": activity_std,
-            "behavior_mean": behavior_mean, "behavior_std": behavior_std,
+            "activity_mean": activity_mean,
+            "activity_std": activity_std,
+            "behavior_mean": behavior_mean,
+            "behavior_std": behavior_std,
         }
         for name, value in stats.items():
             value = torch.as_tensor(value, dtype=torch.float32)
             buffer = getattr(self, name)
             if value.shape != buffer.shape:
-                raise ValueError(f"set_normalisation: {name} has shape {tuple(value.shape)}, "
-                                 f"expected {tuple(buffer.shape)}")
+                raise ValueError(
+                    f"set_normalisation: {name} has shape {tuple(value.shape)}, "
+                    f"expected {tuple(buffer.shape)}"
+                )
             if not torch.isfinite(value).all():
                 raise ValueError(f"set_normalisation: {name} has non-finite values")
             buffer.copy_(value.clamp_min(eps) if name.endswith("_std") else value)
@@ -165,8 +169,9 @@ class Student(nn.Module):
     def forward(self, activity, behavior, pupil_center) -> torch.Tensor:
         """(B, T, N), (B, T, 2), (B, T, 2) raw -> (B, T, H, W) in 0-255; frame t shows stimulus t - L."""
         if activity.shape[-1] != self.cfg.n_neurons:
-            raise ValueError(f"Student: activity has {activity.shape[-1]} neurons, model expects "
-                             f"{self.cfg.n_neurons}")
+            raise ValueError(
+                f"Student: activity has {activity.shape[-1]} neurons, model expects {self.cfg.n_neurons}"
+            )
         z = self._latent(activity, torch.cat([behavior, pupil_center], dim=-1))
         for block in self.blocks:
             z = block(z)
@@ -174,7 +179,7 @@ class Student(nn.Module):
 
     def stimulus_frames(self, activity, behavior, pupil_center) -> torch.Tensor:
         """Clip decoded in stimulus time: (B, T - L, H, W), frame i reconstructs stimulus frame i."""
-        return self(activity, behavior, pupil_center)[:, self.cfg.lookahead:]
+        return self(activity, behavior, pupil_center)[:, self.cfg.lookahead :]
 
     def initial_state(self, batch: int = 1) -> list[torch.Tensor]:
         """Zero history, the same as `forward`'s causal padding: one (B, span, D) tensor per block."""
@@ -198,7 +203,7 @@ class Student(nn.Module):
         """Read-in weights with the normalisation folded in: z = W_a @ raw_a + W_b @ raw_b + bias."""
         w_activity = self.read_in.weight / self.activity_std
         w_behavior = self.behavior_in.weight / self.behavior_std
-        bias = (self.read_in.bias - w_activity @ self.activity_mean - w_behavior @ self.behavior_mean)
+        bias = self.read_in.bias - w_activity @ self.activity_mean - w_behavior @ self.behavior_mean
         return w_activity, w_behavior, bias
 
 

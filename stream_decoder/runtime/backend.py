@@ -44,11 +44,15 @@ class Backend(ABC):
         """
         activity, behavior = np.asarray(activity), np.asarray(behavior)
         if activity.shape != (self.n_neurons,):
-            raise ValueError(f"{self.name} backend: activity has shape {activity.shape}, "
-                             f"the model {self.artifact.model_id} expects ({self.n_neurons},)")
+            raise ValueError(
+                f"{self.name} backend: activity has shape {activity.shape}, "
+                f"the model {self.artifact.model_id} expects ({self.n_neurons},)"
+            )
         if behavior.shape != (BEHAVIOR_CHANNELS,):
-            raise ValueError(f"{self.name} backend: behavior has shape {behavior.shape}, expected "
-                             f"({BEHAVIOR_CHANNELS},) = pupil dilation, running speed, pupil x, pupil y")
+            raise ValueError(
+                f"{self.name} backend: behavior has shape {behavior.shape}, expected "
+                f"({BEHAVIOR_CHANNELS},) = pupil dilation, running speed, pupil x, pupil y"
+            )
         return self._step(activity, behavior)
 
     @abstractmethod

@@ -28,11 +28,16 @@ def run(args) -> int:
     if args.steps < 1:
         raise ValueError("--steps must be at least 1")
     report = export_artifact(args.artifact, tensorrt=args.tensorrt, fp16=args.fp16, steps=args.steps)
-    print(json.dumps({
-        "onnx": str(report.onnx_path),
-        "engine": str(report.engine_path) if report.engine_path else None,
-        "ops": report.ops,
-        "steps_compared": report.steps_compared,
-        "max_abs_frame_difference_vs_torch": report.max_abs_diff,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "onnx": str(report.onnx_path),
+                "engine": str(report.engine_path) if report.engine_path else None,
+                "ops": report.ops,
+                "steps_compared": report.steps_compared,
+                "max_abs_frame_difference_vs_torch": report.max_abs_diff,
+            },
+            indent=2,
+        )
+    )
     return 0

@@ -36,10 +36,29 @@ FP16_FRAME_TOLERANCE = 2.0
 # onnx-tensorrt's docs/operators.md for TensorRT 10.15 (opsets 9-24); the restrictions listed there
 # hold for our graph (ReduceSum axes an initializer; Resize linear with half_pixel). A new op in the
 # graph fails the export until someone checks it there and adds it here.
-TENSORRT_ONNX_OPS = frozenset({
-    "Add", "Cast", "Concat", "Constant", "Div", "Erf", "Flatten", "Gemm", "Identity", "ReduceSum",
-    "LayerNormalization", "MatMul", "Mul", "Reshape", "Resize", "Sigmoid", "Slice", "Sub", "Unsqueeze",
-})
+TENSORRT_ONNX_OPS = frozenset(
+    {
+        "Add",
+        "Cast",
+        "Concat",
+        "Constant",
+        "Div",
+        "Erf",
+        "Flatten",
+        "Gemm",
+        "Identity",
+        "ReduceSum",
+        "LayerNormalization",
+        "MatMul",
+        "Mul",
+        "Reshape",
+        "Resize",
+        "Sigmoid",
+        "Slice",
+        "Sub",
+        "Unsqueeze",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -74,8 +93,13 @@ def export_onnx(artifact: Artifact, fp16: bool = False) -> Path:
         # The TorchScript exporter is chosen on purpose (small single-file graph, no onnxscript).
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            Float16Step(graph) if fp16 else graph, example, str(path), dynamo=False,
-            opset_version=OPSET, external_data=False, do_constant_folding=True,
+            Float16Step(graph) if fp16 else graph,
+            example,
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            external_data=False,
+            do_constant_folding=True,
             input_names=[ACTIVITY, BEHAVIOR, *state_names(n_blocks)],
             output_names=[FRAME, *next_state_names(n_blocks)],
         )
@@ -106,8 +130,10 @@ def check_tensorrt_ops(model: onnx.ModelProto) -> None:
     foreign = sorted({f"{n.domain}:{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")})
     unsupported = sorted(set(op_counts(model)) - TENSORRT_ONNX_OPS)
     if foreign or unsupported:
-        raise ValueError(f"step graph uses ops not checked against TensorRT's ONNX parser: "
-                         f"{', '.join(foreign + unsupported)}")
+        raise ValueError(
+            f"step graph uses ops not checked against TensorRT's ONNX parser: "
+            f"{', '.join(foreign + unsupported)}"
+        )
 
 
 def stream_inputs(artifact: Artifact, steps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -134,8 +160,9 @@ def max_frame_difference(reference: Backend, candidate: Backend, activity, behav
     return worst
 
 
-def export_artifact(artifact_dir: str | Path, tensorrt: bool = False, fp16: bool = False,
-                    steps: int = 64) -> ExportReport:
+def export_artifact(
+    artifact_dir: str | Path, tensorrt: bool = False, fp16: bool = False, steps: int = 64
+) -> ExportReport:
     """Write and check model.onnx (and the TensorRT engine); raise if a runtime disagrees with torch."""
     if fp16 and not tensorrt:
         raise ValueError("export: fp16 applies to the TensorRT engine; pass tensorrt=True (--tensorrt) too")
@@ -154,11 +181,15 @@ def export_artifact(artifact_dir: str | Path, tensorrt: bool = False, fp16: bool
         engine_path = build_engine(artifact, fp16=fp16)
         candidates["tensorrt"] = TensorRTBackend(artifact, fp16=fp16)
     activity, behavior = stream_inputs(artifact, steps)
-    diffs = {name: max_frame_difference(reference, backend, activity, behavior)
-             for name, backend in candidates.items()}
+    diffs = {
+        name: max_frame_difference(reference, backend, activity, behavior)
+        for name, backend in candidates.items()
+    }
     for name, diff in diffs.items():
         tolerance = FP16_FRAME_TOLERANCE if name == "tensorrt" and fp16 else FRAME_TOLERANCE
         if diff > tolerance:
-            raise RuntimeError(f"export {artifact.path}: {name} frames differ from torch by up to {diff:.4g} "
-                               f"grey levels over {steps} ticks (tolerance {tolerance})")
+            raise RuntimeError(
+                f"export {artifact.path}: {name} frames differ from torch by up to {diff:.4g} "
+                f"grey levels over {steps} ticks (tolerance {tolerance})"
+            )
     return ExportReport(path, ops, steps, diffs, engine_path)

@@ -28,21 +28,28 @@ class OnnxRuntimeBackend(Backend):
         rather than spinning, so it leaves the cores to the rest of the rig (bench_e2e.py)."""
         super().__init__(artifact)
         if not artifact.onnx_path.is_file():
-            raise FileNotFoundError(f"{artifact.onnx_path} is missing: run `stream-decoder export "
-                                    f"{artifact.path}` first")
+            raise FileNotFoundError(
+                f"{artifact.onnx_path} is missing: run `stream-decoder export {artifact.path}` first"
+            )
         self.session = _open_session(artifact, threads)
         cfg = artifact.config
         self._activity = np.zeros((1, cfg.n_neurons), np.float32)
         self._behavior = np.zeros((1, 4), np.float32)
         self._frame = np.zeros((1, *cfg.frame_shape), np.float32)
         self._states = [self._zero_states() for _ in range(2)]
-        self._bindings = [self._bind([self._activity, self._behavior, *self._states[p]],
-                                     [self._frame, *self._states[1 - p]]) for p in (0, 1)]
+        self._bindings = [
+            self._bind(
+                [self._activity, self._behavior, *self._states[p]], [self._frame, *self._states[1 - p]]
+            )
+            for p in (0, 1)
+        ]
         self._parity = 0
         # prefetch runs the graph on buffers of its own: the real state and frame are never touched.
         # ONNX Runtime holds raw pointers to bound buffers, so they live as long as the backend.
-        self._scratch = ([self._activity.copy(), self._behavior.copy(), *self._zero_states()],
-                         [self._frame.copy(), *self._zero_states()])
+        self._scratch = (
+            [self._activity.copy(), self._behavior.copy(), *self._zero_states()],
+            [self._frame.copy(), *self._zero_states()],
+        )
         self._prefetch = self._bind(*self._scratch)
 
     def _zero_states(self) -> list[np.ndarray]:

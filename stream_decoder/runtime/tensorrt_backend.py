@@ -35,8 +35,10 @@ def require_tensorrt():
         import tensorrt
     except ImportError:
         tensorrt = None
-        missing.append("the `tensorrt` Python package (pip install 'stream-decoder[tensorrt]' where "
-                       "NVIDIA's package index is reachable)")
+        missing.append(
+            "the `tensorrt` Python package (pip install 'stream-decoder[tensorrt]' where "
+            "NVIDIA's package index is reachable)"
+        )
     if not torch.cuda.is_available():
         missing.append(f"a CUDA GPU visible to torch (this torch {torch.__version__} sees none)")
     if missing:
@@ -86,22 +88,30 @@ class TensorRTBackend(Backend):
         trt = require_tensorrt()
         path = engine_path(artifact, trt, fp16)
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: run `stream-decoder export {artifact.path} "
-                                    f"--tensorrt{' --fp16' if fp16 else ''}` on this machine")
+            raise FileNotFoundError(
+                f"{path} is missing: run `stream-decoder export {artifact.path} "
+                f"--tensorrt{' --fp16' if fp16 else ''}` on this machine"
+            )
         self._logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(self._logger).deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
-            raise RuntimeError(f"{path}: TensorRT {trt.__version__} cannot load this engine (built "
-                               f"for another GPU or TensorRT version?): rebuild it with export --tensorrt")
+            raise RuntimeError(
+                f"{path}: TensorRT {trt.__version__} cannot load this engine (built "
+                f"for another GPU or TensorRT version?): rebuild it with export --tensorrt"
+            )
         self.context = self.engine.create_execution_context()
         self.stream = torch.cuda.Stream()
         n_blocks = len(artifact.config.dilations)
-        self._device = {name: self._bind(name, trt) for name in
-                        [ACTIVITY, BEHAVIOR, FRAME, *state_names(n_blocks), *next_state_names(n_blocks)]}
+        self._device = {
+            name: self._bind(name, trt)
+            for name in [ACTIVITY, BEHAVIOR, FRAME, *state_names(n_blocks), *next_state_names(n_blocks)]
+        }
         self._states = [self._device[n] for n in state_names(n_blocks)]
         self._next_states = [self._device[n] for n in next_state_names(n_blocks)]
-        self._host = {name: torch.zeros(self._device[name].shape, pin_memory=True)
-                      for name in (ACTIVITY, BEHAVIOR, FRAME)}
+        self._host = {
+            name: torch.zeros(self._device[name].shape, pin_memory=True)
+            for name in (ACTIVITY, BEHAVIOR, FRAME)
+        }
         self._host_np = {name: tensor.numpy() for name, tensor in self._host.items()}
         self._graph = self._capture() if cuda_graph else None
         self.reset()

@@ -14,13 +14,18 @@ class TorchBackend(Backend):
     def __init__(self, artifact: Artifact, device: str = "cpu"):
         super().__init__(artifact)
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"torch backend: device {device!r} asked for, but this torch build "
-                               f"({torch.__version__}) sees no CUDA GPU")
+            raise RuntimeError(
+                f"torch backend: device {device!r} asked for, but this torch build "
+                f"({torch.__version__}) sees no CUDA GPU"
+            )
         self.device = torch.device(device)
         self.graph = StepGraph(artifact.student()).to(self.device)
         # prefetch's inputs: zeros and a fresh state, made once (the graph never writes its inputs)
-        self._scratch = (torch.zeros(1, self.n_neurons, device=self.device),
-                         torch.zeros(1, 4, device=self.device), *self.graph.student.initial_state(1))
+        self._scratch = (
+            torch.zeros(1, self.n_neurons, device=self.device),
+            torch.zeros(1, 4, device=self.device),
+            *self.graph.student.initial_state(1),
+        )
         self.reset()
 
     def reset(self) -> None:

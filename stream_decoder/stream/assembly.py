@@ -20,8 +20,9 @@ RECENT_SESSIONS = 16  # replaced sessions remembered, so a late message cannot f
 
 
 class Assembler:
-    def __init__(self, n_neurons: int, resting_behavior: np.ndarray, rate_hz: float,
-                 max_catchup_ticks: int = 30):
+    def __init__(
+        self, n_neurons: int, resting_behavior: np.ndarray, rate_hz: float, max_catchup_ticks: int = 30
+    ):
         self.resting_behavior = np.asarray(resting_behavior, np.float32).copy()
         self.rate_hz = rate_hz
         self.max_catchup_ticks = max_catchup_ticks
@@ -42,16 +43,18 @@ class Assembler:
         """
         if msg.session != self.session:
             if msg.session in self._replaced:
-                raise Rejected("old_session",
-                               f"session {msg.session!r:.60} was replaced by {self.session!r:.60}")
+                raise Rejected(
+                    "old_session", f"session {msg.session!r:.60} was replaced by {self.session!r:.60}"
+                )
             self._start(msg.session)
             self.last_seq = msg.seq
             return True, 0
         if msg.seq == self.last_seq:
             raise Rejected("duplicate", f"seq {msg.seq} again in session {msg.session!r:.60}")
         if msg.seq < self.last_seq:
-            raise Rejected("out_of_order",
-                           f"seq {msg.seq} after {self.last_seq} in session {msg.session!r:.60}")
+            raise Rejected(
+                "out_of_order", f"seq {msg.seq} after {self.last_seq} in session {msg.session!r:.60}"
+            )
         missed = msg.seq - self.last_seq - 1
         self.last_seq = msg.seq
         return False, missed
@@ -59,8 +62,8 @@ class Assembler:
     def apply(self, msg: Activity) -> None:
         """Take the message's values (converted to float32, no allocation) and behaviour as the latest."""
         end = msg.first + msg.values.size
-        np.copyto(self.activity[msg.first:end], msg.values, casting="unsafe")
-        self.acquired[msg.first:end] = msg.t
+        np.copyto(self.activity[msg.first : end], msg.values, casting="unsafe")
+        self.acquired[msg.first : end] = msg.t
         if msg.behavior is not None:
             self.behavior[:2] = msg.behavior
         if msg.pupil_center is not None:
@@ -97,7 +100,7 @@ class Assembler:
 
     def _start(self, session: str) -> None:
         if self.session is not None:
-            self._replaced = [*self._replaced[-(RECENT_SESSIONS - 1):], self.session]
+            self._replaced = [*self._replaced[-(RECENT_SESSIONS - 1) :], self.session]
         self.session = session
         self.activity[:] = 0.0
         self.behavior[:] = self.resting_behavior

@@ -1,8 +1,8 @@
 """Clients of the daemon: frames for closed-loop code in three lines, and the control socket.
 
-    with ReconClient("tcp://127.0.0.1:5556") as client:
-        for frame, header in client:
-            ...  # frame (36, 64) read-only; header.t_stim: rig time of the stimulus it shows
+with ReconClient("tcp://127.0.0.1:5556") as client:
+    for frame, header in client:
+        ...  # frame (36, 64) read-only; header.t_stim: rig time of the stimulus it shows
 """
 
 from collections.abc import Iterator
@@ -47,8 +47,14 @@ class ReconClient:
     rejected (malformed) messages in `rejected`.
     """
 
-    def __init__(self, endpoint: str = "tcp://127.0.0.1:5556", timeout_s: float | None = None,
-                 curve: CurveKeys | None = None, hwm: int = 1000, ctx: zmq.Context | None = None):
+    def __init__(
+        self,
+        endpoint: str = "tcp://127.0.0.1:5556",
+        timeout_s: float | None = None,
+        curve: CurveKeys | None = None,
+        hwm: int = 1000,
+        ctx: zmq.Context | None = None,
+    ):
         self.timeout_ms = None if timeout_s is None else int(timeout_s * 1000)
         self.ctx = ctx or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.SUB)
@@ -99,8 +105,13 @@ class ReconClient:
 class ControlClient:
     """Request/reply on the daemon's control socket; a request unanswered in `timeout_s` raises."""
 
-    def __init__(self, endpoint: str = "tcp://127.0.0.1:5557", timeout_s: float = 2.0,
-                 curve: CurveKeys | None = None, ctx: zmq.Context | None = None):
+    def __init__(
+        self,
+        endpoint: str = "tcp://127.0.0.1:5557",
+        timeout_s: float = 2.0,
+        curve: CurveKeys | None = None,
+        ctx: zmq.Context | None = None,
+    ):
         self.endpoint = endpoint
         self.timeout_ms = int(timeout_s * 1000)
         self.curve = curve

@@ -11,20 +11,26 @@ from stream_decoder.stream.protocol import INPUT_DTYPES
 
 
 def register(sub) -> None:
-    p = sub.add_parser("serve", help="run the rig-side decoder daemon (ZeroMQ in -> frames out at 30 Hz)",
-                       description="Load a student artifact and serve it: activity messages in, "
-                       "reconstructed frames out, control requests answered (PROTOCOL.md v1). "
-                       "Runs until SIGTERM or Ctrl-C; the recording is flushed on the way out.")
+    p = sub.add_parser(
+        "serve",
+        help="run the rig-side decoder daemon (ZeroMQ in -> frames out at 30 Hz)",
+        description="Load a student artifact and serve it: activity messages in, "
+        "reconstructed frames out, control requests answered (PROTOCOL.md v1). "
+        "Runs until SIGTERM or Ctrl-C; the recording is flushed on the way out.",
+    )
     p.add_argument("--config", type=Path, required=True, help="rig config TOML (see deploy/rig.toml)")
     p.add_argument("--artifact", type=Path, help="override [model] artifact")
     p.add_argument("--backend", help="override [model] backend: onnxruntime, torch or tensorrt")
     p.add_argument("--record", type=Path, help="override [recorder] dir: record the session there")
     p.set_defaults(func=_serve)
 
-    p = sub.add_parser("replay", help="play a Sensorium-format mouse the way a rig publishes it",
-                       description="Publish a dataset's responses as activity messages: per plane at the "
-                       "imaging rate with acquisition timestamps and behaviour, in real time or faster, "
-                       "with optional jitter, drops and a rig restart. Binds the endpoint like a rig.")
+    p = sub.add_parser(
+        "replay",
+        help="play a Sensorium-format mouse the way a rig publishes it",
+        description="Publish a dataset's responses as activity messages: per plane at the "
+        "imaging rate with acquisition timestamps and behaviour, in real time or faster, "
+        "with optional jitter, drops and a rig restart. Binds the endpoint like a rig.",
+    )
     _plan_arguments(p)
     p.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="where to publish (%(default)s)")
     p.add_argument("--connect", action="store_true", help="connect, not bind (daemon with activity_bind)")
@@ -35,17 +41,23 @@ def register(sub) -> None:
     p.add_argument("--dtype", choices=sorted(INPUT_DTYPES), default="float32", help="payload dtype")
     p.add_argument("--session", default="replay", help="session id (the restart appends -restart)")
     p.add_argument("--wait-s", type=float, default=30.0, help="how long to wait for the daemon to subscribe")
-    p.add_argument("--control", default="tcp://127.0.0.1:5557",
-                   help="the daemon's control socket, asked first whether its model fits the data ('' skips)")
+    p.add_argument(
+        "--control",
+        default="tcp://127.0.0.1:5557",
+        help="the daemon's control socket, asked first whether its model fits the data ('' skips)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of jitter and drops")
     _curve_arguments(p)
     p.set_defaults(func=_replay)
 
-    p = sub.add_parser("view", help="show reconstructed frames live (window, or GIF/MP4 + PNG strip)",
-                       description="Subscribe to the daemon's frames; show them in a window where a display "
-                       "exists, else write view.gif, view.mp4 and view_strip.png. Given the replayed "
-                       "dataset (same plan options as replay) the stimulus is shown beside each frame. "
-                       "Prints fps, latency and losses every second.")
+    p = sub.add_parser(
+        "view",
+        help="show reconstructed frames live (window, or GIF/MP4 + PNG strip)",
+        description="Subscribe to the daemon's frames; show them in a window where a display "
+        "exists, else write view.gif, view.mp4 and view_strip.png. Given the replayed "
+        "dataset (same plan options as replay) the stimulus is shown beside each frame. "
+        "Prints fps, latency and losses every second.",
+    )
     p.add_argument("--endpoint", default="tcp://127.0.0.1:5556", help="the daemon's recon socket")
     p.add_argument("--data", type=Path, help="the dataset being replayed, for ground truth")
     _plan_arguments(p, data_required=False)
@@ -57,12 +69,15 @@ def register(sub) -> None:
     _curve_arguments(p)
     p.set_defaults(func=_view)
 
-    p = sub.add_parser("demo", help="the closed-loop demo: replay -> serve -> view in one process",
-                       description="Decode held-out clips of the demo dataset live with the bundled demo "
-                       "student: a rig replay, the daemon and a display run together on private endpoints "
-                       "at the rig's 30 Hz. Simulates the demo dataset first if it is missing. Writes "
-                       "view.gif, view.mp4, view_strip.png (decoded beside the stimulus) and summary.json.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "demo",
+        help="the closed-loop demo: replay -> serve -> view in one process",
+        description="Decode held-out clips of the demo dataset live with the bundled demo "
+        "student: a rig replay, the daemon and a display run together on private endpoints "
+        "at the rig's 30 Hz. Simulates the demo dataset first if it is missing. Writes "
+        "view.gif, view.mp4, view_strip.png (decoded beside the stimulus) and summary.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--artifact", type=Path, help="student artifact (default: the bundled demo student)")
     p.add_argument("--data", type=Path, help="demo dataset root (default: <cache>/data/demo)")
     p.add_argument("--tier", default="final_test_main", help="tier whose clips to play")
@@ -76,13 +91,24 @@ def register(sub) -> None:
 def _demo(args) -> int:
     from stream_decoder.stream.demo import DEMO_ARTIFACT, DemoConfig, run_demo
 
-    summary = run_demo(DemoConfig(artifact=args.artifact or DEMO_ARTIFACT, data=args.data, tier=args.tier,
-                                  clips=args.clips, speed=args.speed, backend=args.backend, out=args.out))
+    summary = run_demo(
+        DemoConfig(
+            artifact=args.artifact or DEMO_ARTIFACT,
+            data=args.data,
+            tier=args.tier,
+            clips=args.clips,
+            speed=args.speed,
+            backend=args.backend,
+            out=args.out,
+        )
+    )
     latency = summary["daemon_latency_ms"]
-    print(f"demo: {summary['frames_received']} frames, {summary['frames_lost']} lost; correlation with the "
-          f"stimulus {summary['correlation_with_stimulus_in_mask']:.3f} where the neurons see "
-          f"({summary['correlation_with_stimulus_all_pixels']:.3f} over all pixels); daemon latency "
-          f"p50 {latency['p50']:.2f} ms, p99 {latency['p99']:.2f} ms")
+    print(
+        f"demo: {summary['frames_received']} frames, {summary['frames_lost']} lost; correlation with the "
+        f"stimulus {summary['correlation_with_stimulus_in_mask']:.3f} where the neurons see "
+        f"({summary['correlation_with_stimulus_all_pixels']:.3f} over all pixels); daemon latency "
+        f"p50 {latency['p50']:.2f} ms, p99 {latency['p99']:.2f} ms"
+    )
     for path in summary["movies"]:
         print(f"demo: wrote {path}")
     print(f"demo: wrote {args.out / 'summary.json'}")
@@ -141,8 +167,14 @@ def _serve(args) -> int:
 
     cfg = load_config(args.config)
     if args.artifact or args.backend:
-        cfg = replace(cfg, model=replace(cfg.model, artifact=args.artifact or cfg.model.artifact,
-                                         backend=args.backend or cfg.model.backend))
+        cfg = replace(
+            cfg,
+            model=replace(
+                cfg.model,
+                artifact=args.artifact or cfg.model.artifact,
+                backend=args.backend or cfg.model.backend,
+            ),
+        )
     if args.record:
         cfg = replace(cfg, recorder=replace(cfg.recorder, dir=args.record))
     serve(cfg, _stop_on_signals())
@@ -152,20 +184,34 @@ def _serve(args) -> int:
 def _replay(args) -> int:
     from stream_decoder.stream.replay import ReplayOptions, Rig, replay
 
-    options = ReplayOptions(speed=args.speed, jitter_ms=args.jitter_ms, drop=args.drop,
-                            restart_after=args.restart_after, t0=args.t0, dtype=args.dtype, seed=args.seed)
+    options = ReplayOptions(
+        speed=args.speed,
+        jitter_ms=args.jitter_ms,
+        drop=args.drop,
+        restart_after=args.restart_after,
+        t0=args.t0,
+        dtype=args.dtype,
+        seed=args.seed,
+    )
     plan = _plan(args)
     if args.control:
         _check_model(args.control, plan.dataset.n_neurons, _curve(args))
     with Rig(args.endpoint, bind=not args.connect, session=args.session, curve=_curve(args)) as rig:
-        print(f"replay: {len(plan.trials)} clips of {plan.dataset.name}, {plan.timing.n_planes} plane(s); "
-              f"waiting for a subscriber on {args.endpoint}", file=sys.stderr)
+        print(
+            f"replay: {len(plan.trials)} clips of {plan.dataset.name}, {plan.timing.n_planes} plane(s); "
+            f"waiting for a subscriber on {args.endpoint}",
+            file=sys.stderr,
+        )
         if not rig.wait_for_subscriber(args.wait_s):
-            raise RuntimeError(f"no daemon subscribed to {args.endpoint} within {args.wait_s} s; "
-                               "is serve running?")
+            raise RuntimeError(
+                f"no daemon subscribed to {args.endpoint} within {args.wait_s} s; is serve running?"
+            )
         report = replay(plan, rig, options)
-    print(f"replay: sent {report.sent}, dropped {report.dropped}, restarts {report.restarts}, "
-          f"{report.seconds:.1f} s", file=sys.stderr)
+    print(
+        f"replay: sent {report.sent}, dropped {report.dropped}, restarts {report.restarts}, "
+        f"{report.seconds:.1f} s",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -180,8 +226,10 @@ def _check_model(endpoint: str, n_neurons: int, curve) -> None:
             print(f"replay: no answer from {endpoint}; not checking the model", file=sys.stderr)
             return
     if info.get("neurons") != n_neurons:
-        raise ValueError(f"the daemon serves model {info.get('model')} for {info.get('neurons')} neurons, "
-                         f"the data has {n_neurons}")
+        raise ValueError(
+            f"the daemon serves model {info.get('model')} for {info.get('neurons')} neurons, "
+            f"the data has {n_neurons}"
+        )
 
 
 def _view(args) -> int:

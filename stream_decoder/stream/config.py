@@ -66,8 +66,9 @@ class StreamConfig:
         if not self.rate_hz > 0:
             raise ValueError(f"[stream] rate_hz must be > 0, got {self.rate_hz}")
         if self.output_dtype not in RECON_DTYPES:
-            raise ValueError(f"[stream] output_dtype {self.output_dtype!r} is not one of "
-                             f"{sorted(RECON_DTYPES)}")
+            raise ValueError(
+                f"[stream] output_dtype {self.output_dtype!r} is not one of {sorted(RECON_DTYPES)}"
+            )
         for name in ("recv_hwm", "send_hwm", "max_message_bytes", "prefetch_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"[stream] {name} must be >= 0, got {getattr(self, name)}")
@@ -91,8 +92,9 @@ class SecurityConfig:
         if not self.client_keys_dir.is_dir():
             raise FileNotFoundError(f"[security] client_keys_dir: no folder {self.client_keys_dir}")
         if not any(self.client_keys_dir.glob("*.key")):
-            raise ValueError(f"[security] client_keys_dir {self.client_keys_dir} holds no public "
-                             "*.key certificate")
+            raise ValueError(
+                f"[security] client_keys_dir {self.client_keys_dir} holds no public *.key certificate"
+            )
 
 
 @dataclass(frozen=True)
@@ -119,8 +121,10 @@ class RealtimeConfig:
             raise ValueError(f"[realtime] priority must be 0 (off) or 1-99 (SCHED_FIFO), got {self.priority}")
         unknown = sorted(set(self.cpus) - os.sched_getaffinity(0))
         if unknown:
-            raise ValueError(f"[realtime] cpus {unknown} are not cores this process may run on "
-                             f"({sorted(os.sched_getaffinity(0))})")
+            raise ValueError(
+                f"[realtime] cpus {unknown} are not cores this process may run on "
+                f"({sorted(os.sched_getaffinity(0))})"
+            )
 
 
 @dataclass(frozen=True)
@@ -170,8 +174,10 @@ def check_endpoint(endpoint: str, what: str, allow_remote: bool) -> None:
     if not colon or not (port == "*" or (port.isdigit() and 0 < int(port) < 65536)):
         raise ValueError(f"{what} {endpoint!r} needs a port 1-65535 (or * to bind any free port)")
     if not allow_remote and not _is_loopback(host.strip("[]")):
-        raise ValueError(f"{what} {endpoint!r} reaches beyond this host; set [endpoints] allow_remote = true "
-                         "to allow it (and consider [security] curve = true)")
+        raise ValueError(
+            f"{what} {endpoint!r} reaches beyond this host; set [endpoints] allow_remote = true "
+            "to allow it (and consider [security] curve = true)"
+        )
 
 
 def _is_loopback(host: str) -> bool:
@@ -196,8 +202,10 @@ def _build(cls, table, section: str, base: Path):
     missing = [f.name for f in fields(cls) if f.name not in table and _required(f)]
     if missing:
         raise ValueError(f"{where} is missing required key(s) {missing}")
-    kwargs = {name: _value(hints[name], value, f"{where} {name}" if section else f"[{name}]", name, base)
-              for name, value in table.items()}
+    kwargs = {
+        name: _value(hints[name], value, f"{where} {name}" if section else f"[{name}]", name, base)
+        for name, value in table.items()
+    }
     return cls(**kwargs)
 
 

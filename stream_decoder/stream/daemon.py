@@ -76,8 +76,12 @@ class Daemon:
         self.stats = DaemonStats()
         self.forecast = ArrivalForecast(cfg.stream.prefetch_ms / 1e3)
         self.log = RateLimitedLog(log, cfg.log.interval_s)
-        self.assembler = Assembler(self.n_neurons, backend.artifact.state_dict["behavior_mean"].numpy(),
-                                   cfg.stream.rate_hz, cfg.stream.max_catchup_ticks)
+        self.assembler = Assembler(
+            self.n_neurons,
+            backend.artifact.state_dict["behavior_mean"].numpy(),
+            cfg.stream.rate_hz,
+            cfg.stream.max_catchup_ticks,
+        )
         self.frame_out = FrameOut(cfg.stream.output_dtype, tuple(meta.frame_shape))
         self.tick_seq = 0
         self.ctx = ctx or zmq.Context()
@@ -86,14 +90,28 @@ class Daemon:
         self.recorder = None
         if cfg.recorder.dir is not None:
             try:
-                self.recorder = Recorder(cfg.recorder.dir, self.n_neurons, tuple(meta.frame_shape),
-                                         self.frame_out.dtype, cfg.stream.rate_hz, cfg.recorder.chunk_seconds)
+                self.recorder = Recorder(
+                    cfg.recorder.dir,
+                    self.n_neurons,
+                    tuple(meta.frame_shape),
+                    self.frame_out.dtype,
+                    cfg.stream.rate_hz,
+                    cfg.recorder.chunk_seconds,
+                )
             except OSError as exc:
                 self.sockets.close()
                 raise RuntimeError(f"[recorder] dir {cfg.recorder.dir}: {exc}") from exc
-        log.info(kv("serving", model=self.model_id, backend=backend.name, neurons=self.n_neurons,
-                    **self.sockets.endpoints(), curve=cfg.security.curve,
-                    recording=cfg.recorder.dir or "off"))
+        log.info(
+            kv(
+                "serving",
+                model=self.model_id,
+                backend=backend.name,
+                neurons=self.n_neurons,
+                **self.sockets.endpoints(),
+                curve=cfg.security.curve,
+                recording=cfg.recorder.dir or "off",
+            )
+        )
 
     # ---- the loop ----
 
@@ -118,8 +136,9 @@ class Daemon:
                         self._peer_event(monitor)
                 if self.sockets.repair(time.monotonic()):
                     self.stats.peers["activity.reconnected"] += 1
-                    self.log.warning("reconnected", "activity_reconnected",
-                                     endpoint=self.cfg.endpoints.activity)
+                    self.log.warning(
+                        "reconnected", "activity_reconnected", endpoint=self.cfg.endpoints.activity
+                    )
                 if self.recorder is not None:
                     self.recorder.tick()
                 if time.monotonic() >= next_report:
@@ -197,8 +216,15 @@ class Daemon:
         a = self.assembler
         frame = self.frame_out(self.backend.step(a.activity, a.behavior))
         newest = a.newest
-        header = ReconHeader(a.session, self.tick_seq, newest.t, newest.seq, tick_t - self.lookahead_s,
-                             self.model_id, a.stale_fraction(tick_t))
+        header = ReconHeader(
+            a.session,
+            self.tick_seq,
+            newest.t,
+            newest.seq,
+            tick_t - self.lookahead_s,
+            self.model_id,
+            a.stale_fraction(tick_t),
+        )
         try:
             publish(self.sockets.recon, encode_recon(header, frame))
         except zmq.Again:  # a PUB drops for slow subscribers itself; this is the belt to its braces
@@ -233,11 +259,19 @@ class Daemon:
             return {"ok": True, "version": VERSION}
         if cmd == "info":
             meta = self.backend.artifact.meta
-            return {"ok": True, "model": self.model_id, "neurons": self.n_neurons,
-                    "frame_shape": list(meta.frame_shape), "lookahead": meta.lookahead,
-                    "rate_hz": self.cfg.stream.rate_hz, "input_dtypes": list(INPUT_DTYPES),
-                    "output_dtype": self.cfg.stream.output_dtype, "backend": self.backend.name,
-                    "version": VERSION, "endpoints": self.sockets.endpoints()}
+            return {
+                "ok": True,
+                "model": self.model_id,
+                "neurons": self.n_neurons,
+                "frame_shape": list(meta.frame_shape),
+                "lookahead": meta.lookahead,
+                "rate_hz": self.cfg.stream.rate_hz,
+                "input_dtypes": list(INPUT_DTYPES),
+                "output_dtype": self.cfg.stream.output_dtype,
+                "backend": self.backend.name,
+                "version": VERSION,
+                "endpoints": self.sockets.endpoints(),
+            }
         if cmd == "stats":
             return {"ok": True, "model": self.model_id, **self._summary()}
         self.stats.control_errors["unknown_cmd"] += 1
@@ -260,9 +294,18 @@ class Daemon:
     def _report(self) -> None:
         s = self.stats
         latency = s.latency.percentiles_ms()
-        log.info(kv("stats", received=s.received, emitted=s.emitted, lost=s.lost,
-                    rejected=sum(s.rejected.values()), dropped=sum(s.dropped.values()),
-                    p50_ms=latency.get("p50", float("nan")), p99_ms=latency.get("p99", float("nan"))))
+        log.info(
+            kv(
+                "stats",
+                received=s.received,
+                emitted=s.emitted,
+                lost=s.lost,
+                rejected=sum(s.rejected.values()),
+                dropped=sum(s.dropped.values()),
+                p50_ms=latency.get("p50", float("nan")),
+                p99_ms=latency.get("p99", float("nan")),
+            )
+        )
 
 
 def serve(cfg: DaemonConfig, stop: threading.Event) -> None:

@@ -69,11 +69,15 @@ def run_demo(cfg: DemoConfig) -> dict:
     sink = MovieSink(cfg.out / "view", keep=frames)
     backend = open_backend(cfg.artifact, cfg.backend)
     backend.warmup()
-    print(f"demo: model {artifact.model_id} ({artifact.config.n_neurons} neurons) on {cfg.backend}; "
-          f"replaying {len(trials)} {cfg.tier} clips of {mouse.name}", file=sys.stderr)
+    print(
+        f"demo: model {artifact.model_id} ({artifact.config.n_neurons} neurons) on {cfg.backend}; "
+        f"replaying {len(trials)} {cfg.tier} clips of {mouse.name}",
+        file=sys.stderr,
+    )
     with private_endpoints() as endpoints:
-        daemon_cfg = DaemonConfig(model=ModelConfig(cfg.artifact, cfg.backend), endpoints=endpoints,
-                                  log=LogConfig(interval_s=60.0))
+        daemon_cfg = DaemonConfig(
+            model=ModelConfig(cfg.artifact, cfg.backend), endpoints=endpoints, log=LogConfig(interval_s=60.0)
+        )
         with Loopback(daemon_cfg, backend) as loop:
             figures = loop.play(plan, ReplayOptions(speed=cfg.speed), sink, frames, session="demo")
             stats = loop.stats()

@@ -26,8 +26,9 @@ def private_endpoints(**options) -> Iterator[EndpointsConfig]:
     """ipc endpoints in a fresh short /tmp folder (ipc paths are limited to ~100 bytes)."""
     folder = tempfile.mkdtemp(prefix="sd-", dir="/tmp")
     try:
-        yield EndpointsConfig(**{role: f"ipc://{folder}/{role}" for role in ("activity", "recon", "control")},
-                              **options)
+        yield EndpointsConfig(
+            **{role: f"ipc://{folder}/{role}" for role in ("activity", "recon", "control")}, **options
+        )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -35,8 +36,9 @@ def private_endpoints(**options) -> Iterator[EndpointsConfig]:
 class Loopback:
     """A daemon serving `backend` in a thread, a rig publishing to it, a display and a control client."""
 
-    def __init__(self, cfg: DaemonConfig, backend: Backend, curve: CurveKeys | None = None,
-                 timeout_s: float = 5.0):
+    def __init__(
+        self, cfg: DaemonConfig, backend: Backend, curve: CurveKeys | None = None, timeout_s: float = 5.0
+    ):
         ep = cfg.endpoints
         self.cfg = cfg
         self.rig = Rig(ep.activity, bind=not ep.activity_bind, session="warmup", curve=curve)
@@ -64,14 +66,22 @@ class Loopback:
                 return
         raise RuntimeError("no frame reached the client")
 
-    def play(self, plan: ReplayPlan, options: ReplayOptions, sink, frames: int, session: str = "replay",
-             progress: bool = False) -> LiveFigures:
+    def play(
+        self,
+        plan: ReplayPlan,
+        options: ReplayOptions,
+        sink,
+        frames: int,
+        session: str = "replay",
+        progress: bool = False,
+    ) -> LiveFigures:
         """Replay `plan` through the daemon to the display, showing `frames` frames in `sink` with
         their ground truth: `replay`, `serve` and `view` in one call."""
         self.attach(self.display)
         self.rig.restart(session)
-        sender = threading.Thread(target=replay, args=(plan, self.rig, options),
-                                  kwargs={"progress": progress})
+        sender = threading.Thread(
+            target=replay, args=(plan, self.rig, options), kwargs={"progress": progress}
+        )
         sender.start()
         try:
             return watch(self.display, sink, TruthLookup(plan), max_frames=frames)

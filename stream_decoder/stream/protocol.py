@@ -148,13 +148,16 @@ def decode_activity(frames: Sequence, n_neurons: int) -> Activity:
     t = _require(header, "t", _is_number, "a number")
     dtype_name = _require(header, "dtype", lambda x: isinstance(x, str), "a str")
     shape = _require(
-        header, "shape", lambda x: isinstance(x, list | tuple) and len(x) == 1 and _is_int(x[0]) and x[0] > 0,
+        header,
+        "shape",
+        lambda x: isinstance(x, list | tuple) and len(x) == 1 and _is_int(x[0]) and x[0] > 0,
         "[n] with n > 0",
     )
     first = _optional(header, "first", 0, lambda x: _is_int(x) and x >= 0, "an int >= 0")
     n_planes = _optional(header, "n_planes", 1, lambda x: _is_int(x) and x >= 1, "an int >= 1")
-    plane = _optional(header, "plane", 0, lambda x: _is_int(x) and 0 <= x < n_planes,
-                      f"an int in [0, {n_planes})")
+    plane = _optional(
+        header, "plane", 0, lambda x: _is_int(x) and 0 <= x < n_planes, f"an int in [0, {n_planes})"
+    )
     behavior = _optional(header, "behavior", None, _is_pair, "[pupil, speed]")
     pupil_center = _optional(header, "pupil_center", None, _is_pair, "[x, y]")
     dtype = INPUT_DTYPES.get(dtype_name)
@@ -162,17 +165,28 @@ def decode_activity(frames: Sequence, n_neurons: int) -> Activity:
         raise Rejected("dtype", f"dtype {dtype_name!r:.40} not in {sorted(INPUT_DTYPES)}")
     n = shape[0]
     if payload.nbytes != n * dtype.itemsize:
-        raise Rejected("payload_length",
-                       f"payload {payload.nbytes} bytes, shape [{n}] {dtype_name} needs {n * dtype.itemsize}")
+        raise Rejected(
+            "payload_length",
+            f"payload {payload.nbytes} bytes, shape [{n}] {dtype_name} needs {n * dtype.itemsize}",
+        )
     if first + n > n_neurons:
-        raise Rejected("neuron_range",
-                       f"neurons {first}..{first + n - 1} outside the model's 0..{n_neurons - 1}")
+        raise Rejected(
+            "neuron_range", f"neurons {first}..{first + n - 1} outside the model's 0..{n_neurons - 1}"
+        )
     values = np.frombuffer(payload, dtype=dtype)
     if not _all_finite(t, values, behavior, pupil_center):
         raise Rejected("non_finite", "NaN or infinity in t, the values or the behaviour")
-    return Activity(session, seq, t, values, first, plane, n_planes,
-                    None if behavior is None else tuple(behavior),
-                    None if pupil_center is None else tuple(pupil_center))
+    return Activity(
+        session,
+        seq,
+        t,
+        values,
+        first,
+        plane,
+        n_planes,
+        None if behavior is None else tuple(behavior),
+        None if pupil_center is None else tuple(pupil_center),
+    )
 
 
 def _all_finite(t, values: np.ndarray, *pairs) -> bool:
@@ -196,9 +210,17 @@ def encode_activity(
 ) -> list:
     """The three frames of an `activity` message (what a rig sends)."""
     name = _dtype_name(values.dtype, INPUT_DTYPES)
-    header = {"v": VERSION, "session": session, "seq": int(seq), "t": t, "dtype": name,
-              "shape": [int(values.size)], "first": int(first), "plane": int(plane),
-              "n_planes": int(n_planes)}
+    header = {
+        "v": VERSION,
+        "session": session,
+        "seq": int(seq),
+        "t": t,
+        "dtype": name,
+        "shape": [int(values.size)],
+        "first": int(first),
+        "plane": int(plane),
+        "n_planes": int(n_planes),
+    }
     if behavior is not None:
         header["behavior"] = [float(behavior[0]), float(behavior[1])]
     if pupil_center is not None:
@@ -211,11 +233,20 @@ def encode_recon(header: ReconHeader, frame: np.ndarray) -> list:
     name = _dtype_name(frame.dtype, RECON_DTYPES)
     if frame.ndim != 2:
         raise ValueError(f"a recon frame is 2-D [H, W], got shape {frame.shape}")
-    packed = msgpack.packb({
-        "v": VERSION, "session": header.session, "seq": header.seq, "t_newest": header.t_newest,
-        "seq_newest": header.seq_newest, "t_stim": header.t_stim, "model": header.model,
-        "stale": header.stale, "dtype": name, "shape": list(frame.shape),
-    })
+    packed = msgpack.packb(
+        {
+            "v": VERSION,
+            "session": header.session,
+            "seq": header.seq,
+            "t_newest": header.t_newest,
+            "seq_newest": header.seq_newest,
+            "t_stim": header.t_stim,
+            "model": header.model,
+            "stale": header.stale,
+            "dtype": name,
+            "shape": list(frame.shape),
+        }
+    )
     return [RECON, packed, _payload(frame, RECON_DTYPES[name])]
 
 
@@ -234,15 +265,20 @@ def decode_recon(frames: Sequence) -> tuple[np.ndarray, ReconHeader]:
         stale=_require(header, "stale", _is_number, "a number"),
     )
     dtype_name = _require(header, "dtype", lambda x: isinstance(x, str), "a str")
-    shape = _require(header, "shape", lambda x: isinstance(x, list | tuple) and len(x) == 2
-                     and all(_is_int(s) and s > 0 for s in x), "[H, W]")
+    shape = _require(
+        header,
+        "shape",
+        lambda x: isinstance(x, list | tuple) and len(x) == 2 and all(_is_int(s) and s > 0 for s in x),
+        "[H, W]",
+    )
     dtype = RECON_DTYPES.get(dtype_name)
     if dtype is None:
         raise Rejected("dtype", f"recon dtype {dtype_name!r:.40} not in {sorted(RECON_DTYPES)}")
     payload = memoryview(frames[2])
     if payload.nbytes != shape[0] * shape[1] * dtype.itemsize:
-        raise Rejected("payload_length",
-                       f"payload {payload.nbytes} bytes does not match {shape} {dtype_name}")
+        raise Rejected(
+            "payload_length", f"payload {payload.nbytes} bytes does not match {shape} {dtype_name}"
+        )
     return np.frombuffer(payload, dtype=dtype).reshape(shape), fields
 
 

@@ -23,8 +23,12 @@ def apply_realtime(cfg: RealtimeConfig) -> dict:
         lock_memory()
     if cfg.priority:
         set_fifo(cfg.priority)
-    return {"policy": "fifo" if cfg.priority else "normal", "priority": cfg.priority,
-            "cpus": ",".join(map(str, sorted(os.sched_getaffinity(0)))), "memory_locked": cfg.lock_memory}
+    return {
+        "policy": "fifo" if cfg.priority else "normal",
+        "priority": cfg.priority,
+        "cpus": ",".join(map(str, sorted(os.sched_getaffinity(0)))),
+        "memory_locked": cfg.lock_memory,
+    }
 
 
 def set_fifo(priority: int) -> None:
@@ -35,12 +39,15 @@ def set_fifo(priority: int) -> None:
         raise RuntimeError(
             f"[realtime] priority {priority}: this user may not use SCHED_FIFO; run as root, or give "
             f"the service AmbientCapabilities=CAP_SYS_NICE or LimitRTPRIO={priority} (deploy/README.md), "
-            "or set priority = 0") from None
+            "or set priority = 0"
+        ) from None
 
 
 def lock_memory() -> None:
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     if libc.mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
-        raise RuntimeError(f"[realtime] lock_memory: mlockall failed ({os.strerror(ctypes.get_errno())}); "
-                           "raise the limit (LimitMEMLOCK=infinity in the service unit, ulimit -l) or set "
-                           "lock_memory = false")
+        raise RuntimeError(
+            f"[realtime] lock_memory: mlockall failed ({os.strerror(ctypes.get_errno())}); "
+            "raise the limit (LimitMEMLOCK=infinity in the service unit, ulimit -l) or set "
+            "lock_memory = false"
+        )

@@ -66,8 +66,16 @@ class _Chunk:
 
 
 class Recorder:
-    def __init__(self, directory: Path, n_neurons: int, frame_shape: tuple[int, int], frame_dtype,
-                 rate_hz: float = 30.0, chunk_seconds: float = 1.0, clock=time.monotonic):
+    def __init__(
+        self,
+        directory: Path,
+        n_neurons: int,
+        frame_shape: tuple[int, int],
+        frame_dtype,
+        rate_hz: float = 30.0,
+        chunk_seconds: float = 1.0,
+        clock=time.monotonic,
+    ):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.chunk_seconds = chunk_seconds
@@ -75,16 +83,36 @@ class Recorder:
         self.dropped = 0  # records lost because the disk fell behind
         rows = max(64, int(BURST_FACTOR * rate_hz * chunk_seconds))
         self._make = {
-            "activity": lambda: _Chunk("activity", {
-                "session_index": (np.int32, ()), "seq": (np.int64, ()), "t": (np.float64, ()),
-                "first": (np.int64, ()), "n": (np.int64, ()), "plane": (np.int32, ()),
-                "n_planes": (np.int32, ()), "behavior": (np.float32, (4,)), "received": (np.float64, ()),
-            }, rows=4 * rows, flat=rows * n_neurons),
-            "recon": lambda: _Chunk("recon", {
-                "session_index": (np.int32, ()), "seq": (np.int64, ()), "t_newest": (np.float64, ()),
-                "seq_newest": (np.int64, ()), "t_stim": (np.float64, ()), "stale": (np.float32, ()),
-                "sent": (np.float64, ()), "frames": (np.dtype(frame_dtype), tuple(frame_shape)),
-            }, rows=rows),
+            "activity": lambda: _Chunk(
+                "activity",
+                {
+                    "session_index": (np.int32, ()),
+                    "seq": (np.int64, ()),
+                    "t": (np.float64, ()),
+                    "first": (np.int64, ()),
+                    "n": (np.int64, ()),
+                    "plane": (np.int32, ()),
+                    "n_planes": (np.int32, ()),
+                    "behavior": (np.float32, (4,)),
+                    "received": (np.float64, ()),
+                },
+                rows=4 * rows,
+                flat=rows * n_neurons,
+            ),
+            "recon": lambda: _Chunk(
+                "recon",
+                {
+                    "session_index": (np.int32, ()),
+                    "seq": (np.int64, ()),
+                    "t_newest": (np.float64, ()),
+                    "seq_newest": (np.int64, ()),
+                    "t_stim": (np.float64, ()),
+                    "stale": (np.float32, ()),
+                    "sent": (np.float64, ()),
+                    "frames": (np.dtype(frame_dtype), tuple(frame_shape)),
+                },
+                rows=rows,
+            ),
         }
         self._free = {kind: queue.SimpleQueue() for kind in self._make}
         self._allocated = dict.fromkeys(self._make, 1)
@@ -106,7 +134,7 @@ class Recorder:
         c["plane"][i], c["n_planes"][i] = msg.plane, msg.n_planes
         c["behavior"][i, :2] = msg.behavior if msg.behavior is not None else np.nan
         c["behavior"][i, 2:] = msg.pupil_center if msg.pupil_center is not None else np.nan
-        chunk.values[chunk.filled: chunk.filled + msg.values.size] = msg.values
+        chunk.values[chunk.filled : chunk.filled + msg.values.size] = msg.values
         chunk.filled += msg.values.size
         chunk.count += 1
 
@@ -187,9 +215,14 @@ def _write_chunk(path: Path, chunk: _Chunk) -> None:
         np.savez(f, **arrays)
     os.replace(tmp, path)
     seq, t = arrays["seq"], arrays["t" if chunk.kind == "activity" else "t_newest"]
-    line = {"file": path.name, "kind": chunk.kind, "records": int(chunk.count),
-            "seq": [int(seq[0]), int(seq[-1])], "t": [float(t[0]), float(t[-1])],
-            "sessions": chunk.sessions}
+    line = {
+        "file": path.name,
+        "kind": chunk.kind,
+        "records": int(chunk.count),
+        "seq": [int(seq[0]), int(seq[-1])],
+        "t": [float(t[0]), float(t[-1])],
+        "sessions": chunk.sessions,
+    }
     with open(path.parent / "index.jsonl", "a") as f:
         f.write(json.dumps(line) + "\n")
 
@@ -210,7 +243,7 @@ class Recording:
     def activity_values(self, i: int) -> np.ndarray:
         """The values of the i-th recorded activity message (neurons first .. first+n-1)."""
         start = int(self.activity["offsets"][i])
-        return self.activity["values"][start: start + int(self.activity["n"][i])]
+        return self.activity["values"][start : start + int(self.activity["n"][i])]
 
 
 def read_recording(directory: Path) -> Recording:

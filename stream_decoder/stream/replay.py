@@ -40,8 +40,15 @@ class Rig:
     the first message: a PUB drops everything sent before a subscriber is attached.
     """
 
-    def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", bind: bool = True, session: str = "rig",
-                 hwm: int = 0, curve: CurveKeys | None = None, ctx: zmq.Context | None = None):
+    def __init__(
+        self,
+        endpoint: str = "tcp://127.0.0.1:5555",
+        bind: bool = True,
+        session: str = "rig",
+        hwm: int = 0,
+        curve: CurveKeys | None = None,
+        ctx: zmq.Context | None = None,
+    ):
         self.ctx = ctx or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.XPUB)
         self.sock.setsockopt(zmq.LINGER, 1000)  # give queued messages a second to leave on close
@@ -109,8 +116,9 @@ class ReplayPlan:
         if not trials:
             raise ValueError(f"{dataset.path}: no trials to replay")
         if len(timing.plane) != dataset.n_neurons:
-            raise ValueError(f"plane timing covers {len(timing.plane)} neurons, {dataset.path} has "
-                             f"{dataset.n_neurons}")
+            raise ValueError(
+                f"plane timing covers {len(timing.plane)} neurons, {dataset.path} has {dataset.n_neurons}"
+            )
         self.dataset = dataset
         self.trials = list(trials)
         self.timing = timing
@@ -123,14 +131,23 @@ class ReplayPlan:
         for i, trial in enumerate(self.trials):
             clip = self.dataset.clip(trial)
             if not np.isfinite(clip.responses).all():
-                raise ValueError(f"{self.dataset.path}: trial {trial} has no recorded responses (NaN), "
-                                 f"a release withholds them for its test tiers; replay another tier")
+                raise ValueError(
+                    f"{self.dataset.path}: trial {trial} has no recorded responses (NaN), "
+                    f"a release withholds them for its test tiers; replay another tier"
+                )
             for sample in plane_samples(clip.responses, self.timing):
                 frame = int(frame_of(sample.t_acq))
                 for first, start, stop in self.runs[sample.plane]:
-                    yield PlannedMessage(float(self.starts[i] + sample.t_acq), i, frame, sample.plane,
-                                         first, sample.values[start:stop], clip.behavior[frame],
-                                         clip.pupil_center[frame])
+                    yield PlannedMessage(
+                        float(self.starts[i] + sample.t_acq),
+                        i,
+                        frame,
+                        sample.plane,
+                        first,
+                        sample.values[start:stop],
+                        clip.behavior[frame],
+                        clip.pupil_center[frame],
+                    )
 
     def message_times(self) -> np.ndarray:
         """Plan time of every message in send order: entry k is what seq k carries (before a restart)."""
@@ -166,8 +183,9 @@ class ReplayOptions:
 
     def __post_init__(self):
         if self.speed < 0 or self.jitter_ms < 0 or not 0 <= self.drop < 1 or self.restart_after < 0:
-            raise ValueError(f"replay: need speed >= 0, jitter_ms >= 0, 0 <= drop < 1, restart_after >= 0; "
-                             f"got {self}")
+            raise ValueError(
+                f"replay: need speed >= 0, jitter_ms >= 0, 0 <= drop < 1, restart_after >= 0; got {self}"
+            )
         if self.dtype not in INPUT_DTYPES:
             raise ValueError(f"replay: dtype {self.dtype!r} not in {sorted(INPUT_DTYPES)}")
 
@@ -206,15 +224,23 @@ def replay(plan: ReplayPlan, rig: Rig, options: ReplayOptions, progress: bool = 
             rig.skip()
             report.dropped += 1
             continue
-        rig.send(msg.values.astype(dtype, copy=False), t0 + msg.time, first=msg.first, plane=msg.plane,
-                 n_planes=plan.timing.n_planes, behavior=msg.behavior, pupil_center=msg.pupil_center)
+        rig.send(
+            msg.values.astype(dtype, copy=False),
+            t0 + msg.time,
+            first=msg.first,
+            plane=msg.plane,
+            n_planes=plan.timing.n_planes,
+            behavior=msg.behavior,
+            pupil_center=msg.pupil_center,
+        )
         report.sent += 1
     report.seconds = time.monotonic() - start
     return report
 
 
-def plane_timing(mouse: MouseDataset, planes: int, volume_rate_hz: float | None,
-                 rig_timing: bool) -> PlaneTiming:
+def plane_timing(
+    mouse: MouseDataset, planes: int, volume_rate_hz: float | None, rig_timing: bool
+) -> PlaneTiming:
     """Single-plane 30 Hz by default; `planes` > 1 split by cell depth; or the mouse's own rig timing."""
     if rig_timing:
         return PlaneTiming.for_mouse(mouse.path)
@@ -224,8 +250,9 @@ def plane_timing(mouse: MouseDataset, planes: int, volume_rate_hz: float | None,
     return PlaneTiming.from_depths(mouse.cell_motor_coordinates[:, 2], planes, rate)
 
 
-def select_trials(mouse: MouseDataset, tier: str | None, trials: list[str] | None,
-                  limit: int | None) -> list[str]:
+def select_trials(
+    mouse: MouseDataset, tier: str | None, trials: list[str] | None, limit: int | None
+) -> list[str]:
     chosen = list(trials) if trials else mouse.trials(tier)
     return chosen[:limit] if limit else chosen
 

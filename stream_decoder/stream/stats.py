@@ -56,8 +56,13 @@ class LatencyWindow:
         if n == 0:
             return {}
         p50, p99, p999 = np.percentile(self._ring[:n], [50, 99, 99.9]) * 1e3
-        return {"p50": float(p50), "p99": float(p99), "p99.9": float(p999),
-                "max": float(self._ring[:n].max() * 1e3), "samples": n}
+        return {
+            "p50": float(p50),
+            "p99": float(p99),
+            "p99.9": float(p999),
+            "max": float(self._ring[:n].max() * 1e3),
+            "samples": n,
+        }
 
 
 @dataclass
@@ -80,9 +85,16 @@ class DaemonStats:
 
     def snapshot(self) -> dict:
         return {
-            "received": self.received, "accepted": self.accepted, "emitted": self.emitted,
-            "sessions": self.sessions, "lost": self.lost, "gaps": self.gaps, "prefetches": self.prefetches,
-            "rejected": dict(self.rejected), "dropped": dict(self.dropped), "peers": dict(self.peers),
+            "received": self.received,
+            "accepted": self.accepted,
+            "emitted": self.emitted,
+            "sessions": self.sessions,
+            "lost": self.lost,
+            "gaps": self.gaps,
+            "prefetches": self.prefetches,
+            "rejected": dict(self.rejected),
+            "dropped": dict(self.dropped),
+            "peers": dict(self.peers),
             "control_errors": dict(self.control_errors),
             "latency_ms": self.latency.percentiles_ms(),
             "uptime_s": time.monotonic() - self.started,

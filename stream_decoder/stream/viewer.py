@@ -87,8 +87,10 @@ class LiveFigures:
             latency = f"latency p50 {np.median(lat) * 1e3:.2f} ms, max {lat.max() * 1e3:.2f} ms"
         else:
             latency = "latency -"
-        return (f"view: {self.received} frames, {self.fps():.1f} fps, {latency}, lost here {lost}, "
-                f"seq_newest gaps {self.seq_newest_gaps}")
+        return (
+            f"view: {self.received} frames, {self.fps():.1f} fps, {latency}, lost here {lost}, "
+            f"seq_newest gaps {self.seq_newest_gaps}"
+        )
 
 
 def side_by_side(recon: np.ndarray, truth: np.ndarray | None) -> np.ndarray:
@@ -96,7 +98,7 @@ def side_by_side(recon: np.ndarray, truth: np.ndarray | None) -> np.ndarray:
     h, w = recon.shape
     out = np.full((h, 2 * w + GAP), 255, np.uint8)
     out[:, :w] = np.clip(np.rint(recon), 0, 255)
-    out[:, w + GAP:] = 127 if truth is None else np.clip(np.rint(truth), 0, 255)
+    out[:, w + GAP :] = 127 if truth is None else np.clip(np.rint(truth), 0, 255)
     return np.kron(out, np.ones((SCALE, SCALE), np.uint8))
 
 
@@ -140,8 +142,9 @@ class MovieSink:
             axes[0, col].imshow(recon, cmap="gray", vmin=0, vmax=255)
             axes[0, col].set_title(f"t_stim {t_stim - t_first:+.2f} s", fontsize=7)
             if has_truth:
-                axes[1, col].imshow(truth if truth is not None else np.full_like(recon, 127), cmap="gray",
-                                    vmin=0, vmax=255)
+                axes[1, col].imshow(
+                    truth if truth is not None else np.full_like(recon, 127), cmap="gray", vmin=0, vmax=255
+                )
         axes[0, 0].set_ylabel("decoded", fontsize=8)
         if has_truth:
             axes[1, 0].set_ylabel("stimulus", fontsize=8)
@@ -187,8 +190,14 @@ def has_display() -> bool:
     return matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo", "template")
 
 
-def watch(client: ReconClient, sink, truth: TruthLookup | None = None, max_frames: int | None = None,
-          print_every_s: float = 1.0, stream=sys.stderr) -> LiveFigures:
+def watch(
+    client: ReconClient,
+    sink,
+    truth: TruthLookup | None = None,
+    max_frames: int | None = None,
+    print_every_s: float = 1.0,
+    stream=sys.stderr,
+) -> LiveFigures:
     """Receive frames until `max_frames`, a silence of the client's timeout, or Ctrl-C; show each."""
     figures = LiveFigures()
     next_print = time.monotonic() + print_every_s
