@@ -238,8 +238,9 @@ def ensure_artifact(artifact: Path | None, n_neurons: int) -> tuple[Path, dict]:
 
 def start_daemon(artifact: Path, args: argparse.Namespace, endpoints: dict, folder: Path) -> subprocess.Popen:
     config = folder / "rig.toml"
+    threads = f"threads = {args.threads}\n" if args.backend == "onnxruntime" else ""
     config.write_text(
-        f'[model]\nartifact = "{artifact}"\nbackend = "{args.backend}"\nthreads = {args.threads}\n'
+        f'[model]\nartifact = "{artifact}"\nbackend = "{args.backend}"\n[model.options]\n{threads}'
         f'[endpoints]\nactivity = "{endpoints["activity"]}"\nrecon = "{endpoints["recon"]}"\n'
         f'control = "{endpoints["control"]}"\n[stream]\nprefetch_ms = {args.prefetch_ms}\n'
         f"[realtime]\npriority = {args.realtime}\n[log]\ninterval_s = 60.0\n"
@@ -357,7 +358,7 @@ def main() -> None:
     parser.add_argument("--neurons", type=int, default=8000)
     parser.add_argument("--artifact", type=Path, help="a trained artifact (default: untrained, standard)")
     parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch", "tensorrt"))
-    parser.add_argument("--threads", type=int, default=1, help="[model] threads (onnxruntime)")
+    parser.add_argument("--threads", type=int, default=1, help="[model.options] threads (onnxruntime)")
     parser.add_argument(
         "--realtime",
         type=int,

@@ -29,10 +29,11 @@ import numpy as np
 import torch
 from common import RESULTS, write_result
 
-from stream_decoder.data import load_truth, simulate
+from stream_decoder.data import FRAME_SHAPE, load_truth, open_mice, simulate
 from stream_decoder.encoder import Encoder, load_ensemble, member_dirs, predict_clip, preset
-from stream_decoder.encoder.batches import load_clips, open_mice
-from stream_decoder.encoder.training import TRAINING_PRESETS, train_ensemble
+from stream_decoder.encoder.batches import load_clips
+from stream_decoder.encoder.config import TRAINING_PRESETS
+from stream_decoder.encoder.training import train_ensemble
 from stream_decoder.metrics import single_trial_correlation
 from stream_decoder.paths import cache_dir
 
@@ -70,7 +71,7 @@ def seconds(fn, repeats: int) -> list[float]:
 def forward_backward(cfg, neurons: int, frames: int, batch: int, repeats: int) -> list[float]:
     torch.manual_seed(0)
     model = Encoder(cfg, {"m": neurons}).train()
-    video = torch.rand(batch, frames, 36, 64) * 255
+    video = torch.rand(batch, frames, *FRAME_SHAPE) * 255
     behavior, pupil = torch.randn(batch, frames, 2), torch.randn(batch, frames, 2)
 
     def step():

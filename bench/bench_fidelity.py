@@ -1,9 +1,13 @@
-"""Student vs teacher vs truth on held-out clips, the cost of each per clip, and the lookahead sweep.
+"""Decoder vs linear baseline vs teacher vs truth on held-out clips, the cost of each per clip, and
+the lookahead sweep: what a lab would pick instead stands beside every figure.
 
-    python bench/bench_fidelity.py --data DATA --teacher STORE --artifact ARTIFACT [--lookaheads 0 2 4 8 16]
+    python bench/bench_fidelity.py --data DATA --artifact ARTIFACT [--teacher STORE] [--baseline ARTIFACT]
+        [--lookaheads 0 2 4 8 16]
 
-Writes bench/results/bench_fidelity.json and bench_fidelity.png (correlation per clip group,
-correlation vs missing neurons, vs lookahead, and example frames: truth, teacher, student).
+The baseline is the ridge decoder fitted on the training trials' true stimuli (`stream-decoder
+baseline`; fitted into the cache with the decoder's evaluation mask when --baseline is not given).
+Writes bench/results/bench_fidelity.json and bench_fidelity.png (correlation per clip group for
+decoder, baseline and teacher; vs missing neurons; vs lookahead; example frames).
 """
 
 import argparse
@@ -20,22 +24,29 @@ import matplotlib.pyplot as plt
 import numpy as np
 from common import RESULTS, write_result
 
-from stream_decoder.data import CLIP_FRAMES
+from stream_decoder.data import BEHAVIOR_CHANNELS, CLIP_FRAMES, open_mouse
 from stream_decoder.decoder.artifact import load_artifact
-from stream_decoder.decoder.distill import DistillConfig, distill, input_timing, pick_mouse, student_inputs
-from stream_decoder.decoder.evaluate import decode_clip, evaluate
+from stream_decoder.decoder.baseline import ensure_baseline, fit_baseline
+from stream_decoder.decoder.config import RidgeConfig
+from stream_decoder.decoder.distill import DistillConfig, distill
+from stream_decoder.decoder.evaluate import Contestant, evaluate
+from stream_decoder.paths import local_path
 from stream_decoder.runtime import open_backend
+from stream_decoder.runtime.export import export_artifact
 from stream_decoder.teacher.store import TeacherStore
 
 SWEEP_TIERS = ("oracle", "final_test_main")
+CONTESTANTS = ("student", "baseline", "teacher")
 
 
-def student_seconds_per_clip(artifact: Path, kind: str) -> float:
+def seconds_per_clip(artifact: Path, kind: str) -> float:
     """One 300-tick clip, tick by tick, on the serving backend (after warm-up)."""
+    if kind == "onnxruntime" and not load_artifact(artifact).onnx_path.is_file():
+        export_artifact(artifact)
     backend = open_backend(artifact, kind)
     backend.warmup()
     activity = np.random.default_rng(0).random((CLIP_FRAMES, backend.n_neurons), dtype=np.float32)
-    behavior = np.zeros(4, np.float32)
+    behavior = np.zeros(BEHAVIOR_CHANNELS, np.float32)
     backend.reset()
     started = time.perf_counter()
     for row in activity:
@@ -53,43 +64,89 @@ def published_seconds_per_clip(members: int) -> float | None:
     path = RESULTS / "bench_teacher.json"
     if not path.exists():
         return None
-    return (
-        json.loads(path.read_text())["published_vs_cpu"]["published_full_seconds_per_clip_per_member"]
-        * members
-    )
+    per_member = json.loads(path.read_text())["published_vs_cpu"][
+        "published_full_seconds_per_clip_per_member"
+    ]
+    return per_member * members
 
 
-def lookahead_sweep(data: Path, teacher: Path, artifact: Path, lookaheads: list[int], epochs: int) -> dict:
-    """One student per lookahead, distilled like `artifact` (from its training store), scored on the
-    held-out clips `teacher` reconstructed."""
-    provenance = load_artifact(artifact).meta.provenance
+def compute(args, result: dict, baseline: Path) -> dict:
+    student_s = seconds_per_clip(args.artifact, args.backend)
+    figures = {
+        "backend": args.backend,
+        "student_seconds_per_clip": student_s,
+        "baseline_seconds_per_clip": seconds_per_clip(baseline, args.backend),
+    }
+    if args.teacher:
+        store = TeacherStore(args.teacher)
+        teacher_s = teacher_seconds_per_clip(store, result["mouse"])
+        members = len(store.manifest()["models"])
+        figures |= {
+            "teacher_seconds_per_clip": teacher_s,
+            "teacher_over_student": teacher_s / student_s,
+            "teacher_settings": store.manifest()["teacher"],
+            "teacher_members": members,
+        }
+        published_s = published_seconds_per_clip(members)
+        if published_s:
+            figures |= {
+                "published_teacher_seconds_per_clip": published_s,
+                "published_over_student": published_s / student_s,
+            }
+    return figures
+
+
+def lookahead_sweep(args, mask) -> dict:
+    """Per lookahead: a student trained like `artifact` (fewer epochs) and the baseline fitted at that
+    lookahead, both scored on the held-out tiers in the same mask."""
+    provenance = load_artifact(args.artifact).meta.provenance
+    settings = DistillConfig(**provenance["distill"])
+    store = provenance.get("teacher_store")
     scores = {}
-    for lookahead in lookaheads:
-        cfg = dataclasses.replace(DistillConfig(**provenance["distill"]), lookahead=lookahead, epochs=epochs)
+    for lookahead in args.lookaheads:
+        cfg = dataclasses.replace(settings, lookahead=lookahead, epochs=args.sweep_epochs)
         with tempfile.TemporaryDirectory() as tmp:
-            distill(data, Path(provenance["teacher_store"]), Path(tmp), cfg, progress=False)
-            groups = evaluate(Path(tmp), data, teacher, tiers=SWEEP_TIERS, missing=())["groups"]
+            student, baseline = Path(tmp) / "student", Path(tmp) / "baseline"
+            distill(args.data, store and local_path(store), student, cfg, progress=False, mask=mask)
+            fit_baseline(args.data, baseline, RidgeConfig(lookahead=lookahead), mask, progress=False)
+            groups = evaluate(student, args.data, args.teacher, baseline, tiers=SWEEP_TIERS, missing=())[
+                "groups"
+            ]
         scores[str(lookahead)] = {tier: _rounded(groups[tier]) for tier in SWEEP_TIERS if tier in groups}
         print(f"lookahead {lookahead:2d}: {scores[str(lookahead)]}")
     return scores
 
 
 def _rounded(row: dict) -> dict:
-    return {k: round(v, 4) for k, v in row.items() if k in ("student", "teacher", "student_vs_teacher")}
+    return {k: round(v, 4) for k, v in row.items() if k in (*CONTESTANTS, "student_vs_teacher")}
 
 
-def picture(result: dict, examples: dict, out: Path) -> None:
+def examples(args, result: dict, baseline: Path) -> dict:
+    """Frames of one oracle clip (one the teacher reconstructed, where it has any) for the picture."""
+    mouse = open_mouse(args.data, result["mouse"])
+    store = TeacherStore(args.teacher) if args.teacher else None
+    trials = mouse.trials("oracle")
+    trial = next((t for t in trials if store and store.has(mouse.name, t)), trials[0])
+    shown = {
+        "trial": trial,
+        "frames": [60, 120, 180, 240],
+        "truth": mouse.clip(trial).video[:CLIP_FRAMES],
+        "baseline": Contestant.open(baseline, mouse, "baseline").decode(mouse, trial),
+        "student": Contestant.open(args.artifact, mouse, "artifact").decode(mouse, trial),
+    }
+    if store and store.has(mouse.name, trial):
+        shown["teacher"] = store.load(mouse.name, trial)
+    return shown
+
+
+def picture(result: dict, shown: dict, out: Path) -> None:
     groups = result["groups"]
-    fig = plt.figure(figsize=(13, 8))
+    fig = plt.figure(figsize=(13, 9))
     ax = fig.add_subplot(2, 3, 1)
     names = list(groups)
     x = np.arange(len(names))
-    ax.bar(x - 0.27, [groups[g]["student"] for g in names], 0.27, label="student, all clips")
-    nan = float("nan")
-    ax.bar(
-        x, [groups[g].get("student_on_teacher_clips", nan) for g in names], 0.27, label="student, teacher's"
-    )
-    ax.bar(x + 0.27, [groups[g].get("teacher", nan) for g in names], 0.27, label="teacher")
+    for offset, who in zip((-0.27, 0.0, 0.27), CONTESTANTS, strict=True):
+        ax.bar(x + offset, [groups[g].get(who, np.nan) for g in names], 0.27, label=who)
     ax.set_xticks(x, names, rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("masked video correlation")
     ax.legend(fontsize=7)
@@ -105,22 +162,26 @@ def picture(result: dict, examples: dict, out: Path) -> None:
         ax = fig.add_subplot(2, 3, 3)
         ls = sorted(sweep, key=int)
         for tier in SWEEP_TIERS:
-            ax.plot(
-                [int(v) for v in ls], [sweep[v][tier]["student"] for v in ls], "o-", label=f"{tier}: student"
-            )
-        ax.set_ylabel("student vs truth")
+            for who, style in (("student", "o-"), ("baseline", "s--")):
+                ax.plot(
+                    [int(v) for v in ls], [sweep[v][tier][who] for v in ls], style, label=f"{tier}: {who}"
+                )
+        ax.set_ylabel("correlation with the stimulus")
         ax.set_xlabel("lookahead L (frames)")
-        ax.legend(fontsize=7)
-    frames = examples["frames"]
-    for row, name in enumerate(("truth", "teacher", "student")):
+        ax.legend(fontsize=6)
+    rows = [name for name in ("truth", "teacher", "baseline", "student") if name in shown]
+    frames = shown["frames"]
+    for row, name in enumerate(rows):
         for col, t in enumerate(frames):
-            ax = fig.add_subplot(6, len(frames), (3 + row) * len(frames) + col + 1)
-            ax.imshow(examples[name][t], cmap="gray", vmin=0, vmax=255)
+            ax = fig.add_subplot(2 * len(rows), len(frames), (len(rows) + row) * len(frames) + col + 1)
+            ax.imshow(shown[name][t], cmap="gray", vmin=0, vmax=255)
             ax.set_xticks([])
             ax.set_yticks([])
             if col == 0:
                 ax.set_ylabel(name, fontsize=7)
-    fig.suptitle(f"{result['mouse']}: model {result['model']}, trial {examples['trial']}", fontsize=9)
+            if row == 0:
+                ax.set_title(f"frame {t}", fontsize=7)
+    fig.suptitle(f"{result['mouse']}: {result['kind']} {result['model']}, trial {shown['trial']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
 
@@ -129,64 +190,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--teacher", type=Path, required=True)
-    parser.add_argument("--artifact", type=Path, required=True)
-    parser.add_argument("--backend", default="onnxruntime")
-    parser.add_argument("--lookaheads", type=int, nargs="*", default=[], help="distil one student per L")
-    parser.add_argument("--sweep-epochs", type=int, default=150)
+    parser.add_argument("--data", type=Path, required=True, help="dataset root the artifact was trained on")
+    parser.add_argument("--artifact", type=Path, required=True, help="the decoder to score")
+    parser.add_argument("--teacher", type=Path, help="teacher store of held-out clips (bench_teacher.py's)")
+    parser.add_argument("--baseline", type=Path, help="baseline artifact (default: fitted into the cache)")
+    parser.add_argument("--backend", default="onnxruntime", help="backend the cost per clip is timed on")
+    parser.add_argument("--lookaheads", type=int, nargs="*", default=[], help="train one decoder per L")
+    parser.add_argument("--sweep-epochs", type=int, default=150, help="epochs of each lookahead's student")
     args = parser.parse_args()
 
-    result = evaluate(args.artifact, args.data, args.teacher)
-    store = TeacherStore(args.teacher)
-    student_s = student_seconds_per_clip(args.artifact, args.backend)
-    teacher_s = teacher_seconds_per_clip(store, result["mouse"])
-    result["compute"] = {
-        "backend": args.backend,
-        "student_seconds_per_clip": student_s,
-        "teacher_seconds_per_clip": teacher_s,
-        "teacher_over_student": teacher_s / student_s,
-        "teacher_settings": store.manifest()["teacher"],
-        "teacher_members": len(store.manifest()["models"]),
-    }
-    published_s = published_seconds_per_clip(result["compute"]["teacher_members"])
-    if published_s:
-        result["compute"] |= {
-            "published_teacher_seconds_per_clip": published_s,
-            "published_over_student": published_s / student_s,
-        }
-    if args.lookaheads:
-        result["lookahead_sweep"] = lookahead_sweep(
-            args.data, args.teacher, args.artifact, args.lookaheads, args.sweep_epochs
-        )
-
-    mouse = pick_mouse(args.data, result["mouse"])
     artifact = load_artifact(args.artifact)
-    trial = next(t for t in mouse.trials("oracle") if store.has(mouse.name, t))
-    timing = input_timing(mouse, artifact.meta.provenance["distill"]["multi_plane"])
-    activity, behavior, pupil, truth = student_inputs(mouse, trial, timing)
-    examples = {
-        "trial": trial,
-        "frames": [60, 120, 180, 240],
-        "truth": truth,
-        "teacher": store.load(mouse.name, trial),
-        "student": decode_clip(artifact.student(), activity, behavior, pupil),
-    }
+    mask = artifact.evaluation_mask
+    baseline = args.baseline or ensure_baseline(args.data, mask, artifact.meta.provenance.get("mouse"))
+    result = evaluate(args.artifact, args.data, args.teacher, baseline)
+    result["compute"] = compute(args, result, baseline)
+    if args.lookaheads:
+        result["lookahead_sweep"] = lookahead_sweep(args, mask)
     png = RESULTS / "bench_fidelity.png"
-    picture(result, examples, png)
+    picture(result, examples(args, result, baseline), png)
     write_result("bench_fidelity", result | {"picture": png.name})
+    print(f"{'group':22s} clips  student  baseline  ratio  teacher (its clips: student, baseline)")
     for group, row in result["groups"].items():
+        teacher = ""
+        if row["teacher_clips"]:
+            teacher = (
+                f"{row['teacher']:.3f} ({row['teacher_clips']}: {row['student_on_teacher_clips']:.3f}, "
+                f"{row['baseline_on_teacher_clips']:.3f})"
+            )
         print(
-            f"{group:22s} student {row['student']:.3f} ({row['clips']} clips); on the teacher's "
-            f"{row['teacher_clips']} clips: student {row.get('student_on_teacher_clips', float('nan')):.3f}, "
-            f"teacher {row.get('teacher', float('nan')):.3f}"
+            f"{group:22s} {row['clips']:5d}  {row['student']:.3f}    {row['baseline']:.3f}    "
+            f"{row['student'] / row['baseline']:.2f}  {teacher}"
         )
+    c = result["compute"]
     print(
-        f"per clip: student {student_s * 1e3:.1f} ms, teacher {teacher_s:.1f} s "
-        f"-> {teacher_s / student_s:,.0f}x"
+        f"per clip on {c['backend']}: student {c['student_seconds_per_clip'] * 1e3:.1f} ms, "
+        f"baseline {c['baseline_seconds_per_clip'] * 1e3:.1f} ms"
+        + (f", teacher {c['teacher_seconds_per_clip']:.1f} s" if "teacher_seconds_per_clip" in c else "")
     )
-    if published_s:
-        print(f"published settings: {published_s:,.0f} s per clip -> {published_s / student_s:,.0f}x")
 
 
 if __name__ == "__main__":

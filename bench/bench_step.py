@@ -6,7 +6,7 @@ no decoder step can beat reading those weights once. It is timed with numpy's ow
 configuration). Target on the 2-core CPU box: ONNX Runtime p99 <= 1 ms at 8,000 neurons and
 within 2x the floor.
 
-    pytest bench/bench_step.py --benchmark-enable         # pytest-benchmark tables
+    pytest bench/bench_step_tables.py --benchmark-enable  # pytest-benchmark tables (the test extra)
     python bench/bench_step.py [--steps 2000 --repeats 5]  # p50/p99/p99.9, writes results/bench_step.json
 
 Repeats interleave floors and backends so that load from other processes hits all of them
@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from common import RESULTS, write_result
 
@@ -247,36 +246,6 @@ def summarise(runs: list[dict]) -> list[dict]:
             summary.append(entry)
         summary.append({"backend": "numpy read-in", "neurons": n, "best_repeat": floors})
     return summary
-
-
-# pytest-benchmark: `pytest bench/bench_step.py --benchmark-enable`
-
-
-@pytest.fixture(scope="module", params=NEURONS, ids=lambda n: f"N{n}")
-def artifact(request, tmp_path_factory):
-    return request.param, build_artifact(tmp_path_factory.mktemp(f"bench{request.param}"), request.param)
-
-
-@pytest.mark.parametrize("label", list(backend_options()))
-def test_step(benchmark, artifact, label):
-    n, folder = artifact
-    kind, options = backend_options()[label]
-    backend = open_backend(folder, kind, **options)
-    backend.warmup()
-    activity, behavior = inputs(n)
-    frame = benchmark(backend.step, activity[0], behavior[0])
-    assert frame.shape == (36, 64)
-
-
-@pytest.mark.parametrize("threads", ["numpy", "1"])
-def test_floor(benchmark, artifact, threads):
-    n, folder = artifact
-    activity, behavior = inputs(n)
-    with blas_threads(1) if threads == "1" else contextlib.nullcontext(True) as controlled:
-        if not controlled:
-            pytest.skip("numpy's OpenBLAS thread control not found")
-        latent = benchmark(read_in_matvec(folder), activity[0], behavior[0])
-    assert latent.shape == (DEFAULT_LATENT,)
 
 
 def main() -> None:

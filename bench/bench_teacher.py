@@ -27,14 +27,15 @@ import numpy as np
 import torch
 from common import RESULTS, write_result
 
-from stream_decoder.data import load_truth
-from stream_decoder.decoder.distill import mean_correlation
-from stream_decoder.encoder.batches import ClipTensors, open_mice
+from stream_decoder.data import load_truth, open_mice
+from stream_decoder.encoder.batches import ClipTensors
 from stream_decoder.encoder.checkpoint import load_ensemble
+from stream_decoder.metrics import mean_video_correlation
 from stream_decoder.paths import cache_dir
+from stream_decoder.teacher.config import preset
 from stream_decoder.teacher.job import clip_metrics, manifest
 from stream_decoder.teacher.mask import MaskConfig, evaluation_mask, train_alpha_mask, training_mask
-from stream_decoder.teacher.reconstruct import ClipBatch, invert, preset, smooth
+from stream_decoder.teacher.reconstruct import ClipBatch, invert, smooth
 from stream_decoder.teacher.store import TeacherStore
 
 FRACTIONS = (1.0, 0.5, 0.25, 0.125)
@@ -63,12 +64,12 @@ def timed_invert(encoder, batch, name, mask, cfg) -> tuple[np.ndarray, float]:
 
 
 def correlation(videos: np.ndarray, truths: np.ndarray, mask) -> float:
-    return round(mean_correlation(videos, truths, mask), 4)
+    return round(mean_video_correlation(videos, truths, mask), 4)
 
 
 def batching(encoder, clips, name, iterations: int) -> dict[str, float]:
     """Seconds per clip per iteration with 1, 2, 4, 6 clips inverted together (after one warm-up)."""
-    cfg = preset("cpu", iterations=iterations)
+    cfg = preset("cpu", iterations=iterations, warmup=1)  # timing only: the rate schedule does not matter
     seconds = {}
     for size in BATCH_SIZES:
         batch = ClipBatch.of([clips[i % len(clips)] for i in range(size)])

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import torch
 
+from stream_decoder.paths import portable_path
+from stream_decoder.provenance import source_version
+
 RESULTS = Path(__file__).parent / "results"
 PACKAGES = ("numpy", "torch", "onnxruntime", "pyzmq")
 
@@ -36,14 +39,25 @@ def machine() -> dict:
     }
 
 
+def portable(value):
+    """`value` with every absolute path string in it made portable (nested dicts and lists too)."""
+    if isinstance(value, dict):
+        return {key: portable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [portable(item) for item in value]
+    return portable_path(value) if isinstance(value, str) and value.startswith("/") else value
+
+
 def write_result(name: str, figures: dict, out: Path | None = None) -> Path:
-    """bench/results/<name>.json: the command line, machine and date, then the figures."""
+    """bench/results/<name>.json: the command line, source, machine and date, then the figures; paths
+    in the cache or this checkout are recorded relative to it (`paths.portable_path`)."""
     out = out or RESULTS / f"{name}.json"
     report = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": " ".join([Path(sys.executable).name, *map(portable, sys.argv)]),
+        "source": source_version(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        **figures,
+        **portable(figures),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")

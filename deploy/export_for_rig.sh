@@ -9,7 +9,7 @@
 # 2. where TensorRT and a CUDA GPU exist, builds the engine too (static batch-1 shapes, timing
 #    cache, CUDA-graph capture at run time); else the rig uses ONNX Runtime on the CPU;
 # 3. loads the result exactly as `stream-decoder serve` will, warms it up, times 500 ticks;
-# 4. prints the [model] lines for /etc/stream-decoder/rig.toml.
+# 4. prints the [model] lines for /etc/stream-decoder/rig.toml (with fp16 = true after --fp16).
 set -euo pipefail
 
 if [[ $# -lt 1 || $1 == -h || $1 == --help ]]; then
@@ -20,22 +20,27 @@ artifact=$(realpath "$1")
 shift
 [[ -f "$artifact/meta.json" ]] || { echo "error: $artifact is not a student artifact (no meta.json)" >&2; exit 2; }
 
+options=""
 if python -c "import tensorrt" 2>/dev/null && nvidia-smi -L >/dev/null 2>&1; then
     backend=tensorrt
     stream-decoder export "$artifact" --tensorrt "$@"
+    for arg in "$@"; do
+        if [[ $arg == --fp16 ]]; then options="fp16 = true"; fi
+    done
 else
     backend=onnxruntime
     echo "no TensorRT or no GPU here: exporting ONNX for the onnxruntime backend (CPU)"
     stream-decoder export "$artifact"
 fi
 
-python - "$artifact" "$backend" <<'PY'
+python - "$artifact" "$backend" "$options" <<'PY'
 import sys, time
+import tomllib
 import numpy as np
 from stream_decoder.runtime import open_backend
 
-artifact, kind = sys.argv[1], sys.argv[2]
-backend = open_backend(artifact, kind)
+artifact, kind, options = sys.argv[1], sys.argv[2], tomllib.loads(sys.argv[3])
+backend = open_backend(artifact, kind, **options)
 backend.warmup()
 info = backend.info
 activity = np.random.default_rng(0).random((16, info["neurons"]), dtype=np.float32)
@@ -56,4 +61,7 @@ Put this in /etc/stream-decoder/rig.toml, then: sudo systemctl restart stream-de
 [model]
 artifact = "$artifact"
 backend = "$backend"
+
+[model.options]
+$options
 TOML

@@ -26,20 +26,19 @@ def video_correlation(recon, truth, mask=None, skip: int = 30) -> float:
     recon, truth = _videos(recon, truth)
     inside = _mask(mask, truth.shape[1:])
     _check_skip(skip, len(truth))
-    return _pearson(recon[skip:, inside].ravel(), truth[skip:, inside].ravel())
+    return float(pearson(recon[skip:, inside], truth[skip:, inside]))
+
+
+def mean_video_correlation(videos, references, mask=None) -> float:
+    """`video_correlation` of each clip of `(B, T, H, W)` videos with its reference, averaged over clips."""
+    return float(np.nanmean([video_correlation(v, r, mask) for v, r in zip(videos, references, strict=True)]))
 
 
 def frame_correlations(recon, truth, mask=None) -> np.ndarray:
     """Spatial Pearson correlation of each frame inside the mask, `(T,)`; nan for flat frames."""
     recon, truth = _videos(recon, truth)
     inside = _mask(mask, truth.shape[1:])
-    a = recon[:, inside]
-    b = truth[:, inside]
-    a = a - a.mean(axis=1, keepdims=True)
-    b = b - b.mean(axis=1, keepdims=True)
-    denominator = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, (a * b).sum(axis=1) / denominator, np.nan)
+    return pearson(recon[:, inside], truth[:, inside], axis=1)
 
 
 def ssim(recon, truth, mask=None, skip: int = 30) -> float:
@@ -83,13 +82,24 @@ def single_trial_correlation(predicted, recorded, skip: int = 50) -> np.ndarray:
             raise ValueError(f"trial {i}: skip={skip} leaves none of its {len(r)} frames")
         kept_p.append(p[skip:])
         kept_r.append(r[skip:])
-    p = np.concatenate(kept_p)
-    r = np.concatenate(kept_r)
-    p = p - p.mean(axis=0)
-    r = r - r.mean(axis=0)
-    denominator = np.sqrt((p * p).sum(axis=0) * (r * r).sum(axis=0))
+    return pearson(np.concatenate(kept_p), np.concatenate(kept_r), axis=0)
+
+
+def pearson(a, b, axis: int | None = None):
+    """Pearson correlation of `a` and `b` (same shape) along `axis`, over every value when None.
+
+    The one correlation every score here and in the data checks uses: float64, and nan (never 0)
+    where either side does not vary.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"pearson: shapes {a.shape} and {b.shape} differ")
+    a = a - a.mean(axis=axis, keepdims=True)
+    b = b - b.mean(axis=axis, keepdims=True)
+    denominator = np.sqrt((a * a).sum(axis=axis) * (b * b).sum(axis=axis))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, (p * r).sum(axis=0) / denominator, np.nan)
+        return np.where(denominator > 0, (a * b).sum(axis=axis) / denominator, np.nan)
 
 
 def _videos(recon, truth) -> tuple[np.ndarray, np.ndarray]:
@@ -121,10 +131,3 @@ def _mask(mask, frame_shape: tuple[int, ...]) -> np.ndarray:
 def _check_skip(skip: int, n_frames: int) -> None:
     if not 0 <= skip < n_frames:
         raise ValueError(f"skip={skip} leaves no frames of a {n_frames}-frame video")
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a = a - a.mean()
-    b = b - b.mean()
-    denominator = np.sqrt((a @ a) * (b @ b))
-    return float(a @ b / denominator) if denominator > 0 else float("nan")

@@ -1,6 +1,18 @@
 """Shared fixtures: one tiny synthetic dataset per test session, and what is built from it."""
 
+import time
+
+import numpy as np
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """The cache (ONNX Runtime's optimised graphs, default outputs) in a temporary folder for the
+    session, and in every process a test starts: a test run never writes into the checkout's .cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STREAM_DECODER_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -15,9 +27,9 @@ def tiny_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_mouse(tiny_root):
-    from stream_decoder.data import MouseDataset, find_mice
+    from stream_decoder.data import open_mouse
 
-    return MouseDataset(find_mice(tiny_root)[0])
+    return open_mouse(tiny_root)
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +43,9 @@ def untrained_artifact(tmp_path_factory, tiny_mouse):
     torch.manual_seed(0)
     student = Student(StudentConfig(n_neurons=tiny_mouse.n_neurons, latent=32, lookahead=2))
     folder = tmp_path_factory.mktemp("untrained-artifact")
-    return save_artifact(folder, student, tiny_mouse.unit_ids, tiny_mouse.fingerprint()).path
+    return save_artifact(
+        folder, student, tiny_mouse.unit_ids, tiny_mouse.fingerprint(), neuron_set=tiny_mouse.neuron_set()
+    ).path
 
 
 @pytest.fixture
@@ -66,6 +80,87 @@ def start_daemon(untrained_artifact, stream_endpoints):
     yield start
     for daemon in running:
         daemon.stop()
+
+
+HANG_GUARD_S = 30.0  # waits for what must happen anyway: only a hang (or a 100x slower machine) hits it
+
+
+def until(done, what: str = "the condition"):
+    """`done()`'s first true result: waits for what must happen anyway, whatever the machine's speed."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    while not (result := done()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not come within the {HANG_GUARD_S} s hang guard")
+        time.sleep(0.01)
+    return result
+
+
+class SteppedDaemon:
+    """A daemon without a thread, on a fake clock: the test sends, then steps the loop itself.
+
+    `now` is the daemon's clock (monotonic seconds); it moves only when the test sets it, so the
+    prefetch forecast, log rate limits, recorder flushes and reports are decided by the test.
+    Socket waits in `deliver` and `attach` are hang guards, never a condition of passing.
+    """
+
+    def __init__(self, cfg, backend):
+        from stream_decoder.stream.client import ReconClient
+        from stream_decoder.stream.daemon import Daemon
+        from stream_decoder.stream.replay import Rig
+
+        self.now = 1000.0
+        self.daemon = Daemon(cfg, backend, clock=lambda: self.now)
+        self.rig = Rig(cfg.endpoints.activity, bind=not cfg.endpoints.activity_bind, session="warmup")
+        self.display = ReconClient(cfg.endpoints.recon, timeout_s=HANG_GUARD_S)
+        if not self.rig.wait_for_subscriber(HANG_GUARD_S):
+            raise RuntimeError("the daemon did not subscribe to the rig")
+
+    def deliver(self, count: int = 1) -> None:
+        """Step the loop until it has read `count` more activity messages (sent before the call)."""
+        target = self.daemon.stats.received + count
+        deadline = time.monotonic() + HANG_GUARD_S
+        while self.daemon.stats.received < target:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{target - self.daemon.stats.received} sent messages never arrived")
+            self.daemon.run_once(self.daemon.poll(timeout_ms=50))
+
+    def attach(self, client) -> None:
+        """Warm-up messages until `client` gets a frame, then read up to the last one's frame."""
+        for _ in range(100):
+            self.rig.send(np.zeros(self.daemon.n_neurons, np.float32), 0.0)
+            self.deliver()
+            if (item := client.receive(timeout_s=0.05)) is not None:
+                break
+        else:
+            raise RuntimeError("no frame reached the client")
+        while item[1].seq_newest != self.rig.seq - 1:
+            item = client.receive(timeout_s=HANG_GUARD_S)
+            assert item is not None, "a warm-up frame never reached the client"
+
+    def close(self) -> None:
+        self.display.close()
+        self.rig.close(linger_ms=0)
+        self.daemon.close()
+
+
+@pytest.fixture
+def step_daemon(untrained_artifact, stream_endpoints):
+    """Factory: `step_daemon(stream=StreamConfig(...), ...)` -> a SteppedDaemon on private endpoints."""
+    from stream_decoder.runtime import open_backend
+    from stream_decoder.stream.config import DaemonConfig, EndpointsConfig, LogConfig, ModelConfig
+
+    made = []
+
+    def make(backend=None, **sections) -> SteppedDaemon:
+        sections.setdefault("endpoints", EndpointsConfig(**stream_endpoints))
+        sections.setdefault("log", LogConfig(interval_s=60.0))
+        cfg = DaemonConfig(model=ModelConfig(untrained_artifact, "torch"), **sections)
+        made.append(SteppedDaemon(cfg, backend or open_backend(untrained_artifact, "torch")))
+        return made[-1]
+
+    yield make
+    for stepped in made:
+        stepped.close()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import msgpack
@@ -14,10 +13,12 @@ import numpy as np
 import pytest
 import zmq
 import zmq.auth
+from conftest import HANG_GUARD_S, until
 
 from stream_decoder.runtime import open_backend
 from stream_decoder.stream.client import ControlClient, CurveKeys, ReconClient
 from stream_decoder.stream.config import SecurityConfig, StreamConfig
+from stream_decoder.stream.daemon import POLL_MS
 from stream_decoder.stream.recorder import read_recording
 
 RATE = 30.0
@@ -45,7 +46,7 @@ def send_clip(d, activity: np.ndarray, session: str, t0: float = 100.0) -> list[
 def receive(client, n: int) -> tuple[np.ndarray, list]:
     frames, headers = [], []
     for _ in range(n):
-        item = client.receive(timeout_s=5.0)
+        item = client.receive(timeout_s=HANG_GUARD_S)
         assert item is not None, f"only {len(frames)} of {n} frames arrived"
         frames.append(item[0].copy())
         headers.append(item[1])
@@ -54,6 +55,16 @@ def receive(client, n: int) -> tuple[np.ndarray, list]:
 
 def random_activity(n_frames: int, n_neurons: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).gamma(0.5, 1.0, (n_frames, n_neurons)).astype(np.float32)
+
+
+def stats_once(d, done) -> dict:
+    """The daemon's stats once `done(stats)` holds (counts that must get there)."""
+
+    def ready():
+        stats = d.stats()
+        return stats if done(stats) else None
+
+    return until(ready, "the daemon's counts")
 
 
 def test_one_frame_per_message_equal_to_offline(start_daemon, untrained_artifact, tiny_mouse):
@@ -73,20 +84,37 @@ def test_one_frame_per_message_equal_to_offline(start_daemon, untrained_artifact
     assert d.display.lost == 0
 
 
-def test_a_paced_stream_is_prefetched_between_messages_and_decoded_the_same(
-    start_daemon, untrained_artifact, tiny_mouse
+def test_a_paced_stream_is_prefetched_a_lead_before_each_message_and_decoded_the_same(
+    step_daemon, untrained_artifact, tiny_mouse
 ):
-    d = start_daemon()
-    d.attach(d.display)
+    s = step_daemon(stream=StreamConfig(prefetch_ms=2.0))
+    s.attach(s.display)
+    prefetched = []
+    real_prefetch = s.daemon.backend.prefetch
+    s.daemon.backend.prefetch = lambda: (prefetched.append(s.now), real_prefetch())
     activity = random_activity(20, tiny_mouse.n_neurons, seed=3)
-    d.rig.restart("paced")
-    start = time.monotonic()
+    s.rig.restart("paced")
+    start = s.now + 2.0  # a pause after the warm-up: its arrivals are no rate
+    lead, interval = 0.002, 1 / RATE
     for k, a in enumerate(activity):
-        time.sleep(max(0.0, start + k / RATE - time.monotonic()))
-        d.rig.send(a, 100.0 + k / RATE, behavior=BEHAVIOR, pupil_center=PUPIL)
-    frames, _ = receive(d.display, len(activity))
+        s.now = start + k * interval
+        s.rig.send(a, 100.0 + k * interval, behavior=BEHAVIOR, pupil_center=PUPIL)
+        s.deliver()
+        if k == 0:  # one arrival is no rate yet: the loop sleeps its longest, nothing to prefetch
+            assert s.daemon.forecast.wait_ms(s.now, POLL_MS) == POLL_MS
+            continue
+        assert s.daemon.forecast.wait_ms(s.now, POLL_MS) == 31  # the loop sleeps until 33.3 - 2 ms
+        due = s.now + interval - lead
+        s.now = due - 0.0015
+        s.daemon.run_once({})
+        assert len(prefetched) == k - 1  # not yet
+        s.now = due
+        s.daemon.run_once({})
+        s.daemon.run_once({})
+        assert prefetched[-1] == due and len(prefetched) == k  # exactly once, at the forecast
+    assert s.daemon.stats.prefetches == len(activity) - 1
+    frames, _ = receive(s.display, len(activity))
     np.testing.assert_allclose(frames, offline_frames(untrained_artifact, activity), atol=1e-4)
-    assert d.control.request("stats")["prefetches"] >= 10  # one before (nearly) every message
 
 
 def test_control_socket(start_daemon, tiny_mouse, stream_endpoints):
@@ -143,28 +171,28 @@ def test_every_fault_is_counted_and_decoding_stays_right(
             d.rig.sock.send_multipart(frames)
     activity = random_activity(12, n, seed=1)
     d.rig.restart("seq")
-    d.rig.send(activity[0], 0.0)
-    d.rig.send(activity[1], 1 / RATE)
+    for k in range(3):
+        d.rig.send(activity[k], k / RATE)
+    d.rig.seq = 2
+    d.rig.send(activity[2], 2 / RATE)  # duplicate
     d.rig.seq = 1
-    d.rig.send(activity[1], 1 / RATE)  # duplicate
-    d.rig.seq = 0
-    d.rig.send(activity[0], 0.0)  # out of order
-    d.rig.seq = 5
-    d.rig.send(activity[5], 5 / RATE)  # gap of three
+    d.rig.send(activity[1], 1 / RATE)  # out of order (seq 0 would be a restart: docs/protocol.md §6.4)
+    d.rig.seq = 6
+    d.rig.send(activity[6], 6 / RATE)  # gap of three
     d.rig.restart("seq-after-restart")
     d.rig.send(activity[0], 0.0)
     d.rig.restart("seq")
-    d.rig.seq = 6
-    d.rig.send(activity[6], 6 / RATE)  # a late message from the replaced session
-    receive(d.display, 4)
-    stats = d.stats()
+    d.rig.seq = 7
+    d.rig.send(activity[7], 7 / RATE)  # a late message from the replaced session
+    receive(d.display, 5)
+    stats = stats_once(d, lambda s: s["received"] - before["received"] >= 3 * 11 + 8)  # the last is refused
     assert stats["rejected"] == {
         **dict.fromkeys(bad_messages(n), 3),
         "duplicate": 1,
         "out_of_order": 1,
         "old_session": 1,
     }
-    assert stats["received"] - before["received"] == 3 * 11 + 7
+    assert stats["received"] - before["received"] == 3 * 11 + 8
     assert (stats["gaps"], stats["lost"]) == (1, 3)
     assert stats["sessions"] - before["sessions"] == 2
     # Each reason is logged once per interval however often it happens.
@@ -180,7 +208,7 @@ def test_oversized_beyond_the_socket_limit_costs_the_sender_its_connection(start
     d = start_daemon(stream=StreamConfig(max_message_bytes=64 * 1024))
     d.attach(d.display)
     d.rig.sock.send_multipart([b"activity", b"\x80", bytes(1024 * 1024)])
-    assert d.rig.wait_for_subscriber(5.0)  # the daemon's SUB reconnects and subscribes again
+    assert d.rig.wait_for_subscriber(HANG_GUARD_S)  # the daemon's SUB reconnects and subscribes again
     d.rig.restart("after")
     d.rig.send(np.ones(tiny_mouse.n_neurons, np.float32), 0.0)
     receive(d.display, 1)
@@ -193,63 +221,63 @@ def test_burst_at_ten_times_the_rate_loses_nothing(start_daemon, tiny_mouse):
     d.attach(d.display)
     activity = random_activity(300, tiny_mouse.n_neurons, seed=2)
     d.rig.restart("burst")
-    for k, a in enumerate(activity):  # 10 s of input at 300 messages/s
+    for k, a in enumerate(activity):  # 10 s of input as fast as the rig can send: [stream] recv_hwm holds it
         d.rig.send(a, k / RATE)
-        time.sleep(1 / 300)
     _, headers = receive(d.display, 300)
     assert [h.seq_newest for h in headers] == list(range(300))
     stats = d.stats()
     assert stats["lost"] == 0 and d.display.lost == 0
 
 
-def collect(client, into: list) -> threading.Thread:
-    """Read frames in the background, as a display does, until 2 s pass without one."""
-
-    def run():
-        for _, header in client:
-            into.append(header)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
+def headers_until(client, session: str, last_seq: int, into: list | None = None) -> list:
+    """Headers a display reads until the frame `last_seq` of `session` (the wait is a hang guard)."""
+    into = [] if into is None else into
+    while not into or (into[-1].session, into[-1].seq) != (session, last_seq):
+        item = client.receive(timeout_s=HANG_GUARD_S)
+        assert item is not None, f"{session} frame {last_seq} never arrived ({len(into)} read)"
+        into.append(item[1])
+    return into
 
 
 def test_slow_absent_and_late_subscribers_never_hold_the_daemon_back(
     start_daemon, tiny_mouse, stream_endpoints
 ):
-    d = start_daemon(stream=StreamConfig(send_hwm=20))
-    n = tiny_mouse.n_neurons
+    # Queues decide who loses frames, not speed: a subscriber that reads holds send_hwm + its own
+    # 1000 frames, more than the session's `total`; one that never reads holds 5 + send_hwm + what
+    # the socket buffers take, far fewer.
+    d = start_daemon(stream=StreamConfig(send_hwm=100))
+    n, total = tiny_mouse.n_neurons, 400
     d.rig.restart("nobody-listening")
     for k in range(50):
         d.rig.send(np.ones(n, np.float32), k / RATE)
-    deadline = time.monotonic() + 5
-    while d.stats()["emitted"] < 50 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert d.stats()["emitted"] == 50  # decoded with no subscriber at all
+    assert stats_once(d, lambda s: s["emitted"] >= 50)["emitted"] == 50  # decoded with no subscriber
 
     slow = ReconClient(stream_endpoints["recon"], hwm=5)  # subscribed, never reads
     d.attach(slow)
     d.attach(d.display)
-    shown, shown_late = [], []
-    display_thread = collect(d.display, shown)
+    shown = []
+    display = threading.Thread(target=headers_until, args=(d.display, "busy", total - 1, shown), daemon=True)
+    display.start()
     d.rig.restart("busy")
-    for k in range(600):  # two seconds at ten times the frame rate
-        if k == 300:  # a display joining mid-session gets the rest of it
-            late = ReconClient(stream_endpoints["recon"], timeout_s=2.0)
-            late_thread = collect(late, shown_late)
-            time.sleep(0.3)
+    for k in range(total // 2):  # as fast as the rig can send: no subscriber holds the daemon back
         d.rig.send(np.ones(n, np.float32), k / RATE)
-        time.sleep(1 / 300)
-    display_thread.join(10)
-    late_thread.join(10)
-    assert [h.seq_newest for h in shown] == list(range(600)) and d.display.lost == 0
-    late_seqs = [h.seq for h in shown_late]  # everything from (about) when it joined, none lost
-    assert late_seqs and late_seqs[0] <= 300 and late_seqs == list(range(late_seqs[0], 600))
+    late = ReconClient(stream_endpoints["recon"])  # a display joining mid-session gets the rest of it
+    sent = total // 2
+    while (first := late.receive(timeout_s=0.05)) is None:  # sending on until its first frame comes
+        assert sent < total, "the late subscriber got no frame"
+        d.rig.send(np.ones(n, np.float32), sent / RATE)
+        sent += 1
+    for k in range(sent, total):
+        d.rig.send(np.ones(n, np.float32), k / RATE)
+    late_seqs = [h.seq for h in headers_until(late, "busy", total - 1, [first[1]])]
+    assert late_seqs == list(range(late_seqs[0], total)) and late.lost == 0  # none lost since it joined
+    display.join(HANG_GUARD_S)
+    assert [h.seq_newest for h in shown] == list(range(total)) and d.display.lost == 0
     stray = 0
     while slow.receive(timeout_s=0.2) is not None:
         stray += 1
-    assert stray < 300  # the slow subscriber lost frames; nobody waited for it
-    assert d.stats()["emitted"] >= 650
+    assert stray < total // 2  # the slow subscriber lost frames; nobody waited for it
+    assert d.stats()["emitted"] >= 50 + total
     slow.close()
     late.close()
 
@@ -292,6 +320,82 @@ def test_multi_plane_input_is_decoded_on_the_30hz_grid(start_daemon, untrained_a
         assert h.stale == pytest.approx(stale_planes / 3, abs=1 / n)
 
 
+def test_a_jump_in_rig_time_emits_only_the_last_ticks_and_counts_the_skipped(
+    step_daemon, untrained_artifact, tiny_mouse
+):
+    s = step_daemon(stream=StreamConfig(max_catchup_ticks=4))
+    s.attach(s.display)
+    n = tiny_mouse.n_neurons
+    half = n // 2
+    volumes = random_activity(4, n, seed=8)
+    s.rig.restart("jump")
+    t0 = 50.0  # tick 1500 of the grid
+    for volume, tick in zip(volumes, [0, 1, 2, 20], strict=True):  # ticks 3..19 never acquired
+        for plane, (first, stop) in enumerate([(0, half), (half, n)]):
+            t = t0 + (tick + plane / 2) / RATE
+            s.rig.send(
+                volume[first:stop],
+                t,
+                first=first,
+                plane=plane,
+                n_planes=2,
+                behavior=BEHAVIOR,
+                pupil_center=PUPIL,
+            )
+    s.rig.send(
+        volumes[0][:half], t0 + 21 / RATE, first=0, plane=0, n_planes=2, behavior=BEHAVIOR, pupil_center=PUPIL
+    )
+    s.deliver(9)
+    ticks = [0, 1, 16, 17, 18, 19, 20]  # tick 20's message completes 2..19: only the last 4 go out
+    frames, headers = receive(s.display, len(ticks))
+    assert s.daemon.stats.dropped == {"catchup_ticks": 14}  # ticks 2..15
+    held = volumes[[0, 1, 2, 2, 2, 2, 3]]  # the skipped ticks hold tick 2's values, as the last 4 do
+    np.testing.assert_allclose(frames, offline_frames(untrained_artifact, held), atol=1e-4)
+    lookahead = s.daemon.backend.artifact.meta.lookahead
+    np.testing.assert_allclose([h.t_stim for h in headers], t0 + (np.array(ticks) - lookahead) / RATE)
+    assert [h.seq for h in headers] == list(range(len(ticks))) and s.display.lost == 0  # no frame lost
+    assert [h.stale for h in headers] == [0, 0, 1, 1, 1, 1, 0]  # tick 2's values are old by tick 16
+
+
+def test_uint8_output_is_each_frame_rounded_and_clipped(step_daemon, untrained_artifact, tiny_mouse):
+    backend = open_backend(untrained_artifact, "torch")
+    real_step, decoded = backend.step, []
+
+    def wide_step(activity, behavior):  # frames beyond 0..255 on both sides, with fractions
+        decoded.append(real_step(activity, behavior) * 3.0 - 250.0)
+        return decoded[-1]
+
+    backend.step = wide_step
+    s = step_daemon(backend=backend, stream=StreamConfig(output_dtype="uint8"))
+    s.attach(s.display)
+    activity = random_activity(8, tiny_mouse.n_neurons, seed=6)
+    send_clip(s, activity, "bytes")
+    s.deliver(len(activity))
+    frames, _ = receive(s.display, len(activity))
+    assert frames.dtype == np.uint8 and s.display.rejected == 0  # the header says uint8, 1 byte a pixel
+    floats = np.stack(decoded[-len(activity) :])
+    assert (floats < 0).any() and (floats > 255).any() and (np.rint(floats) != np.floor(floats)).any()
+    np.testing.assert_array_equal(frames, np.clip(np.rint(floats), 0, 255))
+
+
+def test_integer_and_half_precision_input_is_decoded_as_its_values(
+    step_daemon, untrained_artifact, tiny_mouse
+):
+    s = step_daemon()
+    s.attach(s.display)
+    rng = np.random.default_rng(7)
+    counts = rng.integers(-3, 12, (10, tiny_mouse.n_neurons))  # a rig's raw integer activity
+    inputs = {"int16": counts.astype(np.int16), "uint16": np.abs(counts).astype(np.uint16)}
+    inputs["float16"] = random_activity(10, tiny_mouse.n_neurons, seed=9).astype(np.float16)
+    for name, values in inputs.items():
+        send_clip(s, values, name)
+        s.deliver(len(values))
+        frames, headers = receive(s.display, len(values))
+        assert {h.session for h in headers} == {name}
+        expected = offline_frames(untrained_artifact, values.astype(np.float32))
+        np.testing.assert_allclose(frames, expected, atol=1e-4, err_msg=name)
+
+
 def test_a_new_session_resets_the_decoder(start_daemon, untrained_artifact, tiny_mouse):
     d = start_daemon()
     d.attach(d.display)
@@ -321,10 +425,7 @@ def test_an_error_inside_one_tick_is_counted_and_the_next_is_served(
     d.rig.restart("flaky")
     for k in range(5):
         d.rig.send(np.ones(tiny_mouse.n_neurons, np.float32), k / RATE)
-    deadline = time.monotonic() + 5
-    while d.stats()["emitted"] < 4 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stats = d.stats()
+    stats = stats_once(d, lambda s: s["received"] >= 5)
     assert stats["dropped"] == {"internal_error": 1} and stats["emitted"] == 4
 
 
@@ -344,12 +445,9 @@ def test_curve_lets_listed_keys_in_and_refuses_and_counts_the_rest(start_daemon,
     plain = ControlClient(stream_endpoints["control"], timeout_s=0.5)
     with pytest.raises(TimeoutError):
         plain.request("ping")
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        peers = d.stats()["peers"]
-        if peers.get("recon.refused_auth") and peers.get("control.refused_protocol"):
-            break
-        time.sleep(0.1)
+    peers = stats_once(
+        d, lambda s: s["peers"].get("recon.refused_auth") and s["peers"].get("control.refused_protocol")
+    )["peers"]
     assert peers.get("recon.refused_auth", 0) >= 1  # the stranger's key is not listed
     assert peers.get("control.refused_protocol", 0) >= 1  # the plain client speaks no CurveZMQ
     assert peers.get("recon.handshake_ok", 0) >= 1 and peers.get("activity.handshake_ok", 0) >= 1
@@ -358,13 +456,21 @@ def test_curve_lets_listed_keys_in_and_refuses_and_counts_the_rest(start_daemon,
     plain.close()
 
 
+def records_on_disk(record: Path) -> tuple[int, int]:
+    """(activity, recon) records in the complete chunks written so far."""
+    if not record.is_dir():
+        return 0, 0
+    got = read_recording(record)
+    return len(got.activity.get("seq", ())), len(got.recon.get("seq", ()))
+
+
 def write_config(tmp_path, endpoints, artifact, record_dir) -> str:
     path = tmp_path / "rig.toml"
     path.write_text(
         f'[model]\nartifact = "{artifact}"\nbackend = "torch"\n'
         f'[endpoints]\nactivity = "{endpoints["activity"]}"\nrecon = "{endpoints["recon"]}"\n'
         f'control = "{endpoints["control"]}"\n'
-        f'[recorder]\ndir = "{record_dir}"\nchunk_seconds = 1.0\n'
+        f'[recorder]\ndir = "{record_dir}"\nchunk_seconds = 0.5\n'
     )
     return str(path)
 
@@ -387,18 +493,12 @@ def test_recording_survives_the_daemon_being_stopped(
     try:
         assert rig.wait_for_subscriber(60.0), proc.stdout.read1().decode() if proc.poll() is not None else ""
         n = tiny_mouse.n_neurons
-        with ControlClient(stream_endpoints["control"], timeout_s=10.0) as control:
+        with ControlClient(stream_endpoints["control"], timeout_s=HANG_GUARD_S) as control:
             for k in range(30):
                 rig.send(np.full(n, k, np.float32), k / RATE)
-                time.sleep(1 / RATE)
-            deadline = time.monotonic() + 10
-            while control.request("stats")["emitted"] < 30 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(2.2)  # > 2 chunk periods: everything so far has been handed to the disk
-            rig.send(np.full(n, 30, np.float32), 30 / RATE)  # opens a chunk that stays open for 1 s
-            deadline = time.monotonic() + 10
-            while control.request("stats")["emitted"] < 31 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            until(lambda: records_on_disk(record) == (30, 30))  # handed over, then written, whenever
+            rig.send(np.full(n, 30, np.float32), 30 / RATE)  # opens a chunk that stays open for 0.5 s
+            until(lambda: control.request("stats")["emitted"] >= 31)
         proc.send_signal(signal.SIGTERM if how == "SIGTERM" else signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -411,16 +511,171 @@ def test_recording_survives_the_daemon_being_stopped(
         assert proc.returncode == 0
         np.testing.assert_array_equal(got.activity["seq"], np.arange(31))
         np.testing.assert_array_equal(got.recon["seq_newest"], np.arange(31))
-    else:  # the open chunk (the last message and its frame) is gone, the rest reads back
-        np.testing.assert_array_equal(got.activity["seq"], np.arange(30))
-        np.testing.assert_array_equal(got.recon["seq_newest"], np.arange(30))
+    else:  # at most the open chunk (the last message and its frame) is gone, the rest reads back
+        for kept in (got.activity["seq"], got.recon["seq_newest"]):  # 31 only if the kill came a chunk
+            assert len(kept) in (30, 31)  # period or more after the send: a slow machine keeps it
+            np.testing.assert_array_equal(kept, np.arange(len(kept)))
     np.testing.assert_array_equal(got.activity_values(7), np.full(n, 7, np.float32))
     assert set(got.activity["session"]) == {"recorded"}
 
 
-def test_serve_refuses_a_bad_config_clearly(tmp_path):
+def test_serve_refuses_a_bad_config_clearly(tmp_path, untrained_artifact, capsys):
+    """The artifact exists: exit code 2 and the one-line message are the config's fault alone. (Were
+    the key let through, serve would stop at the artifact's missing model.onnx, not serve forever.)"""
     from stream_decoder.cli import main
 
+    assert not (untrained_artifact / "model.onnx").exists()
     path = tmp_path / "rig.toml"
-    path.write_text('[model]\nartifact = "nowhere"\n[stream]\nrate = 30\n')
+    path.write_text(f'[model]\nartifact = "{untrained_artifact}"\n[stream]\nrate = 30\n')
     assert main(["serve", "--config", str(path)]) == 2
+    (error,) = capsys.readouterr().err.strip().splitlines()
+    assert error.startswith(f"stream-decoder serve: error: {path}: unknown key(s) ['rate'] in [stream]; ")
+    assert "'rate_hz'" in error
+
+
+def test_endpoints_open_to_the_network_without_curve_are_warned_about_at_start_up(
+    untrained_artifact, stream_endpoints, caplog
+):
+    from stream_decoder.stream.config import DaemonConfig, EndpointsConfig, ModelConfig
+    from stream_decoder.stream.daemon import Daemon
+
+    endpoints = EndpointsConfig(**{**stream_endpoints, "recon": "tcp://*:*"}, allow_remote=True)
+    cfg = DaemonConfig(ModelConfig(untrained_artifact, "torch"), endpoints)
+    Daemon(cfg, open_backend(untrained_artifact, "torch")).close()
+    (warning,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "recon" in warning.getMessage() and "[security] curve = true" in warning.getMessage()
+
+
+# ---- restarts that keep their session id, and input that is probably the wrong one ----
+
+
+def logged(caplog, event: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if f"event={event} " in r.getMessage()]
+
+
+def test_info_names_the_neuron_set_and_input_timing_of_the_model(step_daemon, tiny_mouse):
+    # docs/protocol.md §5.2, §5.3
+    from test_protocol import documented_keys
+
+    info = step_daemon().daemon.reply("info")
+    assert (
+        info["neuron_set"] == tiny_mouse.neuron_set() and info["data_fingerprint"] == tiny_mouse.fingerprint()
+    )
+    assert info["input_timing"] is None  # the untrained artifact records none
+    assert list(info) == documented_keys("5.2")
+
+
+def test_a_sender_restarting_at_seq_0_under_its_session_id_is_a_new_session(
+    step_daemon, untrained_artifact, tiny_mouse, caplog
+):
+    # docs/protocol.md §6.4: seq back to 0
+    s = step_daemon()
+    s.attach(s.display)
+    first, second = random_activity(20, tiny_mouse.n_neurons, 4), random_activity(20, tiny_mouse.n_neurons, 5)
+    send_clip(s, first, "rig")
+    send_clip(s, second, "rig")  # the rig software restarted: the same id, seq from 0 again
+    s.deliver(40)
+    frames, headers = receive(s.display, 40)
+    np.testing.assert_allclose(frames[20:], offline_frames(untrained_artifact, second), atol=1e-4)  # reset
+    assert [h.seq for h in headers[20:]] == list(range(20)) and {h.session for h in headers} == {"rig"}
+    assert s.daemon.stats.rejected == {} and s.daemon.stats.warnings == {"session_restarted": 1}
+    (warning,) = logged(caplog, "session_restarted")
+    assert "session=rig" in warning and "seq went back to 0" in warning and "own session id" in warning
+
+
+def test_a_restart_that_lost_its_first_messages_is_taken_after_30_refused_in_a_row(
+    step_daemon, untrained_artifact, tiny_mouse, caplog
+):
+    # docs/protocol.md §6.4: seq 0 lost on the way, so the run of refusals tells
+    from stream_decoder.stream.assembly import RESTART_AFTER_REFUSED
+
+    s = step_daemon()
+    s.attach(s.display)
+    activity = random_activity(100, tiny_mouse.n_neurons, seed=6)
+    send_clip(s, activity[:60], "rig")
+    s.rig.restart("rig")
+    s.rig.seq = 3  # seq 0..2 of the restarted run never arrived
+    for k, a in enumerate(activity[60:]):
+        s.rig.send(a, 200.0 + k / RATE, behavior=BEHAVIOR, pupil_center=PUPIL)
+    s.deliver(100)
+    refused = RESTART_AFTER_REFUSED - 1
+    frames, headers = receive(s.display, 100 - refused)
+    assert s.daemon.stats.rejected == {"out_of_order": refused}
+    assert s.daemon.stats.warnings == {"session_restarted": 1}
+    assert [h.seq_newest for h in headers[60:]] == list(range(3 + refused, 43)) and headers[60].seq == 0
+    expected = offline_frames(untrained_artifact, activity[60 + refused :])
+    np.testing.assert_allclose(frames[60:], expected, atol=1e-4)  # decoded from a fresh state
+    (warning,) = logged(caplog, "session_restarted")
+    assert f"{RESTART_AFTER_REFUSED} messages in a row were refused as out_of_order" in warning
+
+
+def test_a_single_late_message_never_restarts_a_session(step_daemon, tiny_mouse):
+    # docs/protocol.md §6.3: refusals interleaved with accepted messages are no run
+    s = step_daemon()
+    s.rig.restart("rig")
+    ones = np.ones(tiny_mouse.n_neurons, np.float32)
+    s.rig.send(ones, 0.0)
+    for k in range(1, 80):
+        s.rig.seq = k
+        s.rig.send(ones, k / RATE)
+        s.rig.seq = k if k % 2 else k - 1  # then that one again, or the one before it
+        s.rig.send(ones, k / RATE)
+    s.deliver(1 + 2 * 79)
+    assert s.daemon.stats.rejected == {"duplicate": 40, "out_of_order": 39}
+    assert s.daemon.stats.warnings == {} and s.daemon.stats.sessions == 1 and s.daemon.stats.emitted == 80
+
+
+def test_most_neurons_never_arriving_is_counted_and_warned_about(step_daemon, tiny_mouse, caplog):
+    # docs/protocol.md §6.5 neurons_missing: data for a tenth of the model's neurons
+    from stream_decoder.stream.watch import MISSING_RUN
+
+    s = step_daemon()
+    n = tiny_mouse.n_neurons
+    s.rig.restart("partial")
+    for k, a in enumerate(random_activity(45, n // 10, seed=7)):
+        s.rig.send(a, k / RATE)
+    s.rig.restart("whole")  # all neurons: no warning
+    for k, a in enumerate(random_activity(45, n, seed=8)):
+        s.rig.send(a, k / RATE)
+    s.deliver(90)
+    assert s.daemon.stats.emitted == 90
+    assert s.daemon.stats.warnings == {"neurons_missing": 45 - MISSING_RUN + 1}
+    (warning,) = logged(caplog, "neurons_missing")
+    assert "session=partial" in warning and f"missing={1 - (n // 10) / n:.6g}" in warning
+    assert f"neurons={n}" in warning and "info.neuron_set" in warning
+
+
+def test_multi_plane_input_into_a_single_plane_model_is_counted_and_warned_about(
+    step_daemon, tiny_mouse, tmp_path, caplog
+):
+    # docs/protocol.md §6.5 input_timing, against §5.2's input_timing
+    import torch
+
+    from stream_decoder.decoder.artifact import save_artifact
+    from stream_decoder.decoder.student import Student, StudentConfig
+
+    torch.manual_seed(0)
+    student = Student(StudentConfig(n_neurons=tiny_mouse.n_neurons, latent=32, lookahead=2))
+    timing = {"n_planes": 1, "volume_rate_hz": 30.0}
+    folder = tmp_path / "single-plane"
+    save_artifact(folder, student, tiny_mouse.unit_ids, tiny_mouse.fingerprint(), {"input_timing": timing})
+    s = step_daemon(backend=open_backend(folder, "torch"))
+    assert s.daemon.reply("info")["input_timing"] == timing
+    n = tiny_mouse.n_neurons
+    half = n // 2
+    s.rig.restart("volumes")
+    for k in range(10):
+        for plane, (first, stop) in enumerate([(0, half), (half, n)]):
+            s.rig.send(
+                np.ones(stop - first, np.float32),
+                50 + (2 * k + plane) / RATE,
+                first=first,
+                plane=plane,
+                n_planes=2,
+            )
+    s.rig.restart("single")
+    s.rig.send(np.ones(n, np.float32), 60.0)  # what the model was made for
+    s.deliver(21)
+    assert s.daemon.stats.warnings == {"input_timing": 20} and s.daemon.stats.rejected == {}
+    (warning,) = logged(caplog, "input_timing_mismatch")
+    assert "n_planes=2" in warning and "model_n_planes=1" in warning and "session=volumes" in warning

@@ -4,8 +4,7 @@ the distillation trains on; one plane at 30 Hz changes nothing."""
 import numpy as np
 import pytest
 
-from stream_decoder.data import PlaneTiming, held_responses, load_truth, plane_samples
-from stream_decoder.data.planes import FRAME_RATE_HZ
+from stream_decoder.data import FRAME_RATE_HZ, PlaneTiming, held_responses, load_truth, plane_samples
 
 
 def daemon_view(responses30, timing, initial=0.0):

@@ -7,11 +7,21 @@ reconstruction) so that the distillation is tested on its own; the teacher is te
 
 import numpy as np
 import pytest
+import torch
 from scipy.ndimage import gaussian_filter
 
 from stream_decoder.data import CLIP_FRAMES
 from stream_decoder.decoder.artifact import load_artifact
-from stream_decoder.decoder.distill import DistillConfig, distill
+from stream_decoder.decoder.distill import (
+    DistillConfig,
+    Pairs,
+    distill,
+    new_student,
+    pixel_weights,
+    train_student,
+    training_data,
+    validation_scores,
+)
 from stream_decoder.decoder.evaluate import evaluate
 from stream_decoder.teacher.store import TeacherStore
 
@@ -59,6 +69,7 @@ def test_artifact_is_self_describing(distilled, tiny_mouse):
     assert loaded.meta.n_neurons == tiny_mouse.n_neurons
     assert loaded.meta.lookahead == FAST.lookahead
     assert loaded.meta.data_fingerprint == tiny_mouse.fingerprint()
+    assert loaded.meta.neuron_set == tiny_mouse.neuron_set()  # what `info` reports (docs/protocol.md §5.3)
     assert loaded.meta.provenance["teacher_store"] == str(store.resolve())
 
 
@@ -89,11 +100,50 @@ def test_distills_from_a_store_of_training_clips_only(tiny_root, tiny_mouse, tar
     assert len(artifact.meta.provenance["train_trials"]) == len(train)
 
 
-def test_artifact_records_where_the_teacher_scores():
-    from stream_decoder.decoder.distill import mask_pixels
-
+def test_artifact_records_where_the_teacher_scores(tiny_root, tiny_mouse, targets, tmp_path):
+    trials, videos = targets
+    store = write_store(tmp_path / "store", tiny_mouse, trials, videos)
     alpha = np.zeros((36, 64), np.float32)
     alpha[1, 2] = alpha[3, 4] = 1.2
     alpha[5, 6] = 0.9  # may change in the teacher, but is not scored
-    assert mask_pixels(alpha) == [1 * 64 + 2, 3 * 64 + 4]
-    assert mask_pixels(None) is None
+    store.save_alpha(tiny_mouse.name, alpha)
+    cfg = DistillConfig(latent=16, epochs=1, batch_size=8, lookahead=2)
+    artifact = distill(tiny_root, tmp_path / "store", tmp_path / "artifact", cfg, progress=False)
+    assert artifact.meta.provenance["evaluation_mask"] == [1 * 64 + 2, 3 * 64 + 4]
+    assert np.flatnonzero(load_artifact(artifact.path).evaluation_mask).tolist() == [1 * 64 + 2, 3 * 64 + 4]
+
+
+TRUTH = DistillConfig(latent=64, epochs=30, batch_size=4, lookahead=4, truth_weight=1.0, outside_weight=0.1)
+
+
+def test_a_student_trained_on_the_true_stimuli_beats_one_trained_on_shuffled_responses(tiny_root):
+    """No teacher: the true frames are the targets. The control pairs every clip's responses with
+    another clip's frames, so it can learn only what the frames share."""
+    found = training_data(tiny_root, None, TRUTH, mask=None, mouse_name=None)
+    weights = pixel_weights(None, TRUTH.outside_weight, (36, 64))
+    scores = {}
+    for name, train in (("real", found.train), ("shuffled", shuffled_responses(found.train))):
+        torch.manual_seed(0)
+        student = new_student(TRUTH, train)
+        train_student(student, train, TRUTH, weights, progress=False)
+        scores[name] = validation_scores(student, found.validation, None)["student_vs_truth"]
+    assert scores["real"] > 0.15 and scores["real"] > scores["shuffled"] + 0.1, scores  # 0.20 and -0.03 here
+
+
+def shuffled_responses(pairs: Pairs) -> Pairs:
+    order = np.roll(np.arange(len(pairs)), 1)
+    return Pairs(pairs.trials, pairs.activity[order], pairs.behavior[order], pairs.pupil[order], pairs.truth)
+
+
+def test_teacher_targets_without_a_teacher_store_are_refused_clearly(tiny_root, tmp_path):
+    with pytest.raises(ValueError, match=r"truth_weight 0.5 < 1 asks for teacher targets: give --teacher"):
+        distill(tiny_root, None, tmp_path / "artifact", DistillConfig(truth_weight=0.5), progress=False)
+
+
+def test_the_loss_weights_the_evaluation_mask_above_the_rest_and_average_one():
+    mask = np.zeros((36, 64), bool)
+    mask[10:20, 20:40] = True
+    weights = pixel_weights(mask, 0.1, (36, 64))
+    assert weights.mean().item() == pytest.approx(1.0)
+    assert weights[15, 30].item() == pytest.approx(10 * weights[0, 0].item())
+    assert torch.equal(pixel_weights(None, 0.1, (36, 64)), torch.ones(36, 64))

@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from stream_decoder.encoder.model import PRESETS, Encoder, EncoderConfig, Readout, preset
+from stream_decoder.encoder.config import PRESETS, EncoderConfig, preset
+from stream_decoder.encoder.model import Encoder, Readout
 
 # The published shape, shrunk so a CPU test can run it (same blocks, same code paths).
 SMALL_DWISENEURO = preset(

@@ -13,6 +13,8 @@ import torch
 import torch.multiprocessing as mp
 
 from stream_decoder.cli import main
+from stream_decoder.data import open_mice
+from stream_decoder.distributed import Ranks
 from stream_decoder.encoder import (
     EncoderConfig,
     load_encoder,
@@ -22,8 +24,8 @@ from stream_decoder.encoder import (
     preset,
 )
 from stream_decoder.encoder import training as training_module
-from stream_decoder.encoder.batches import ClipTensors, open_mice
-from stream_decoder.encoder.training import EMA, Ranks, TrainConfig, TrainingData, lr_factor, train_member
+from stream_decoder.encoder.batches import ClipTensors
+from stream_decoder.encoder.training import EMA, TrainConfig, TrainingData, lr_factor, train_member
 from stream_decoder.metrics import single_trial_correlation
 
 SMALL = preset("cpu", features=(8, 8, 16), strides=(1, 2, 1), cortex_features=(32, 64))
@@ -131,8 +133,8 @@ def test_resume_continues_exactly_where_training_stopped(tiny_root, tmp_path, mo
 
     save = training_module._save
 
-    def save_then_crash(out, *args):
-        save(out, *args)
+    def save_then_crash(member):
+        save(member)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(training_module, "_save", save_then_crash)

@@ -1,10 +1,16 @@
 """Wire protocol v1: what goes on the wire, what comes back, and every way a message is refused."""
 
+import hashlib
+import re
+from pathlib import Path
+
 import msgpack
 import numpy as np
 import pytest
 
+from stream_decoder.data.sensorium import neuron_set_id
 from stream_decoder.stream.protocol import (
+    CONTROL_COMMANDS,
     INPUT_DTYPES,
     REASONS,
     ReconHeader,
@@ -32,6 +38,7 @@ def payload(n=N, dtype="<f4") -> bytes:
     return np.arange(n, dtype=dtype).tobytes()
 
 
+# docs/protocol.md §2, §3.1
 @pytest.mark.parametrize("dtype", sorted(INPUT_DTYPES))
 def test_activity_round_trip_without_copy(dtype):
     values = (np.arange(N) * 3).astype(INPUT_DTYPES[dtype])
@@ -57,12 +64,14 @@ def test_activity_round_trip_without_copy(dtype):
     assert np.shares_memory(msg.values, np.frombuffer(frames[2], np.uint8))  # a view, not a copy
 
 
+# docs/protocol.md §3.1
 def test_activity_defaults_and_time_echoed_as_sent():
     msg = decode_activity([b"activity", header(t=17), payload()], N)
     assert (msg.first, msg.plane, msg.n_planes, msg.behavior, msg.pupil_center) == (0, 0, 1, None, None)
     assert msg.t == 17 and isinstance(msg.t, int)
 
 
+# docs/protocol.md §2
 def test_big_endian_values_go_out_little_endian():
     values = np.arange(5, dtype=">f4")
     frames = encode_activity("s", 0, 0.0, values)
@@ -84,6 +93,7 @@ BAD = {
 }
 
 
+# docs/protocol.md §7
 @pytest.mark.parametrize("reason", sorted(BAD))
 def test_each_contract_break_is_rejected_under_its_reason(reason):
     assert reason in REASONS
@@ -92,6 +102,7 @@ def test_each_contract_break_is_rejected_under_its_reason(reason):
     assert caught.value.reason == reason
 
 
+# docs/protocol.md §3.1, §7 bad_type
 @pytest.mark.parametrize(
     "changes",
     [
@@ -113,6 +124,7 @@ def test_mistyped_or_impossible_keys_are_bad_type(changes):
     assert caught.value.reason == "bad_type"
 
 
+# docs/protocol.md §2, §7
 def test_header_must_be_a_map_and_not_huge():
     with pytest.raises(Rejected, match="not a map") as caught:
         decode_activity([b"activity", msgpack.packb([1, 2]), payload()], N)
@@ -122,6 +134,7 @@ def test_header_must_be_a_map_and_not_huge():
     assert caught.value.reason == "oversized"
 
 
+# docs/protocol.md §3.2, §7 non_finite
 @pytest.mark.parametrize("where", ["t", "behavior", "pupil_center"])
 def test_non_finite_time_or_behaviour_is_rejected(where):
     changes = {"t": float("inf")} if where == "t" else {where: [1.0, float("nan")]}
@@ -130,11 +143,13 @@ def test_non_finite_time_or_behaviour_is_rejected(where):
     assert caught.value.reason == "non_finite"
 
 
+# docs/protocol.md §3.2
 def test_integer_payloads_are_never_non_finite():
     frames = [b"activity", header(dtype="uint16"), np.full(N, 65535, "<u2").tobytes()]
     assert decode_activity(frames, N).values.max() == 65535
 
 
+# docs/protocol.md §4
 def test_recon_round_trip_float_and_uint8():
     head = ReconHeader("s", 4, 10.0, 9, 9.7333, "abc123", 0.25)
     for frame in (
@@ -146,6 +161,7 @@ def test_recon_round_trip_float_and_uint8():
         assert fields == head
 
 
+# docs/protocol.md §4
 def test_recon_wire_header_has_every_contract_key():
     frames = encode_recon(ReconHeader("s", 0, 1.0, 0, 0.9, "m", 0.0), np.zeros((36, 64), np.float32))
     assert frames[0] == b"recon"
@@ -165,6 +181,7 @@ def test_recon_wire_header_has_every_contract_key():
     assert len(frames[2]) == 36 * 64 * 4
 
 
+# docs/protocol.md §4, §7
 def test_recon_with_wrong_payload_is_rejected():
     frames = [
         bytes(f)
@@ -175,6 +192,7 @@ def test_recon_with_wrong_payload_is_rejected():
     assert caught.value.reason == "payload_length"
 
 
+# docs/protocol.md §3.1, §4
 def test_encoding_refuses_dtypes_the_contract_does_not_allow():
     with pytest.raises(ValueError, match="float64"):
         encode_activity("s", 0, 0.0, np.zeros(3))
@@ -182,6 +200,7 @@ def test_encoding_refuses_dtypes_the_contract_does_not_allow():
         encode_recon(ReconHeader("s", 0, 1.0, 0, 0.9, "m", 0.0), np.zeros(5, np.float32))
 
 
+# docs/protocol.md §5.1
 def test_control_messages():
     assert decode_request([encode_request("stats")]) == "stats"
     assert decode_reply(encode_reply({"ok": True, "version": 1})) == {"ok": True, "version": 1}
@@ -194,3 +213,44 @@ def test_control_messages():
         with pytest.raises(Rejected) as caught:
             decode_request(bad)
         assert caught.value.reason == reason
+
+
+PROTOCOL_DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
+
+
+def documented_keys(section: str) -> list[str]:
+    """The first-column names (`key`) of the table in `docs/protocol.md` section `section` ("3.1", "7")."""
+    text = PROTOCOL_DOC.read_text()
+    start = re.search(rf"^(## {section}\. |{re.escape(section)}\. )", text, re.M)
+    assert start, f"docs/protocol.md has no section {section}"
+    end = re.search(r"^(## \d+\. |\d+\.\d+\. )", text[start.end() :], re.M)
+    body = text[start.end() : start.end() + end.start() if end else None]
+    rows = re.findall(r"^\| (`[^|]+`) \|", body, re.M)
+    return [name.strip("`") for row in rows for name in row.split(", ")]
+
+
+def test_the_protocol_doc_names_every_key_reason_and_command_the_code_has():
+    # docs/protocol.md §3.1, §4, §5.1, §7: the doc is the contract, so nothing on the wire is missing from it
+    activity = msgpack.unpackb(
+        encode_activity("s", 0, 0.0, np.zeros(2, np.float32), behavior=(0, 0), pupil_center=(0, 0))[1]
+    )
+    assert set(activity) == set(documented_keys("3.1"))
+    recon = msgpack.unpackb(
+        encode_recon(ReconHeader("s", 0, 1.0, 0, 0.9, "m", 0.0), np.zeros((2, 2), "f4"))[1]
+    )
+    assert set(recon) == set(documented_keys("4"))
+    assert documented_keys("7") == list(REASONS)
+    section_5_1 = PROTOCOL_DOC.read_text().split("5.1. ")[1].split("5.2. ")[0]
+    assert all(f'{{"cmd": "{cmd}"}}' in section_5_1 for cmd in CONTROL_COMMANDS)
+
+
+def test_the_neuron_set_identity_is_the_documented_hash(tiny_mouse):
+    # docs/protocol.md §5.3: what a rig computes from its own cell table, in any language
+    ids = tiny_mouse.unit_ids.astype("<i8")
+    xyz = np.ascontiguousarray(tiny_mouse.cell_motor_coordinates, dtype="<f4")
+    digest = hashlib.sha256(b"neuron-set-v1" + ids.tobytes() + xyz.tobytes()).hexdigest()[:16]
+    assert (
+        tiny_mouse.neuron_set() == digest == neuron_set_id(list(tiny_mouse.unit_ids), xyz.astype(np.float64))
+    )
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        neuron_set_id(ids, xyz[:-1])

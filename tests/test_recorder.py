@@ -94,14 +94,16 @@ def test_a_stalled_disk_drops_records_instead_of_blocking(tmp_path, monkeypatch)
 
     release = threading.Event()
     write = recorder._write_chunk
-    monkeypatch.setattr(recorder, "_write_chunk", lambda path, chunk: (release.wait(10), write(path, chunk)))
+    monkeypatch.setattr(recorder, "_write_chunk", lambda path, chunk: (release.wait(), write(path, chunk)))
     clock = FakeClock()
     rec = Recorder(tmp_path, N, SHAPE, np.float32, chunk_seconds=1.0, clock=clock)
-    for seq in range(10):  # one record per chunk period: ten chunks for a pool of four buffers
-        clock.now = seq * 1.0
-        rec.activity(activity(seq), received=0.0)
-    assert rec.dropped > 0
-    release.set()
+    try:  # the disk stays stalled until the test says so, however long the loop takes
+        for seq in range(10):  # one record per chunk period: ten chunks for a pool of four buffers
+            clock.now = seq * 1.0
+            rec.activity(activity(seq), received=0.0)
+        assert rec.dropped > 0
+    finally:
+        release.set()
     rec.close()
     kept = read_recording(tmp_path).activity["seq"]
     assert len(kept) + rec.dropped == 10 and list(kept) == sorted(kept)

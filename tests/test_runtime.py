@@ -1,8 +1,11 @@
 """Artifacts and backends: what is saved is what is served, on every backend, or it is refused."""
 
 import importlib.util
+import inspect
 import json
 import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -11,9 +14,13 @@ import pytest
 import torch
 
 from stream_decoder.cli import main
+from stream_decoder.decoder import artifact as artifact_module
 from stream_decoder.decoder.artifact import load_artifact, save_artifact
 from stream_decoder.decoder.student import Student, StudentConfig
-from stream_decoder.runtime import open_backend
+from stream_decoder.paths import cache_dir, local_path, portable_path
+from stream_decoder.provenance import source_version
+from stream_decoder.runtime import KINDS, open_backend
+from stream_decoder.runtime.backend import OPTIONS as BACKEND_OPTIONS
 from stream_decoder.runtime.export import (
     FP16_FRAME_TOLERANCE,
     FRAME_TOLERANCE,
@@ -25,8 +32,10 @@ from stream_decoder.runtime.export import (
     max_frame_difference,
     stream_inputs,
 )
+from stream_decoder.stream.demo import DEMO_ARTIFACT
 
 N = 48
+REPO = Path(__file__).resolve().parents[1]
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available()
 
 
@@ -67,7 +76,7 @@ def test_artifact_roundtrip(exported):
     assert artifact.meta.unit_ids == list(range(100, 100 + N))
     assert artifact.meta.lookahead == 2 and artifact.meta.data_fingerprint == "fp-test"
     assert artifact.config == build_student().cfg
-    torch.testing.assert_close(artifact.student().state_dict(), build_student().state_dict())
+    torch.testing.assert_close(artifact.model().state_dict(), build_student().state_dict())
 
 
 @pytest.mark.parametrize("kind", ["torch", "onnxruntime"])
@@ -80,7 +89,7 @@ def test_streamed_frames_equal_the_offline_clip(exported, kind):
     with torch.no_grad():
         offline = (
             load_artifact(exported)
-            .student()(
+            .model()(
                 torch.from_numpy(activity)[None],
                 torch.from_numpy(behavior[:, :2])[None],
                 torch.from_numpy(behavior[:, 2:])[None],
@@ -184,18 +193,48 @@ def test_info_describes_the_model(exported):
     assert info["model"] == load_artifact(exported).model_id
 
 
-def test_onnxruntime_saves_and_reuses_its_optimised_graph(artifact_copy):
-    for path in artifact_copy.glob("model.*.ort-*.onnx"):
-        path.unlink()
-    open_backend(artifact_copy, "onnxruntime")
-    saved = list(artifact_copy.glob("model.*.ort-*.onnx"))
-    assert len(saved) == 1
-    reused = open_backend(artifact_copy, "onnxruntime")
+def listing(folder) -> dict:
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+def test_onnxruntime_caches_its_optimised_graph_outside_a_read_only_artifact(artifact_copy, tmp_path):
+    """The optimised graph goes to <cache>/ort (an installed package may be read-only), is reused on
+    the next open, and nothing is ever written into the artifact folder."""
+    cache = cache_dir() / "ort"
+    shutil.rmtree(cache, ignore_errors=True)
+    before = listing(artifact_copy)
+    artifact_copy.chmod(0o555)  # root ignores this: the listing below is what proves nothing was written
+    try:
+        first = open_backend(artifact_copy, "onnxruntime")
+        (saved,) = cache.iterdir()
+        assert first.graph_file == artifact_copy / "model.onnx"
+        assert saved.name.startswith(load_artifact(artifact_copy).model_id)
+        assert f"ort-{onnxruntime.__version__}" in saved.name
+        stamp = saved.stat().st_ino, saved.stat().st_mtime_ns
+        reused = open_backend(artifact_copy, "onnxruntime")
+        assert reused.graph_file == saved and (saved.stat().st_ino, saved.stat().st_mtime_ns) == stamp
+        assert listing(artifact_copy) == before
+    finally:
+        artifact_copy.chmod(0o755)
     activity, behavior = ticks(8)
-    assert (
-        max_frame_difference(open_backend(artifact_copy, "torch"), reused, activity, behavior)
-        <= FRAME_TOLERANCE
-    )
+    torch_backend = open_backend(artifact_copy, "torch")
+    assert max_frame_difference(torch_backend, reused, activity, behavior) <= FRAME_TOLERANCE
+
+
+def test_a_new_export_never_runs_an_optimised_graph_cached_from_the_old_one(artifact_copy):
+    """Same weights, another model.onnx (a newer exporter, a fixed step graph): a cache entry of its own."""
+    open_backend(artifact_copy, "onnxruntime")
+    model = onnx.load(str(artifact_copy / "model.onnx"))
+    model.doc_string += " (exported again)"
+    onnx.save(model, str(artifact_copy / "model.onnx"))
+    again = open_backend(artifact_copy, "onnxruntime")
+    assert again.graph_file == artifact_copy / "model.onnx"  # optimised afresh, not the cached one
+    assert open_backend(artifact_copy, "onnxruntime").graph_file.parent == cache_dir() / "ort"
+
+
+def test_tests_cache_outside_the_checkout():
+    """conftest points the cache at a temporary folder: a test run leaves the repository's .cache alone."""
+    assert not cache_dir().resolve().is_relative_to(REPO)
 
 
 def test_exported_graph_is_small_static_and_stamped(exported):
@@ -278,6 +317,108 @@ def test_onnx_needs_export_and_must_match_the_weights(artifact_copy, tmp_path):
 def test_unknown_backend_kind(exported):
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         open_backend(exported, "cuda")
+
+
+def test_options_of_another_backend_are_a_clear_error(exported):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['fp16'\] for the onnxruntime backend; valid"):
+        open_backend(exported, "onnxruntime", fp16=True)
+    with pytest.raises(ValueError, match=r"threads must be int for the onnxruntime backend, got '2'"):
+        open_backend(exported, "onnxruntime", threads="2")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_backends_options_are_its_keyword_arguments(kind):
+    """The table the rig config is checked against is the backends' own signatures: they cannot drift."""
+    module, cls = {
+        "onnxruntime": ("onnxruntime_backend", "OnnxRuntimeBackend"),
+        "torch": ("torch_backend", "TorchBackend"),
+        "tensorrt": ("tensorrt_backend", "TensorRTBackend"),
+    }[kind]
+    backend = getattr(importlib.import_module(f"stream_decoder.runtime.{module}"), cls)
+    parameters = list(inspect.signature(backend.__init__).parameters.values())[2:]  # self, artifact
+    assert {p.name: p.annotation for p in parameters} == BACKEND_OPTIONS[kind]
+
+
+def test_an_interrupted_save_leaves_the_previous_artifact_whole(artifact_copy, monkeypatch):
+    old_id = load_artifact(artifact_copy).model_id
+
+    def crash(obj, f, *args, **kwargs):
+        """Half the weights reach the disk, then the write fails."""
+        if isinstance(f, str | Path):
+            Path(f).write_bytes(b"half")
+        else:
+            f.write(b"half")
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(artifact_module.torch, "save", crash)
+    with pytest.raises(OSError, match="simulated"):
+        save_artifact(artifact_copy, build_student(seed=5), unit_ids=np.arange(N), data_fingerprint="new")
+    monkeypatch.undo()
+    assert load_artifact(artifact_copy).model_id == old_id
+    assert sorted(p.name for p in artifact_copy.parent.iterdir()) == ["copy"]  # no temporary left behind
+
+
+def test_saving_over_an_artifact_replaces_it_whole(artifact_copy):
+    (artifact_copy / "model.fp16.onnx").write_bytes(b"from the old weights")
+    saved = save_artifact(artifact_copy, build_student(seed=5), unit_ids=np.arange(N), data_fingerprint="new")
+    assert load_artifact(artifact_copy).model_id == saved.model_id
+    assert sorted(p.name for p in artifact_copy.iterdir()) == ["config.json", "meta.json", "weights.pt"]
+    assert sorted(p.name for p in artifact_copy.parent.iterdir()) == ["copy"]
+
+
+def test_save_refuses_a_folder_holding_other_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"holds files that are not an artifact's \(notes.txt\)"):
+        save_artifact(tmp_path, build_student(), unit_ids=np.arange(N), data_fingerprint="x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_artifacts_record_the_source_they_were_built_from(exported):
+    source = load_artifact(exported).meta.provenance["source"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO)
+    if head.returncode != 0:
+        pytest.skip("not run from a git checkout")
+    assert source == {"commit": head.stdout.strip(), "dirty": source["dirty"]}
+    assert isinstance(source["dirty"], bool)
+
+
+def test_source_version_is_none_outside_a_checkout_or_without_git(tmp_path, monkeypatch):
+    assert source_version(tmp_path) is None
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git to run
+    assert source_version() is None
+
+
+def test_paths_are_recorded_relative_to_the_cache(tmp_path, monkeypatch):
+    inside = cache_dir() / "teacher" / "demo-train"
+    assert portable_path(inside) == "<cache>/teacher/demo-train"
+    assert local_path(portable_path(inside)) == inside
+    monkeypatch.chdir(REPO)
+    assert portable_path(REPO / "deploy" / "rig.toml") == "deploy/rig.toml"
+    assert portable_path(tmp_path) == str(tmp_path.resolve())  # elsewhere: a shared location, kept
+    assert local_path(str(tmp_path)) == tmp_path
+
+
+def test_the_bundled_demo_records_no_path_of_the_machine_that_made_it():
+    def strings(value):
+        if isinstance(value, dict):
+            return [s for v in value.values() for s in strings(v)]
+        if isinstance(value, list):
+            return [s for v in value for s in strings(v)]
+        return [value] if isinstance(value, str) else []
+
+    meta = load_artifact(DEMO_ARTIFACT).meta
+    assert not [s for s in strings(meta.provenance) if s.startswith("/")]
+    assert meta.provenance["teacher_store"] == "<cache>/teacher/demo-train"
+
+
+def test_bench_results_record_the_source_and_relative_paths(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_common", REPO / "bench" / "common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    out = common.write_result("x", {"store": str(cache_dir() / "teacher" / "t"), "n": 3}, tmp_path / "x.json")
+    report = json.loads(out.read_text())
+    assert report["store"] == "<cache>/teacher/t" and report["n"] == 3
+    assert report["source"] == source_version()
 
 
 def test_save_refuses_unit_ids_that_do_not_fit(tmp_path):

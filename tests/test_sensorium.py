@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from stream_decoder.data import CLIP_FRAMES, FRAME_SHAPE, MouseDataset, find_mice
+from stream_decoder.data import CLIP_FRAMES, FRAME_SHAPE, MouseDataset, find_mice, open_mice, open_mouse
 from stream_decoder.data.writer import MouseWriter
 
 N_NEURONS = 7
@@ -161,6 +161,20 @@ def test_find_mice(small, tmp_path):
         find_mice(tmp_path / "absent")
 
 
+def test_open_mouse_by_name_index_or_first_from_a_root_or_the_folder(small, tmp_path):
+    path, trials = small
+    second = write_mouse(tmp_path / "nested" / "another", trials)
+    assert open_mouse(tmp_path).path == path and open_mouse(path).path == path
+    assert open_mouse(tmp_path, "another").path == second and open_mouse(tmp_path, 1).path == second
+    assert {name: m.path for name, m in open_mice(tmp_path).items()} == {"mouse": path, "another": second}
+    with pytest.raises(ValueError, match=r"no mouse 'other'; it holds mouse, another"):
+        open_mouse(tmp_path, "other")
+    with pytest.raises(ValueError, match=r"no mouse number 2; it holds 2: mouse, another"):
+        open_mouse(tmp_path, 2)
+    with pytest.raises(FileNotFoundError, match="no such dataset folder"):
+        open_mouse(tmp_path / "absent")
+
+
 @pytest.mark.parametrize(
     ("damage", "error", "match"),
     [
@@ -290,3 +304,9 @@ def test_tiny_mouse_reads_as_a_sensorium_mouse(tiny_mouse):
         (tiny_mouse.path.with_name(tiny_mouse.name + ".truth") / "simulation.json").read_text()
     )
     assert simulation["preset"] == "tiny"
+
+
+def test_a_dataset_root_given_for_a_mouse_folder_says_so_and_names_its_mice(tiny_root, tiny_mouse):
+    expected = f"{tiny_root}: a dataset root, not a mouse folder; it holds {tiny_mouse.name}: pass one"
+    with pytest.raises(FileNotFoundError, match=expected):
+        MouseDataset(tiny_root)

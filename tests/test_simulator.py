@@ -159,7 +159,7 @@ def test_cli_puts_several_mice_in_one_root(tmp_path, capsys):
     assert [m.name for m in mice] == ["synthetic-tiny-n24-seed1", "synthetic-tiny-n24-seed2"]
     assert mice[0].fingerprint() != mice[1].fingerprint()
     assert "fingerprint" in capsys.readouterr().out
-    assert main(["simulate", "--preset", "tiny", "--neurons", "24", "--out", str(root), "--seed", "1"]) == 2
-    assert "already exists; pass --force" in capsys.readouterr().err
+    assert main(["simulate", "--preset", "tiny", "--neurons", "24", "--out", str(root), "--seed", "1"]) == 0
+    assert "reusing it" in capsys.readouterr().out  # the same settings: the same mouse, kept
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         simulate("huge", 0, root)

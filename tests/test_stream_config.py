@@ -1,11 +1,13 @@
 """The rig config is validated at start-up, naming the key that is wrong."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import zmq.auth
 
-from stream_decoder.stream.config import DaemonConfig, check_endpoint, load_config
+from stream_decoder.runtime.backend import OPTIONS as BACKEND_OPTIONS
+from stream_decoder.stream.config import DaemonConfig, check_endpoint, config_warnings, load_config
 
 DEPLOY_EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "rig.toml"
 
@@ -28,8 +30,54 @@ def test_minimal_config_gets_loopback_defaults_and_relative_paths(tmp_path):
 
 def test_the_shipped_example_is_valid():
     cfg = load_config(DEPLOY_EXAMPLE)
-    assert cfg.endpoints.allow_remote is False
-    assert cfg.realtime.priority == 0 and cfg.realtime.cpus == () and cfg.model.threads == 1
+    assert cfg.endpoints.allow_remote is False and config_warnings(cfg) == []
+    assert cfg.realtime.priority == 0 and cfg.realtime.cpus == () and cfg.model.backend_options() == {}
+
+
+def test_the_shipped_example_names_every_option_of_every_backend():
+    """rig.toml documents each backend's [model.options] keys (commented: they depend on the backend)."""
+    text = DEPLOY_EXAMPLE.read_text()
+    for kind, options in BACKEND_OPTIONS.items():
+        for name in options:
+            assert f"# {name} = " in text, f"deploy/rig.toml does not document the {kind} option {name}"
+
+
+@pytest.mark.parametrize(
+    ("backend", "options", "expected"),
+    [
+        ("onnxruntime", "threads = 2", {"threads": 2}),
+        ("torch", 'device = "cpu"', {"device": "cpu"}),
+        ("tensorrt", "fp16 = true\ncuda_graph = false", {"fp16": True, "cuda_graph": False}),
+        ("tensorrt", "", {}),
+    ],
+)
+def test_model_options_reach_the_chosen_backend(tmp_path, backend, options, expected):
+    text = f'[model]\nartifact = "a"\nbackend = "{backend}"\n[model.options]\n{options}\n'
+    assert load_config(write(tmp_path, text)).model.backend_options() == expected
+
+
+def test_model_options_are_checked_again_when_the_backend_is_overridden(tmp_path):
+    """`serve --backend` replaces the backend: options meant for another one are named, not dropped."""
+    cfg = load_config(write(tmp_path, '[model]\nartifact = "a"\n[model.options]\nthreads = 2\n'))
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['threads'\] for the tensorrt backend"):
+        replace(cfg.model, backend="tensorrt")
+
+
+def test_the_deprecated_threads_key_still_sets_onnxruntime_threads(tmp_path):
+    cfg = load_config(write(tmp_path, '[model]\nartifact = "a"\nthreads = 2\n'))
+    assert cfg.model.backend_options() == {"threads": 2}
+    assert any("[model] threads is deprecated" in w for w in config_warnings(cfg))
+    torch_cfg = load_config(write(tmp_path, '[model]\nartifact = "a"\nbackend = "torch"\nthreads = 2\n'))
+    assert torch_cfg.model.backend_options() == {}
+    assert any("ignored by the torch backend" in w for w in config_warnings(torch_cfg))
+
+
+def test_remote_endpoints_without_curve_are_warned_about(tmp_path):
+    remote = '[model]\nartifact = "a"\n[endpoints]\nallow_remote = true\nrecon = "tcp://*:5556"\n'
+    (warning,) = config_warnings(load_config(write(tmp_path, remote)))
+    assert "recon" in warning and "activity" not in warning and "[security] curve = true" in warning
+    loopback_only = '[model]\nartifact = "a"\n[endpoints]\nallow_remote = true\n'
+    assert config_warnings(load_config(write(tmp_path, loopback_only))) == []
 
 
 def test_realtime_settings_are_read(tmp_path):
@@ -67,6 +115,25 @@ def test_realtime_settings_are_read(tmp_path):
         ),
         ('[model]\nartifact = "a"\n[endpoints\n', r"not valid TOML"),
         ('[model]\nartifact = "a"\nthreads = 0\n', r"\[model\] threads must be >= 1"),
+        (
+            '[model]\nartifact = "a"\nbackend = "tensorrt"\n[model.options]\nfp61 = true\n',
+            r"\[model.options\] unknown key\(s\) \['fp61'\] for the tensorrt backend; valid keys: "
+            r"\['cuda_graph', 'fp16'\]",
+        ),
+        (
+            '[model]\nartifact = "a"\nbackend = "tensorrt"\n[model.options]\nfp16 = "yes"\n',
+            r"\[model.options\] fp16 must be bool for the tensorrt backend, got 'yes'",
+        ),
+        (
+            '[model]\nartifact = "a"\n[model.options]\nthreads = 2.0\n',
+            r"\[model.options\] threads must be int for the onnxruntime backend, got 2.0",
+        ),
+        ('[model]\nartifact = "a"\n[model.options]\nthreads = 0\n', r"\[model.options\] threads must be >="),
+        ('[model]\nartifact = "a"\noptions = 3\n', r"\[model\] options must be a table"),
+        (
+            '[model]\nartifact = "a"\nthreads = 2\n[model.options]\nthreads = 2\n',
+            r"\[model\] threads and \[model.options\] threads are both set",
+        ),
         ('[model]\nartifact = "a"\n[realtime]\npriority = 100\n', r"priority must be 0 \(off\) or 1-99"),
         ('[model]\nartifact = "a"\n[realtime]\ncpus = 1\n', r"\[realtime\] cpus must be a list of int"),
         ('[model]\nartifact = "a"\n[realtime]\ncpus = [0, "1"]\n', r"\[realtime\] cpus item must be int"),

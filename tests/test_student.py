@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from stream_decoder.decoder.student import StepGraph, Student, StudentConfig
+from stream_decoder.decoder.streaming import StepGraph
+from stream_decoder.decoder.student import Student, StudentConfig
 
 N, T = 40, 36
 

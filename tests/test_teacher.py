@@ -1,15 +1,19 @@
 """The teacher: windows as published, inversion that recovers stimuli, the alpha mask, the store."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
 
+from stream_decoder.data import GRAY
 from stream_decoder.encoder.batches import ClipTensors
 from stream_decoder.encoder.checkpoint import load_ensemble
 from stream_decoder.metrics import video_correlation
-from stream_decoder.teacher.job import Job, run
+from stream_decoder.teacher.config import preset
+from stream_decoder.teacher.job import Job, WarmStart, run
 from stream_decoder.teacher.mask import MaskConfig, train_alpha_mask
-from stream_decoder.teacher.reconstruct import GRAY, preset, reconstruct, window_index
+from stream_decoder.teacher.reconstruct import reconstruct, window_index
 
 FAST = preset("cpu", iterations=30)
 FRAMES = 120  # clips cut short: the encoder's cost per iteration grows with the frames
@@ -42,6 +46,20 @@ def test_published_windows_cover_a_clip_like_the_paper():
     assert index[0, 0] == 0 and index[-1, -1] == 299 and index[-2, 0] == 264
     assert torch.equal(torch.bincount(index.flatten()) > 0, torch.ones(300, dtype=torch.bool))
     assert window_index(300, None, 8).shape == (1, 300)
+
+
+def test_fewer_iterations_than_the_warm_up_are_refused_naming_both(tmp_path, capsys):
+    # Fewer iterations than the rate's warm-up never reach the set rate: the video stays near gray.
+    with pytest.raises(ValueError, match=r"iterations=5 .*warm-?up=10"):
+        preset("cpu", iterations=5)
+    preset("cpu", iterations=10)  # exactly the warm-up is fine
+    from stream_decoder.cli import main
+
+    argv = ["reconstruct", "--data", str(tmp_path), "--models", str(tmp_path), "--iterations", "5"]
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "5" in line and "10" in line and "--iterations" in line
+    assert not (tmp_path / "teacher").exists()
 
 
 def test_inverting_own_predictions_recovers_that_clip_rather_than_another(encoders, held_out, tiny_mouse):
@@ -78,7 +96,7 @@ def test_pixels_outside_the_training_mask_stay_gray(encoders, held_out, tiny_mou
         encoders,
         tiny_mouse.name,
         mask,
-        preset("cpu", iterations=5, smooth_sigma=0),
+        preset("cpu", iterations=5, warmup=5, smooth_sigma=0),
         progress=False,
     )[0]
     assert np.all(video[:, :, 32:] == GRAY)
@@ -110,7 +128,7 @@ def test_job_stores_clips_resumes_and_refuses_other_settings(tiny_root, tiny_enc
         (tiny_encoders[0],),
         tmp_path / "store",
         ("oracle",),
-        preset("cpu", iterations=3),
+        preset("cpu", iterations=3, warmup=1),
         MaskConfig(iterations=3),
         mask_clips=2,
         limit=2,
@@ -129,7 +147,7 @@ def test_job_stores_clips_resumes_and_refuses_other_settings(tiny_root, tiny_enc
                 (tiny_encoders[0],),
                 tmp_path / "store",
                 ("oracle",),
-                preset("cpu", iterations=4),
+                preset("cpu", iterations=4, warmup=1),
                 MaskConfig(iterations=3),
                 limit=2,
             ),
@@ -149,17 +167,17 @@ def test_job_refuses_a_checkpoint_of_other_data_before_any_work(tiny_encoders, t
 
 
 def test_job_warm_starts_from_a_student(tiny_root, tiny_mouse, tiny_encoders, untrained_artifact, tmp_path):
-    from stream_decoder.teacher.job import student_start
+    from stream_decoder.teacher.commands import student_start
 
     job = Job(
         tiny_root,
         (tiny_encoders[0],),
         tmp_path / "store",
         ("oracle",),
-        preset("cpu", iterations=1),
+        preset("cpu", iterations=1, warmup=1, lr=6.0),  # one step, as long as the cpu preset's first
         None,
         limit=1,
-        warm_start=untrained_artifact,
+        warm_start=WarmStart(untrained_artifact, partial(student_start, untrained_artifact)),
     )
     store = run(job, progress=False)
     trial = store.trials(tiny_mouse.name)[0]

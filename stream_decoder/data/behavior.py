@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import lfilter
 
-FRAME_RATE_HZ = 30.0
+from .sensorium import FRAME_RATE_HZ
 
 
 @dataclass(frozen=True)
@@ -56,11 +55,16 @@ def _ar1(rng: np.random.Generator, n: int, tau_s: float, sd: float, drive: np.nd
     if drive is not None:
         shocks = shocks + drive
     start = rng.normal(0.0, sd)
+    # Imported here (and below): scipy.signal takes 0.5 s to import, and only simulating needs it.
+    from scipy.signal import lfilter
+
     return lfilter([1.0], [1.0, -phi], shocks, zi=[phi * start])[0]
 
 
 def _low_pass(x: np.ndarray, tau_s: float) -> np.ndarray:
     phi = np.exp(-1.0 / (tau_s * FRAME_RATE_HZ))
+    from scipy.signal import lfilter
+
     return lfilter([1 - phi], [1.0, -phi], x, zi=[phi * x[0]])[0]
 
 

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .planes import PlaneTiming
+from .sensorium import FRAME_RATE_HZ
 from .temporal import leaky_sum
-
-FRAME_RATE_HZ = 30.0
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import fftconvolve
 
-from .sensorium import FRAME_SHAPE
+from .sensorium import FRAME_RATE_HZ, FRAME_SHAPE
 from .stimuli import LUMINANCE_STD, MEAN_LUMINANCE
 from .temporal import leaky_sum
 
-FRAME_RATE_HZ = 30.0
 KERNEL_FRAMES = 18  # 600 ms: the slowest biphasic kernel has decayed by then
 POOL_SIGMA_PX = 4.5  # normalisation pool: about twice a typical field (~20 degrees across)
 MAX_RATE_HZ = 60.0  # firing saturates smoothly towards this
@@ -106,6 +104,9 @@ def _blur(frames: np.ndarray, sigma: float) -> np.ndarray:
 
 def _causal_filter(x: np.ndarray, kernels: np.ndarray) -> np.ndarray:
     """Each column of x (T, N) convolved with its own kernel, keeping only the past."""
+    # Imported here: scipy.signal takes 0.5 s to import, and only simulating needs it.
+    from scipy.signal import fftconvolve
+
     return fftconvolve(x, kernels, axes=0)[: len(x)].astype(np.float32)
 
 

@@ -17,10 +17,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-FRAME_RATE_HZ = 30.0
+from .sensorium import FRAME_RATE_HZ, MouseDataset
+
 # An acquisition time within this of a frame boundary counts as on it (float round-off): its
 # sample belongs to the frame starting there and is seen at that frame's tick.
-_TIME_TOLERANCE_S = 1e-6
+TIME_TOLERANCE_S = 1e-6
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,9 +88,7 @@ class PlaneTiming:
         """A mouse's timing: the simulator's own when a truth folder sits beside the mouse, else
         planes from cell_motor_coordinates depth at the number of planes and volume rate the
         user gives (a real recording does not store them)."""
-        # Imported here: the truth and mouse modules build on this one.
-        from .sensorium import MouseDataset
-        from .truth import load_truth, truth_dir
+        from .truth import load_truth, truth_dir  # imported here: the truth module builds on this one
 
         mouse_path = Path(mouse_path)
         if truth_dir(mouse_path).is_dir():
@@ -109,13 +108,13 @@ class PlaneTiming:
         """Times (s) at which `plane` is acquired during a clip of n_frames at 30 Hz."""
         period = 1.0 / self.volume_rate_hz
         duration = n_frames / FRAME_RATE_HZ
-        n_volumes = int(np.ceil((duration - self.plane_offsets_s[plane] - _TIME_TOLERANCE_S) / period))
+        n_volumes = int(np.ceil((duration - self.plane_offsets_s[plane] - TIME_TOLERANCE_S) / period))
         return np.arange(max(n_volumes, 0)) * period + self.plane_offsets_s[plane]
 
 
 def frame_of(t: np.ndarray | float) -> np.ndarray:
     """30 Hz frame that contains acquisition time t (frame i spans [i/30, (i+1)/30))."""
-    return np.floor((np.asarray(t) + _TIME_TOLERANCE_S) * FRAME_RATE_HZ).astype(np.int64)
+    return np.floor((np.asarray(t) + TIME_TOLERANCE_S) * FRAME_RATE_HZ).astype(np.int64)
 
 
 class PlaneSample(NamedTuple):
@@ -164,7 +163,7 @@ def held_responses(responses30: np.ndarray, timing: PlaneTiming, initial: float 
         times = timing.acquisition_times(plane, n_frames)
         if not len(neurons) or not len(times):
             continue
-        latest = np.searchsorted(times, ticks + _TIME_TOLERANCE_S, side="right") - 1
+        latest = np.searchsorted(times, ticks + TIME_TOLERANCE_S, side="right") - 1
         ready = latest >= 0
         source = frame_of(times)[latest[ready]]
         held[np.ix_(np.flatnonzero(ready), neurons)] = responses30[np.ix_(source, neurons)]

@@ -8,15 +8,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..metrics import pearson
 from .sensorium import CLIP_FRAMES, MouseDataset
 
 REPEATED_TIERS = ("oracle", "final_test_main")
-
-
-def _columnwise_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a - a.mean(0)
-    b = b - b.mean(0)
-    return (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0))
 
 
 def repeat_reliability(
@@ -34,7 +29,7 @@ def repeat_reliability(
             responses = np.stack([clip.responses[skip_frames:frames] for clip in clips])  # (k, T, N)
             others = (responses.sum(0) - responses) / (len(responses) - 1)
             per_clip.append(
-                np.nanmean([_columnwise_corr(r, o) for r, o in zip(responses, others, strict=True)], axis=0)
+                np.nanmean([pearson(r, o, axis=0) for r, o in zip(responses, others, strict=True)], axis=0)
             )
         if not per_clip:
             raise ValueError(f"{mouse.path}: no repeated clips in tiers {list(tiers)}")

@@ -11,6 +11,7 @@ from .imaging import Indicator, calcium, record, spike_counts
 from .neurons import Population, make_population
 from .planes import PlaneTiming
 from .presets import SimulationConfig
+from .sensorium import FRAME_RATE_HZ
 from .stimuli import MEAN_LUMINANCE, TRAINING_PHOTOGRAPHS, natural_movie
 
 
@@ -85,7 +86,7 @@ class SyntheticMouse:
         """Show a movie (T, 36, 64) after a grey pre-roll, with freshly simulated behaviour, and
         record the population; a short grey post-roll lets the last frames be resampled."""
         pre = self.cfg.preroll_frames
-        post = int(np.ceil(30.0 / self.cfg.imaging.volume_rate_hz)) + 2
+        post = int(np.ceil(FRAME_RATE_HZ / self.cfg.imaging.volume_rate_hz)) + 2
         n = len(video)
         grey = np.full((1, *video.shape[1:]), MEAN_LUMINANCE, dtype=np.float32)
         shown = np.concatenate([np.repeat(grey, pre, 0), video, np.repeat(grey, post, 0)])

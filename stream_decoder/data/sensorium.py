@@ -18,7 +18,10 @@ from pathlib import Path
 import numpy as np
 
 FRAME_SHAPE = (36, 64)
+FRAME_RATE_HZ = 30.0  # stimulus frames, resampled responses and behaviour share this grid
 CLIP_FRAMES = 300
+GRAY = 127.5  # the middle of the 0-255 video range: a blank frame, and what nothing decoded shows
+BEHAVIOR_CHANNELS = 4  # behaviour then pupil centre, side by side: dilation, running speed, x, y
 DATA_KEYS = ("videos", "responses", "behavior", "pupil_center")
 STATISTICS = ("min", "max", "mean", "median", "std")
 STATISTICS_KINDS = ("all", "stimulus_frame")
@@ -89,6 +92,11 @@ class MouseDataset:
         self.path = Path(path)
         if not self.path.is_dir():
             raise FileNotFoundError(f"{self.path}: not a folder; expected a Sensorium mouse folder")
+        if not is_mouse_folder(self.path) and (inside := self._mice_inside()):
+            raise FileNotFoundError(
+                f"{self.path}: a dataset root, not a mouse folder; it holds {', '.join(inside)}: "
+                "pass one of those (or open the root with open_mouse)"
+            )
         self.unit_ids = self._meta("neurons/unit_ids.npy", (None,), "one id per neuron")
         self.n_neurons = len(self.unit_ids)
         self.cell_motor_coordinates = self._meta(
@@ -110,6 +118,12 @@ class MouseDataset:
 
     def __repr__(self) -> str:
         return f"MouseDataset({self.name!r}, neurons={self.n_neurons}, trials={len(self.trial_ids)})"
+
+    def _mice_inside(self) -> list[str]:
+        try:
+            return [str(mouse.relative_to(self.path)) for mouse in find_mice(self.path)]
+        except FileNotFoundError:
+            return []
 
     def _meta(self, relative: str, shape: Sequence[int | None], what: str) -> np.ndarray:
         return np.array(load_npy(self.path / "meta" / relative, shape, what))  # small: read, not mapped
@@ -257,6 +271,26 @@ class MouseDataset:
         where it lives: models record it so a mismatch with the data in use is caught."""
         return self._fingerprint
 
+    def neuron_set(self) -> str:
+        """The identity of the recorded neurons in model order (`neuron_set_id`): what a served
+        model and the data streamed into it must share, whatever the trials."""
+        return neuron_set_id(self.unit_ids, self.cell_motor_coordinates)
+
+
+def neuron_set_id(unit_ids, cell_motor_coordinates) -> str:
+    """16 hex digits of SHA-256 over b"neuron-set-v1", the unit ids (little-endian int64) and the
+    cell coordinates ((N, 3) microns, little-endian float32, C order): which neurons, in which
+    order, where. Unit ids alone repeat across scans (1..N); positions do not. A rig computes
+    the same from its own cell table (docs/protocol.md §5.3)."""
+    ids = np.asarray(unit_ids).reshape(-1).astype("<i8")
+    xyz = np.asarray(cell_motor_coordinates).astype("<f4")
+    if xyz.shape != (len(ids), 3):
+        raise ValueError(f"cell coordinates of shape {xyz.shape} for {len(ids)} unit ids, expected (N, 3)")
+    digest = hashlib.sha256(b"neuron-set-v1")
+    digest.update(np.ascontiguousarray(ids).tobytes())
+    digest.update(np.ascontiguousarray(xyz).tobytes())
+    return digest.hexdigest()[:16]
+
 
 def is_mouse_folder(path: Path) -> bool:
     return (path / "data" / "videos").is_dir() and (path / "meta" / "trials").is_dir()
@@ -275,3 +309,24 @@ def find_mice(root: str | Path) -> list[Path]:
         hint = f"; unzip these archives first: {', '.join(archives)}" if archives else ""
         raise FileNotFoundError(f"{root}: no Sensorium mouse folder (with data/videos and meta/trials){hint}")
     return mice
+
+
+def open_mouse(root: str | Path, name: str | int | None = None) -> MouseDataset:
+    """One mouse of a dataset root (or a mouse folder itself): by folder name, by index in `find_mice`'s
+    order, or the first when `name` is None. An unknown name or index is an error listing the mice there."""
+    folders = find_mice(root)
+    names = [folder.name for folder in folders]
+    if name is None:
+        return MouseDataset(folders[0])
+    if isinstance(name, int):
+        if not 0 <= name < len(folders):
+            raise ValueError(f"{root}: no mouse number {name}; it holds {len(folders)}: {', '.join(names)}")
+        return MouseDataset(folders[name])
+    if name not in names:
+        raise ValueError(f"{root}: no mouse {name!r}; it holds {', '.join(names)}")
+    return MouseDataset(folders[names.index(name)])
+
+
+def open_mice(root: str | Path) -> dict[str, MouseDataset]:
+    """Every mouse of a dataset root, by name (the name its readout is stored under)."""
+    return {folder.name: MouseDataset(folder) for folder in find_mice(root)}

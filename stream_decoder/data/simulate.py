@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .presets import SimulationConfig, TrialPlan, preset_config
 from .rig import Recording, SyntheticMouse
-from .sensorium import CLIP_FRAMES
+from .sensorium import CLIP_FRAMES, FRAME_RATE_HZ
 from .stimuli import HELD_OUT_PHOTOGRAPHS, TRAINING_PHOTOGRAPHS, render
 from .truth import TruthWriter
 from .writer import MouseWriter
@@ -133,7 +133,7 @@ def _simulation_record(cfg: SimulationConfig, seed: int, mouse: SyntheticMouse) 
         "preset": cfg.preset,
         "seed": seed,
         "config": asdict(cfg),
-        "frame_rate_hz": 30.0,
+        "frame_rate_hz": FRAME_RATE_HZ,
         "photographs": {"training": list(TRAINING_PHOTOGRAPHS), "held_out": list(HELD_OUT_PHOTOGRAPHS)},
         "imaging": {
             "n_planes": imaging.n_planes,

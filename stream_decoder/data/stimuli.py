@@ -13,13 +13,9 @@ from collections.abc import Sequence
 from functools import cache
 
 import numpy as np
-import skimage.data
-from skimage.color import rgb2gray
-from skimage.transform import downscale_local_mean, rescale
 
-from .sensorium import FRAME_SHAPE
+from .sensorium import FRAME_RATE_HZ, FRAME_SHAPE
 
-FRAME_RATE_HZ = 30.0
 MEAN_LUMINANCE = 80.0
 LUMINANCE_STD = 57.0
 
@@ -43,6 +39,11 @@ def photograph(name: str) -> np.ndarray:
     """A photograph as standardised grey levels (zero mean, unit std), shorter side 128 px."""
     if name not in PHOTOGRAPHS:
         raise ValueError(f"unknown photograph {name!r}; expected one of {PHOTOGRAPHS}")
+    # Imported here: skimage and the scipy it loads take 0.3 s to import, and only simulating needs them.
+    import skimage.data
+    from skimage.color import rgb2gray
+    from skimage.transform import downscale_local_mean, rescale
+
     image = np.asarray(getattr(skimage.data, name)(), dtype=np.float32)
     if image.ndim == 3:
         image = rgb2gray(image[..., :3])

@@ -1,11 +1,12 @@
-"""`stream-decoder distill`: train the streaming student on the teacher's reconstructions."""
+"""`stream-decoder distill`, `baseline` and `evaluate`: train the streaming student, fit the linear
+baseline beside it, and score both (and the teacher) on held-out clips."""
 
-import argparse
 import json
+import sys
 from dataclasses import fields
 from pathlib import Path
 
-from stream_decoder.decoder.distill import DistillConfig, distill
+from stream_decoder.decoder.config import DistillConfig, RidgeConfig
 from stream_decoder.paths import cache_dir
 
 HELP = {
@@ -16,6 +17,7 @@ HELP = {
     "lr": "peak learning rate of the one-cycle schedule",
     "weight_decay": "AdamW weight decay",
     "truth_weight": "0: teacher targets only; 1: true frames only; in between: a mix",
+    "outside_weight": "loss weight of pixels outside the evaluation mask, relative to those inside",
     "neuron_dropout": "fraction of neurons silenced per training clip, so lost ROIs degrade gracefully",
     "multi_plane": "train on the rig's per-plane timing (sample-and-hold), as a multi-plane daemon feeds it",
     "validation_tier": "tier kept out of training and scored after it",
@@ -23,22 +25,58 @@ HELP = {
 }
 
 
+RIDGE_HELP = {
+    "components": "principal components of the standardised activity the fit uses (the read-in width)",
+    "lags": "K: activity at lags 0, s, ..., (K - 1) s ticks",
+    "lag_step": "s: ticks between lags",
+    "lookahead": "L: ticks between the newest activity and the frame decoded",
+    "upsample": "the fitted map is the frame / upsample, bilinearly upsampled (as the student's)",
+    "validation_clips": "last training clips held back to choose the penalty (then refitted on all)",
+}
+
+
 def register(sub) -> None:
+    register_distill(sub)
+    register_baseline(sub)
+    register_evaluate(sub)
+
+
+def _mask_arguments(parser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--mask-from", type=Path, help="use the evaluation mask an artifact recorded")
+    where.add_argument("--teacher", type=Path, help="use the alpha mask of a teacher store")
+
+
+def _mask(args, mouse: str):
+    """The (H, W) evaluation mask the options name for `mouse`, or None (every pixel)."""
+    from stream_decoder.decoder.artifact import load_artifact
+    from stream_decoder.teacher.mask import evaluation_mask
+    from stream_decoder.teacher.store import TeacherStore
+
+    if args.mask_from:
+        return load_artifact(args.mask_from).evaluation_mask
+    if args.teacher:
+        store = TeacherStore(args.teacher)
+        return evaluation_mask(store.alpha(mouse))
+    return None
+
+
+def register_distill(sub) -> None:
     defaults = DistillConfig()
     parser = sub.add_parser(
         "distill",
         help="distil the teacher into the streaming student (writes a model artifact)",
-        description="Train the amortised decoder on the teacher store's reconstructions (clips outside "
-        "--validation-tier), fed exactly what the daemon will feed it, and write an artifact directory "
-        "(config, weights, meta). `stream-decoder export` then adds the ONNX graph.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train the amortised decoder, fed exactly what the daemon will feed it, towards the "
+        "true stimuli of the training trials and/or the teacher store's reconstructions (clips outside "
+        "--validation-tier), and write an artifact directory (config, weights, meta). Without --teacher, "
+        "--truth-weight must be 1 and --mask-from names where the loss concentrates. "
+        "`stream-decoder export` then adds the ONNX graph.",
     )
     parser.add_argument(
         "--data", type=Path, required=True, help="dataset root (Sensorium 2023 mouse folders)"
     )
-    parser.add_argument(
-        "--teacher", type=Path, required=True, help="teacher store from `stream-decoder reconstruct`"
-    )
+    parser.add_argument("--teacher", type=Path, help="teacher store from `stream-decoder reconstruct`")
+    parser.add_argument("--mask-from", type=Path, help="evaluation mask of this artifact (without --teacher)")
     parser.add_argument("--out", type=Path, help="artifact directory (default: <cache>/artifacts/<mouse>)")
     parser.add_argument("--mouse", help="mouse folder name (default: the first under --data)")
     for field in fields(DistillConfig):
@@ -48,13 +86,17 @@ def register(sub) -> None:
         else:
             default = getattr(defaults, field.name)
             parser.add_argument(flag, type=type(default), default=default, help=HELP[field.name])
-    parser.set_defaults(func=main)
+    parser.set_defaults(func=distill_main)
 
 
-def main(args) -> int:
+def distill_main(args) -> int:
+    from stream_decoder.decoder.artifact import load_artifact
+    from stream_decoder.decoder.distill import distill
+
     cfg = DistillConfig(**{f.name: getattr(args, f.name) for f in fields(DistillConfig)})
     out = args.out or cache_dir() / "artifacts" / (args.mouse or args.data.resolve().name)
-    artifact = distill(args.data, args.teacher, out, cfg, args.mouse)
+    mask = load_artifact(args.mask_from).evaluation_mask if args.mask_from else None
+    artifact = distill(args.data, args.teacher, out, cfg, args.mouse, mask=mask)
     print(
         json.dumps(
             {
@@ -66,3 +108,101 @@ def main(args) -> int:
         )
     )
     return 0
+
+
+def register_baseline(sub) -> None:
+    defaults = RidgeConfig()
+    parser = sub.add_parser(
+        "baseline",
+        help="fit the linear baseline: a ridge decoder on the true stimuli (writes a model artifact)",
+        description="Fit a causal ridge decoder in closed form on the training trials' true stimuli: the "
+        "frame L ticks back from the activity at K lags (principal components of the standardised "
+        "activity), the penalty chosen on the last training clips by masked video correlation. The "
+        "artifact serves through `serve` like a student (after `stream-decoder export`): what a lab "
+        "would pick instead, on the rig beside it.",
+    )
+    parser.add_argument(
+        "--data", type=Path, required=True, help="dataset root (Sensorium 2023 mouse folders)"
+    )
+    parser.add_argument("--mouse", help="mouse folder name (default: the first under --data)")
+    parser.add_argument(
+        "--out", type=Path, help="artifact directory (default: <cache>/artifacts/<mouse>-baseline)"
+    )
+    _mask_arguments(parser)
+    parser.add_argument("--multi-plane", action="store_true", help="fit on the rig's per-plane timing")
+    for name, help_text in RIDGE_HELP.items():
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=int, default=getattr(defaults, name), help=help_text)
+    parser.set_defaults(func=baseline_main)
+
+
+def baseline_main(args) -> int:
+    from stream_decoder.data import open_mouse
+    from stream_decoder.decoder.baseline import fit_baseline
+
+    cfg = RidgeConfig(**{name: getattr(args, name) for name in RIDGE_HELP})
+    mouse = open_mouse(args.data, args.mouse).name
+    out = args.out or cache_dir() / "artifacts" / f"{mouse}-baseline"
+    artifact = fit_baseline(args.data, out, cfg, _mask(args, mouse), mouse, multi_plane=args.multi_plane)
+    report = artifact.meta.provenance["baseline"]
+    if report["penalty_at_grid_edge"]:
+        print(f"baseline: the best penalty {report['penalty']:g} is at the edge of the grid", file=sys.stderr)
+    print(
+        json.dumps({"artifact": str(out), "model": artifact.model_id, "penalty": report["penalty"]}, indent=2)
+    )
+    return 0
+
+
+def register_evaluate(sub) -> None:
+    parser = sub.add_parser(
+        "evaluate",
+        help="score a decoder beside the linear baseline and the teacher on held-out clips",
+        description="Masked video correlation and SSIM against the true stimulus, per group of held-out "
+        "clips, for the artifact, the linear baseline (fitted into the cache unless --baseline names one "
+        "or --no-baseline) and the teacher where --teacher has the clip, on the same clips, frames and "
+        "mask (the artifact's recorded evaluation mask, else the teacher's).",
+    )
+    parser.add_argument("artifact", type=Path, help="the decoder's artifact directory")
+    parser.add_argument("--data", type=Path, required=True, help="dataset root it was trained on")
+    parser.add_argument("--teacher", type=Path, help="teacher store with reconstructions of held-out clips")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--baseline", type=Path, help="baseline artifact (default: fitted into the cache)")
+    which.add_argument("--no-baseline", action="store_true", help="score without the linear baseline")
+    parser.add_argument("--json", type=Path, help="also write the full result here")
+    parser.set_defaults(func=evaluate_main)
+
+
+def evaluate_main(args) -> int:
+    from stream_decoder.decoder.artifact import load_artifact
+    from stream_decoder.decoder.baseline import ensure_baseline
+    from stream_decoder.decoder.evaluate import evaluate
+
+    artifact = load_artifact(args.artifact)
+    baseline = args.baseline
+    if baseline is None and not args.no_baseline:
+        baseline = ensure_baseline(args.data, artifact.evaluation_mask, artifact.meta.provenance.get("mouse"))
+    result = evaluate(args.artifact, args.data, args.teacher, baseline)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print(evaluation_table(result))
+    return 0
+
+
+def evaluation_table(result: dict) -> str:
+    """One line per clip group: the decoder, the baseline and their ratio, the teacher on its clips."""
+    mask = f"{result['mask_pixels']} px ({result['mask_source']})" if result["mask_pixels"] else "every pixel"
+    lines = [
+        f"{result['kind']} {result['model']} on {result['mouse']}; masked video correlation, mask {mask}",
+        f"{'group':22s} {'clips':>5s} {'decoder':>8s} {'baseline':>9s} {'ratio':>6s}  teacher on its clips",
+    ]
+    for group, row in result["groups"].items():
+        baseline = row.get("baseline", float("nan"))
+        teacher = ""
+        if row["teacher_clips"]:
+            decoder = row["student_on_teacher_clips"]
+            teacher = f"{row['teacher']:.3f} vs decoder {decoder:.3f} ({row['teacher_clips']} clips)"
+        lines.append(
+            f"{group:22s} {row['clips']:5d} {row['student']:8.3f} {baseline:9.3f} "
+            f"{row['student'] / baseline:6.2f}  {teacher}"
+        )
+    return "\n".join(lines)

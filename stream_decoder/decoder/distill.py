@@ -1,10 +1,13 @@
-"""Distil the teacher into the streaming student.
+"""Train the streaming student: towards the true stimuli, the teacher's reconstructions, or a mix.
 
 The student sees exactly what the daemon will feed it: each neuron's latest value on the 30 Hz
 grid (`held_responses`: the identity for single-plane 30 Hz input, sample-and-hold for a
 multi-plane rig), raw, with behaviour and pupil centre. Its frame at tick t is trained towards
-the teacher's reconstruction of stimulus frame t - L, optionally mixed with the true frame.
-Neuron dropout during training lets missing ROIs at run time degrade the picture gracefully.
+stimulus frame t - L: the true frame a lab knows it showed (`truth_weight` 1), the teacher's
+reconstruction of it (0, the distillation of the gradient-based inversion), or a mix. The loss is
+a mean squared error weighted towards the evaluation mask, the part of the screen the recorded
+neurons see (pixels outside it get `outside_weight`). Neuron dropout during training lets missing
+ROIs at run time degrade the picture gracefully.
 """
 
 import logging
@@ -15,35 +18,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stream_decoder.data import CLIP_FRAMES, MouseDataset, PlaneTiming, find_mice, held_responses
+from stream_decoder.data import GRAY, MouseDataset, PlaneTiming, input_timing, open_mouse, student_inputs
 from stream_decoder.decoder.artifact import Artifact, save_artifact
+from stream_decoder.decoder.config import DistillConfig
 from stream_decoder.decoder.student import Student, StudentConfig
-from stream_decoder.metrics import video_correlation
+from stream_decoder.metrics import mean_video_correlation
+from stream_decoder.paths import portable_path
 from stream_decoder.teacher.mask import evaluation_mask
 from stream_decoder.teacher.store import TeacherStore
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    lookahead: int = 8
-    latent: int = 256
-    epochs: int = 300
-    batch_size: int = 8  # clips per step
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    truth_weight: float = 0.0  # 0: teacher targets only; 1: true frames only
-    neuron_dropout: float = 0.1
-    multi_plane: bool = False  # train on the rig's per-plane timing (from the simulator truth)
-    validation_tier: str = "oracle"
-    seed: int = 0
-
-    def __post_init__(self):
-        if not 0.0 <= self.truth_weight <= 1.0:
-            raise ValueError(f"truth_weight must be in [0, 1], got {self.truth_weight}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
 
 
 @dataclass
@@ -54,58 +38,48 @@ class Pairs:
     activity: torch.Tensor  # (B, T, N) held responses
     behavior: torch.Tensor  # (B, T, 2)
     pupil: torch.Tensor  # (B, T, 2)
-    teacher: torch.Tensor  # (B, T, H, W)
     truth: torch.Tensor  # (B, T, H, W)
+    teacher: torch.Tensor | None = None  # (B, T, H, W) where a teacher store is used
 
     def __len__(self) -> int:
         return len(self.trials)
 
     def take(self, index) -> "Pairs":
         trials = [self.trials[i] for i in index]
-        tensors = (self.activity, self.behavior, self.pupil, self.teacher, self.truth)
-        return Pairs(trials, *(t[index] for t in tensors))
+        tensors = (self.activity, self.behavior, self.pupil, self.truth)
+        teacher = None if self.teacher is None else self.teacher[index]
+        return Pairs(trials, *(t[index] for t in tensors), teacher)
 
 
-def input_timing(mouse: MouseDataset, multi_plane: bool) -> PlaneTiming:
-    return PlaneTiming.for_mouse(mouse.path) if multi_plane else PlaneTiming.single_plane(mouse.n_neurons)
-
-
-def student_inputs(mouse: MouseDataset, trial: str, timing: PlaneTiming):
-    """(activity, behavior, pupil centre) of one trial as the daemon would feed them, (T, ...)."""
-    clip = mouse.clip(trial)
-    activity = held_responses(clip.responses[:CLIP_FRAMES], timing)
-    return activity, clip.behavior[:CLIP_FRAMES], clip.pupil_center[:CLIP_FRAMES], clip.video[:CLIP_FRAMES]
-
-
-def load_pairs(mouse: MouseDataset, store: TeacherStore, trials: list[str], timing: PlaneTiming) -> Pairs:
-    rows = []
-    for trial in trials:
-        activity, behavior, pupil, video = student_inputs(mouse, trial, timing)
-        rows.append((activity, behavior, pupil, store.load(mouse.name, trial), video))
+def load_pairs(
+    mouse: MouseDataset, trials: list[str], timing: PlaneTiming, store: TeacherStore | None = None
+) -> Pairs:
+    rows = [student_inputs(mouse, trial, timing) for trial in trials]
     lengths = {len(r[0]) for r in rows}
     if len(lengths) != 1:
         raise ValueError(f"{mouse.path}: distillation needs clips of one length, got {sorted(lengths)}")
     columns = [torch.from_numpy(np.stack(c)).float() for c in zip(*rows, strict=True)]
-    return Pairs(list(trials), *columns)
+    teacher = None
+    if store is not None:
+        teacher = torch.from_numpy(np.stack([store.load(mouse.name, t) for t in trials])).float()
+    return Pairs(list(trials), *columns, teacher)
 
 
-def pick_mouse(data: Path, name: str | None) -> MouseDataset:
-    mice = [MouseDataset(p) for p in find_mice(data)]
-    if name is None:
-        return mice[0]
-    for mouse in mice:
-        if mouse.name == name:
-            return mouse
-    raise ValueError(f"{data}: no mouse {name!r}; it holds {', '.join(m.name for m in mice)}")
+def pixel_weights(mask: np.ndarray | None, outside_weight: float, frame_shape) -> torch.Tensor:
+    """(H, W) loss weights averaging 1: the mask's pixels 1, the others `outside_weight`, before scaling."""
+    if mask is None:
+        return torch.ones(frame_shape)
+    weights = torch.from_numpy(np.where(mask, 1.0, outside_weight)).float()
+    return weights / weights.mean()
 
 
-def frame_loss(student: Student, pairs: Pairs, truth_weight: float) -> torch.Tensor:
-    """Mean squared error in stimulus time: output t against target t - L."""
+def frame_loss(student: Student, pairs: Pairs, truth_weight: float, weights: torch.Tensor) -> torch.Tensor:
+    """Pixel-weighted mean squared error in stimulus time: output t against target t - L."""
     frames = student.stimulus_frames(pairs.activity, pairs.behavior, pairs.pupil)
     length = frames.shape[1]
-    loss = (1 - truth_weight) * torch.mean((frames - pairs.teacher[:, :length]) ** 2)
-    if truth_weight:
-        loss = loss + truth_weight * torch.mean((frames - pairs.truth[:, :length]) ** 2)
+    loss = truth_weight * torch.mean(weights * (frames - pairs.truth[:, :length]) ** 2)
+    if truth_weight < 1:
+        loss = loss + (1 - truth_weight) * torch.mean(weights * (frames - pairs.teacher[:, :length]) ** 2)
     return loss
 
 
@@ -114,44 +88,67 @@ def decode(student: Student, pairs: Pairs) -> np.ndarray:
     """(B, T, H, W) in stimulus time; the last L frames, never decoded, are left gray."""
     student.eval()
     frames = student.stimulus_frames(pairs.activity, pairs.behavior, pairs.pupil).numpy()
-    padded = np.full(pairs.truth.shape, 127.5, np.float32)
+    padded = np.full(pairs.truth.shape, GRAY, np.float32)
     padded[:, : frames.shape[1]] = frames
     return padded
 
 
-def distill(
-    data: Path,
-    teacher: Path,
-    out: Path,
-    cfg: DistillConfig,
-    mouse_name: str | None = None,
-    progress: bool = True,
-) -> Artifact:
-    torch.manual_seed(cfg.seed)
-    mouse = pick_mouse(data, mouse_name)
-    store = TeacherStore(teacher)
-    if store.manifest()["fingerprints"].get(mouse.name) != mouse.fingerprint():
-        raise ValueError(f"{teacher}: its reconstructions are not of {mouse.path} (data fingerprint differs)")
-    held_out = set(mouse.trials(cfg.validation_tier))
-    trials = [t for t in store.trials(mouse.name) if t not in held_out]
-    if not trials:
-        raise ValueError(
-            f"{teacher}: no reconstructions of {mouse.name} outside the {cfg.validation_tier!r} tier"
-        )
+@dataclass
+class TrainingData:
+    mouse: MouseDataset
+    timing: PlaneTiming
+    train: Pairs
+    validation: Pairs | None
+    mask: np.ndarray | None  # (H, W) evaluation mask: where the loss concentrates and scores count
+
+
+def training_data(
+    data: Path, teacher: Path | None, cfg: DistillConfig, mask: np.ndarray | None, mouse_name: str | None
+) -> TrainingData:
+    """Training and validation clips: the store's (with a teacher), else the mouse's train tier;
+    the mask from the teacher's alpha where there is one, else `mask`."""
+    mouse = open_mouse(data, mouse_name)
     timing = input_timing(mouse, cfg.multi_plane)
-    train = load_pairs(mouse, store, trials, timing)
-    validation_trials = [t for t in store.trials(mouse.name) if t in held_out]
-    validation = load_pairs(mouse, store, validation_trials, timing) if validation_trials else None
-    student = Student(
-        StudentConfig(mouse.n_neurons, cfg.latent, lookahead=cfg.lookahead, neuron_dropout=cfg.neuron_dropout)
+    held_out = set(mouse.trials(cfg.validation_tier))
+    if teacher is None:
+        if cfg.truth_weight < 1:
+            raise ValueError(f"truth_weight {cfg.truth_weight} < 1 asks for teacher targets: give --teacher")
+        trials, store = mouse.trials("train"), None
+        validation_trials = sorted(held_out, key=int)
+    else:
+        store = TeacherStore(teacher)
+        if store.manifest()["fingerprints"].get(mouse.name) != mouse.fingerprint():
+            raise ValueError(
+                f"{teacher}: its reconstructions are not of {mouse.path} (data fingerprint differs)"
+            )
+        trials = [t for t in store.trials(mouse.name) if t not in held_out]
+        validation_trials = [t for t in store.trials(mouse.name) if t in held_out]
+        alpha = store.alpha(mouse.name)
+        mask = evaluation_mask(alpha) if alpha is not None else mask
+    if not trials:
+        where = f"{teacher}: no reconstructions of {mouse.name}" if teacher else f"{mouse.path}: no trials"
+        raise ValueError(f"{where} outside the {cfg.validation_tier!r} tier to train on")
+    train = load_pairs(mouse, trials, timing, store)
+    validation = load_pairs(mouse, validation_trials, timing, store) if validation_trials else None
+    return TrainingData(mouse, timing, train, validation, mask)
+
+
+def new_student(cfg: DistillConfig, train: Pairs) -> Student:
+    """An untrained student whose normalisation is the training clips' statistics."""
+    config = StudentConfig(
+        train.activity.shape[-1], cfg.latent, lookahead=cfg.lookahead, neuron_dropout=cfg.neuron_dropout
     )
+    student = Student(config)
+    activity = train.activity.flatten(0, 1)
     behavior4 = torch.cat([train.behavior, train.pupil], dim=-1).flatten(0, 1)
-    student.set_normalisation(
-        train.activity.flatten(0, 1).mean(0),
-        train.activity.flatten(0, 1).std(0),
-        behavior4.mean(0),
-        behavior4.std(0),
-    )
+    student.set_normalisation(activity.mean(0), activity.std(0), behavior4.mean(0), behavior4.std(0))
+    return student
+
+
+def train_student(
+    student: Student, train: Pairs, cfg: DistillConfig, weights: torch.Tensor, progress: bool
+) -> None:
+    """AdamW on a one-cycle schedule, batches of whole clips in a seeded random order."""
     optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * -(-len(train) // cfg.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=steps, pct_start=0.05)
@@ -160,45 +157,61 @@ def distill(
     for _ in bar:
         student.train()
         for batch in torch.randperm(len(train), generator=generator).split(cfg.batch_size):
-            loss = frame_loss(student, train.take(batch), cfg.truth_weight)
+            loss = frame_loss(student, train.take(batch), cfg.truth_weight, weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
         bar.set_postfix(loss=f"{loss.item():.1f}")
-    alpha = store.alpha(mouse.name)
-    scores = validation_scores(student.eval(), validation, alpha) if validation else {}
-    log.info("distilled %s: %s", mouse.name, scores)
+    student.eval()
+
+
+def distill(
+    data: Path,
+    teacher: Path | None,
+    out: Path,
+    cfg: DistillConfig,
+    mouse_name: str | None = None,
+    progress: bool = True,
+    mask: np.ndarray | None = None,
+) -> Artifact:
+    """Train a student on `data` (targets per `cfg.truth_weight`; `teacher` a store, or None for
+    true stimuli only) and write it to `out` as an artifact. `mask`: the evaluation mask to use
+    where the teacher store has none (e.g. another artifact's)."""
+    torch.manual_seed(cfg.seed)
+    found = training_data(data, teacher, cfg, mask, mouse_name)
+    student = new_student(cfg, found.train)
+    train_student(
+        student,
+        found.train,
+        cfg,
+        pixel_weights(found.mask, cfg.outside_weight, student.cfg.frame_shape),
+        progress,
+    )
+    scores = validation_scores(student, found.validation, found.mask) if found.validation else {}
+    log.info("distilled %s: %s", found.mouse.name, scores)
     provenance = {
         "distill": asdict(cfg),
-        "teacher_store": str(Path(teacher).resolve()),
-        "mouse": mouse.name,
-        "train_trials": trials,
+        "teacher_store": portable_path(teacher) if teacher else None,
+        "mouse": found.mouse.name,
+        "train_trials": found.train.trials,
         "validation": scores,
-        "input_timing": {"n_planes": timing.n_planes, "volume_rate_hz": timing.volume_rate_hz},
-        "evaluation_mask": mask_pixels(alpha),
+        "input_timing": {"n_planes": found.timing.n_planes, "volume_rate_hz": found.timing.volume_rate_hz},
+        "evaluation_mask": None if found.mask is None else np.flatnonzero(found.mask).tolist(),
     }
-    return save_artifact(out, student, mouse.unit_ids, mouse.fingerprint(), provenance)
+    mouse = found.mouse
+    return save_artifact(
+        out, student, mouse.unit_ids, mouse.fingerprint(), provenance, neuron_set=mouse.neuron_set()
+    )
 
 
-def mask_pixels(alpha) -> list[int] | None:
-    """Flat indices of the teacher's evaluation mask: where the student is scored (None: everywhere)."""
-    mask = evaluation_mask(alpha)
-    return None if mask is None else np.flatnonzero(mask).tolist()
-
-
-def validation_scores(student: Student, pairs: Pairs, alpha) -> dict[str, float]:
-    mask = evaluation_mask(alpha)
+def validation_scores(student: Student, pairs: Pairs, mask) -> dict[str, float]:
     decoded = decode(student, pairs)
-    truth, teacher = pairs.truth.numpy(), pairs.teacher.numpy()
+    truth = pairs.truth.numpy()
     stop = truth.shape[1] - student.cfg.lookahead  # frames the student decoded
-    return {
-        "student_vs_truth": mean_correlation(decoded[:, :stop], truth[:, :stop], mask),
-        "teacher_vs_truth": mean_correlation(teacher[:, :stop], truth[:, :stop], mask),
-        "student_vs_teacher": mean_correlation(decoded[:, :stop], teacher[:, :stop], mask),
-    }
-
-
-def mean_correlation(videos: np.ndarray, references: np.ndarray, mask) -> float:
-    """Masked video correlation per clip, averaged over clips."""
-    return float(np.nanmean([video_correlation(v, r, mask) for v, r in zip(videos, references, strict=True)]))
+    scores = {"student_vs_truth": mean_video_correlation(decoded[:, :stop], truth[:, :stop], mask)}
+    if pairs.teacher is not None:
+        teacher = pairs.teacher.numpy()
+        scores["teacher_vs_truth"] = mean_video_correlation(teacher[:, :stop], truth[:, :stop], mask)
+        scores["student_vs_teacher"] = mean_video_correlation(decoded[:, :stop], teacher[:, :stop], mask)
+    return scores

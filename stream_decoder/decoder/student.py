@@ -12,9 +12,8 @@ stimuli reconstructed from V1 carry little detail above that resolution.
 
 Every temporal block is a causal convolution, so the newest output needs only the newest input
 plus the last `(k - 1) * dilation` inputs of that block, which the stream carries as explicit
-state. `forward` runs whole clips (training); `step` runs one tick (serving). Both compute the
-same numbers; `StepGraph` is the serving form of `step` (normalisation folded into the read-in
-weights, so a tick is one matrix-vector product plus the head), exported to ONNX as is.
+state (decoder/streaming.py has the parts every streaming decoder shares: normalisation, read-in,
+clip and tick entry points, the exported `StepGraph`).
 
 Lookahead L: the frame emitted at tick t reconstructs the stimulus shown at tick t - L, because
 responses lag the stimulus; the head sees L ticks of activity after its target.
@@ -27,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BEHAVIOR_CHANNELS = 4  # pupil dilation, running speed, pupil x, pupil y
+from stream_decoder.data import FRAME_SHAPE
+from stream_decoder.decoder.streaming import StreamingDecoder
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class StudentConfig:
     dilations: tuple[int, ...] = (1, 2, 4)  # one causal block each; window = 1 + (kernel-1)*sum
     lookahead: int = 8  # L: ticks between a stimulus frame and the tick that emits it
     neuron_dropout: float = 0.0  # training only: fraction of neurons zeroed per clip (inverted dropout)
-    frame_shape: tuple[int, int] = (36, 64)
+    frame_shape: tuple[int, int] = FRAME_SHAPE
     upsample: int = 2  # the generator's map is frame_shape / upsample, then bilinear upsampling
 
     def __post_init__(self):
@@ -113,116 +113,36 @@ class CausalBlock(nn.Module):
         return z + self.mix(F.gelu(h)), window[:, 1:]
 
 
-class Student(nn.Module):
+class Student(StreamingDecoder):
+    """The trained decoder: read-in, causal temporal blocks, a sigmoid map upsampled to the frame."""
+
     def __init__(self, cfg: StudentConfig):
-        super().__init__()
-        self.cfg = cfg
-        # Normalisation statistics are part of the model so that a daemon feeds raw responses.
-        self.register_buffer("activity_mean", torch.zeros(cfg.n_neurons))
-        self.register_buffer("activity_std", torch.ones(cfg.n_neurons))
-        self.register_buffer("behavior_mean", torch.zeros(BEHAVIOR_CHANNELS))
-        self.register_buffer("behavior_std", torch.ones(BEHAVIOR_CHANNELS))
-        self.read_in = nn.Linear(cfg.n_neurons, cfg.latent)
-        self.behavior_in = nn.Linear(BEHAVIOR_CHANNELS, cfg.latent, bias=False)
+        super().__init__(cfg)
         self.blocks = nn.ModuleList(CausalBlock(cfg.latent, cfg.kernel, d) for d in cfg.dilations)
         self.norm = nn.LayerNorm(cfg.latent)
         self.to_frame = nn.Linear(cfg.latent, cfg.coarse_shape[0] * cfg.coarse_shape[1])
 
-    def set_normalisation(self, activity_mean, activity_std, behavior_mean, behavior_std, eps=1e-3):
-        """Per-neuron and per-behaviour-channel statistics of the training data; std floored at eps."""
-        stats = {
-            "activity_mean": activity_mean,
-            "activity_std": activity_std,
-            "behavior_mean": behavior_mean,
-            "behavior_std": behavior_std,
-        }
-        for name, value in stats.items():
-            value = torch.as_tensor(value, dtype=torch.float32)
-            buffer = getattr(self, name)
-            if value.shape != buffer.shape:
-                raise ValueError(
-                    f"set_normalisation: {name} has shape {tuple(value.shape)}, "
-                    f"expected {tuple(buffer.shape)}"
-                )
-            if not torch.isfinite(value).all():
-                raise ValueError(f"set_normalisation: {name} has non-finite values")
-            buffer.copy_(value.clamp_min(eps) if name.endswith("_std") else value)
-
-    def _latent(self, activity: torch.Tensor, behavior4: torch.Tensor) -> torch.Tensor:
-        x = (activity - self.activity_mean) / self.activity_std
+    def normalised(self, activity: torch.Tensor) -> torch.Tensor:
+        x = super().normalised(activity)
         if self.training and self.cfg.neuron_dropout > 0:
             # One mask per sample, held over time: a missing ROI stays missing for the whole clip.
             keep = 1.0 - self.cfg.neuron_dropout
             shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
             x = x * torch.bernoulli(torch.full(shape, keep, device=x.device)) / keep
-        b = (behavior4 - self.behavior_mean) / self.behavior_std
-        return self.read_in(x) + self.behavior_in(b)
+        return x
 
     def _frames(self, z: torch.Tensor) -> torch.Tensor:
-        """(M, D) -> (M, H, W) in 0-255. Constant reshapes only, so the exported graph has no Shape ops."""
-        coarse = 255.0 * torch.sigmoid(self.to_frame(self.norm(z)))
-        coarse = coarse.reshape(-1, 1, *self.cfg.coarse_shape)
-        if self.cfg.upsample > 1:
-            coarse = F.interpolate(coarse, scale_factor=self.cfg.upsample, mode="bilinear")
-        return coarse.reshape(-1, *self.cfg.frame_shape)
+        """(M, D) -> (M, H, W) in 0-255."""
+        return self.upsampled(255.0 * torch.sigmoid(self.to_frame(self.norm(z))))
 
-    def forward(self, activity, behavior, pupil_center) -> torch.Tensor:
-        """(B, T, N), (B, T, 2), (B, T, 2) raw -> (B, T, H, W) in 0-255; frame t shows stimulus t - L."""
-        if activity.shape[-1] != self.cfg.n_neurons:
-            raise ValueError(
-                f"Student: activity has {activity.shape[-1]} neurons, model expects {self.cfg.n_neurons}"
-            )
-        z = self._latent(activity, torch.cat([behavior, pupil_center], dim=-1))
+    def head(self, z: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             z = block(z)
         return self._frames(z.flatten(0, 1)).unflatten(0, z.shape[:2])
 
-    def stimulus_frames(self, activity, behavior, pupil_center) -> torch.Tensor:
-        """Clip decoded in stimulus time: (B, T - L, H, W), frame i reconstructs stimulus frame i."""
-        return self(activity, behavior, pupil_center)[:, self.cfg.lookahead :]
-
-    def initial_state(self, batch: int = 1) -> list[torch.Tensor]:
-        """Zero history, the same as `forward`'s causal padding: one (B, span, D) tensor per block."""
-        p = self.read_in.weight
-        return [p.new_zeros(shape) for shape in self.cfg.state_shapes(batch)]
-
-    def step(self, activity, behavior4, state: list[torch.Tensor]):
-        """One tick: (B, N), (B, 4) raw, state -> frame (B, H, W), next state."""
-        return self.head_step(self._latent(activity, behavior4), state)
-
     def head_step(self, z: torch.Tensor, state: list[torch.Tensor]):
-        """Newest latent (B, D), state -> frame (B, H, W), next state: the head's share of a tick."""
         next_state = []
         for block, past in zip(self.blocks, state, strict=True):
             z, past = block.step(z, past)
             next_state.append(past)
         return self._frames(z), next_state
-
-    @torch.no_grad()
-    def folded_read_in(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Read-in weights with the normalisation folded in: z = W_a @ raw_a + W_b @ raw_b + bias."""
-        w_activity = self.read_in.weight / self.activity_std
-        w_behavior = self.behavior_in.weight / self.behavior_std
-        bias = self.read_in.bias - w_activity @ self.activity_mean - w_behavior @ self.behavior_mean
-        return w_activity, w_behavior, bias
-
-
-class StepGraph(nn.Module):
-    """One tick as a pure function `(activity, behavior, *state) -> (frame, *next_state)`.
-
-    The graph the runtime serves and exports, at batch 1: activity (1, N), behavior (1, 4),
-    state (1, span, D) per block, frame (1, H, W). A snapshot: rebuild it after the weights change.
-    """
-
-    def __init__(self, student: Student):
-        super().__init__()
-        self.student = student
-        w_activity, w_behavior, bias = student.folded_read_in()
-        self.register_buffer("w_activity", w_activity.contiguous())
-        self.register_buffer("w_behavior", w_behavior.contiguous())
-        self.register_buffer("bias", bias)
-
-    def forward(self, activity: torch.Tensor, behavior: torch.Tensor, *state: torch.Tensor):
-        z = F.linear(activity, self.w_activity, self.bias) + F.linear(behavior, self.w_behavior)
-        frame, next_state = self.student.head_step(z, list(state))
-        return (frame, *next_state)

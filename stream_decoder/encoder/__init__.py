@@ -1,19 +1,19 @@
 """Dynamic neural encoding model (DwiseNeuro-style) and its ensemble training."""
 
-from stream_decoder.encoder.checkpoint import load_encoder, load_ensemble, member_dirs
-from stream_decoder.encoder.model import PRESETS, Encoder, EncoderConfig, preset
-from stream_decoder.encoder.training import TrainConfig, predict_clip, response_correlation, train_ensemble
+from stream_decoder.lazy import lazy_exports
 
-__all__ = [
-    "PRESETS",
-    "Encoder",
-    "EncoderConfig",
-    "TrainConfig",
-    "load_encoder",
-    "load_ensemble",
-    "member_dirs",
-    "predict_clip",
-    "preset",
-    "response_correlation",
-    "train_ensemble",
-]
+_HOMES = {
+    "PRESETS": "config",
+    "EncoderConfig": "config",
+    "TrainConfig": "config",
+    "preset": "config",
+    "Encoder": "model",
+    "load_encoder": "checkpoint",
+    "load_ensemble": "checkpoint",
+    "member_dirs": "checkpoint",
+    "predict_clip": "training",
+    "response_correlation": "training",
+    "train_ensemble": "training",
+}
+__all__ = sorted(_HOMES)
+__getattr__ = lazy_exports(__name__, _HOMES)

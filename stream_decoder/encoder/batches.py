@@ -1,12 +1,11 @@
 """Clips held in memory as tensors, and the training windows cut from them each epoch."""
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from stream_decoder.data import CLIP_FRAMES, Clip, MouseDataset, find_mice
+from stream_decoder.data import CLIP_FRAMES, Clip, MouseDataset
 
 
 @dataclass(frozen=True)
@@ -35,12 +34,6 @@ class Window:
     mouse: str
     clip: int
     start: int
-
-
-def open_mice(root: Path) -> dict[str, MouseDataset]:
-    """Every mouse under a dataset root, by name (the name its readout is stored under)."""
-    mice = [MouseDataset(folder) for folder in find_mice(root)]
-    return {mouse.name: mouse for mouse in mice}
 
 
 def load_clips(dataset: MouseDataset, tier: str) -> list[ClipTensors]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stream_decoder.atomic import write_atomic, write_atomic_with
 from stream_decoder.encoder.model import Encoder, EncoderConfig
 
 CONFIG, WEIGHTS, META, TRAINING_STATE = "config.json", "weights.pt", "meta.json", "training_state.pt"
@@ -25,11 +26,11 @@ def unit_ids_hash(unit_ids) -> str:
 
 
 def write_json(path: Path, value: dict) -> None:
-    _replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(value, indent=2) + "\n"))
+    write_atomic(path, json.dumps(value, indent=2) + "\n")
 
 
 def save_tensors(path: Path, value: dict) -> None:
-    _replace_atomically(path, lambda tmp: torch.save(value, tmp))
+    write_atomic_with(path, lambda f: torch.save(value, f))
 
 
 def read_json(path: Path) -> dict:
@@ -102,10 +103,3 @@ def check_matches_data(meta: dict, file: Path, mice: dict) -> None:
             raise ValueError(f"{file}: mouse {name!r} was trained on other neurons (unit ids differ)")
         if meta["fingerprints"][name] != dataset.fingerprint():
             raise ValueError(f"{file}: mouse {name!r} was trained on other data (fingerprint differs)")
-
-
-def _replace_atomically(path: Path, write) -> None:
-    """Write beside the target, then rename: an interrupted run never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)

@@ -5,8 +5,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from stream_decoder.encoder.model import PRESETS, preset
-from stream_decoder.encoder.training import TRAINING_PRESETS, train_ensemble
+from stream_decoder.encoder.config import PRESETS, TRAINING_PRESETS, preset
 from stream_decoder.paths import cache_dir
 
 
@@ -22,8 +21,8 @@ def register(sub) -> None:
     parser.add_argument(
         "--data", type=Path, required=True, help="dataset root (Sensorium 2023 mouse folders)"
     )
-    parser.add_argument("--members", type=int, default=3, help="ensemble size (default: 3)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="model shape (default: cpu)")
+    parser.add_argument("--members", type=int, default=3, help="ensemble size")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="model shape")
     per_preset = "; ".join(
         f"{name}: {t.epochs} epochs, batch {t.batch_size}, lr {t.lr:g}"
         for name, t in TRAINING_PRESETS.items()
@@ -33,12 +32,12 @@ def register(sub) -> None:
     )
     parser.add_argument("--batch-size", type=int, help="windows per step and rank (default per preset)")
     parser.add_argument("--lr", type=float, help="peak AdamW learning rate (default per preset)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="member m uses seed + m (default: 0)")
-    parser.add_argument("--train-tier", default=defaults.train_tier, help="tier trained on (default: train)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="member m uses seed + m")
+    parser.add_argument("--train-tier", default=defaults.train_tier, help="tier trained on")
     parser.add_argument(
         "--val-tier",
         default=defaults.val_tier,
-        help="held-out tier for the validation score (default: oracle)",
+        help="held-out tier for the validation score",
     )
     parser.add_argument(
         "--out", type=Path, help="ensemble directory (default: <cache>/encoders/<name of --data>)"
@@ -49,6 +48,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from stream_decoder.encoder.training import train_ensemble
+
     for name in ("members", "epochs", "batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")

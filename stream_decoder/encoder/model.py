@@ -19,102 +19,15 @@ movies of new photographs clearly better than average pooling (0.17 vs 0.10 on t
 """
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-FRAME_SHAPE = (36, 64)
-IN_CHANNELS = 5  # video, pupil dilation, running speed, pupil centre x, pupil centre y
+from stream_decoder.data import BEHAVIOR_CHANNELS, FRAME_SHAPE
+from stream_decoder.encoder.config import EncoderConfig
 
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    input_size: tuple[int, int] = (64, 64)  # frames are zero-padded, centred, to this size
-    stem_patch: int = 1  # the stem conv's spatial kernel and stride
-    features: tuple[int, ...] = (64, 64, 64, 64, 128, 128, 128, 256, 256)
-    strides: tuple[int, ...] = (2, 1, 1, 1, 2, 1, 1, 2, 1)  # spatial stride of each block
-    expansion: int = 7  # inverted residual: channels inside a block = input channels x expansion
-    depthwise: bool = True  # depthwise (one filter per channel) or dense spatial/temporal convs
-    spatial_kernel: int = 3
-    temporal_kernel: int = 5
-    se_reduce: int = 32
-    # Causal: a rate at frame t sees frames <= t only and nothing marks where a window starts
-    # (causal temporal padding, spatial-only position code, per-frame squeeze-excitation), so one
-    # pass over a whole clip gives every frame the prediction a window ending there would.
-    causal: bool = False
-    # After the core: "average" over space (published; the position code carried "where" into the
-    # channels) or "flatten" every grid cell's channels into the cortex (a learned spatial readout).
-    pooling: str = "average"
-    cortex_features: tuple[int, ...] = (1024, 2048, 4096)
-    groups: int = 2  # groups of the cortex and readout convs
-    softplus_beta: float = 0.07
-    readout_dropout: float = 0.4
-    drop_path: float = 0.1  # stochastic depth, rising linearly over the blocks to this rate
-    stack_frames: int = 16  # frames in one training window
-    stack_step: int = 2  # raw frames between consecutive window frames
-    sliding: bool = True  # inference: one window ending at every frame, overlaps averaged
-
-    def __post_init__(self):
-        if len(self.features) != len(self.strides):
-            raise ValueError(f"features {self.features} and strides {self.strides} differ in length")
-        if self.pooling not in ("average", "flatten"):
-            raise ValueError(f"pooling must be 'average' or 'flatten', got {self.pooling!r}")
-        if self.sliding and self.causal:
-            raise ValueError("a causal encoder runs one pass over the clip; sliding must be False")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "EncoderConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown encoder config field(s): {', '.join(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-    @property
-    def core_grid(self) -> tuple[int, int]:
-        """Spatial size of the core's output."""
-        height, width = (size // self.stem_patch for size in self.input_size)
-        for stride in self.strides:
-            height, width = math.ceil(height / stride), math.ceil(width / stride)
-        return height, width
-
-    @property
-    def receptive_frames(self) -> int:
-        """Raw frames (this one included) the temporal convolutions reach back: a causal encoder's
-        whole memory, so the first receptive_frames - 1 rates of a clip lack part of their history."""
-        return 1 + len(self.features) * (self.temporal_kernel - 1) * self.stack_step
-
-
-PRESETS = {
-    "dwiseneuro": EncoderConfig(),
-    "cpu": EncoderConfig(
-        input_size=FRAME_SHAPE,
-        stem_patch=4,
-        features=(48, 48, 64, 64, 96, 96),
-        strides=(1, 1, 2, 1, 2, 1),
-        expansion=1,
-        depthwise=False,
-        causal=True,
-        pooling="flatten",
-        cortex_features=(256, 512),
-        readout_dropout=0.2,
-        drop_path=0.05,
-        stack_frames=100,
-        stack_step=1,
-        sliding=False,
-    ),
-}
-
-
-def preset(name: str, **overrides) -> EncoderConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown encoder preset {name!r}; choose from {', '.join(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
+IN_CHANNELS = 1 + BEHAVIOR_CHANNELS  # video, pupil dilation, running speed, pupil centre x, pupil centre y
 
 
 def encoder_inputs(video, behavior, pupil_center, size: tuple[int, int]) -> torch.Tensor:
@@ -124,7 +37,7 @@ def encoder_inputs(video, behavior, pupil_center, size: tuple[int, int]) -> torc
     top, left = (size[0] - height) // 2, (size[1] - width) // 2
     padded = F.pad(video, (left, size[1] - width - left, top, size[0] - height - top))
     extra = torch.cat([behavior, pupil_center], dim=-1).transpose(1, 2)
-    extra = extra[..., None, None].expand(batch, 4, frames, *size)
+    extra = extra[..., None, None].expand(batch, BEHAVIOR_CHANNELS, frames, *size)
     return torch.cat([padded.unsqueeze(1), extra.to(padded.dtype)], dim=1)
 
 

@@ -10,19 +10,19 @@ exactly where the interrupted one stopped.
 import copy
 import logging
 import math
-import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from stream_decoder.encoder.batches import ClipTensors, epoch_batches, load_clips, open_mice, stack_batch
+from stream_decoder.data import open_mice
+from stream_decoder.distributed import Ranks
+from stream_decoder.encoder.batches import ClipTensors, epoch_batches, load_clips, stack_batch
 from stream_decoder.encoder.checkpoint import (
     CONFIG,
     META,
@@ -34,40 +34,11 @@ from stream_decoder.encoder.checkpoint import (
     unit_ids_hash,
     write_json,
 )
-from stream_decoder.encoder.model import Encoder, EncoderConfig
+from stream_decoder.encoder.config import EncoderConfig, TrainConfig
+from stream_decoder.encoder.model import Encoder
 from stream_decoder.metrics import single_trial_correlation
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 8
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0  # never more than a quarter of all steps
-    min_lr_ratio: float = 0.01  # the cosine ends at lr x this
-    ema_decay: float = 0.999  # reached after a warm-up of about 10 / (1 - decay) steps
-    train_tier: str = "train"
-    val_tier: str = "oracle"
-    val_skip: int = 50  # frames skipped at the start of every validation clip, as in Sensorium
-    seed: int = 0  # member m trains with seed + m
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
-        return cls(**values)
-
-
-TRAINING_PRESETS = {
-    # Published (REFERENCE.md §2): batch 32, lr 2.4e-3, 3 warm-up epochs of 21.
-    "dwiseneuro": TrainConfig(epochs=21, batch_size=32, lr=2.4e-3, warmup_epochs=3.0),
-    # Few clips on 2 cores: many small steps learn more per second than few large ones.
-    "cpu": TrainConfig(epochs=10, batch_size=4, lr=2e-3, warmup_epochs=1.0),
-}
 
 
 def lr_factor(step: int, total: int, warmup: int, floor: float) -> float:
@@ -105,50 +76,6 @@ class PoissonObjective(nn.Module):
     def forward(self, video, behavior, pupil_center, responses, mouse: str) -> torch.Tensor:
         rates = self.encoder.predict_frames(self.encoder.inputs(video, behavior, pupil_center), mouse)
         return F.poisson_nll_loss(rates, responses, log_input=False, full=False, eps=1e-8)
-
-
-@dataclass(frozen=True)
-class Ranks:
-    """This process's place in a torchrun job (rank 0 of 1 without one)."""
-
-    rank: int
-    world: int
-    device: torch.device
-
-    @classmethod
-    def start(cls, device: str | None = None) -> "Ranks":
-        """Join the process group torchrun describes in the environment, if there is one."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        gpu = torch.cuda.is_available() if device is None else device.startswith("cuda")
-        if world == 1:
-            return cls(0, 1, torch.device(device or ("cuda" if gpu else "cpu")))
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if gpu else "gloo")
-        if gpu:
-            torch.cuda.set_device(local_rank)
-        return cls(
-            dist.get_rank(), dist.get_world_size(), torch.device(f"cuda:{local_rank}" if gpu else "cpu")
-        )
-
-    def close(self) -> None:
-        if self.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
-
-    def broadcast_buffers(self, module: nn.Module) -> None:
-        """Make every rank hold rank 0's BatchNorm statistics (each rank updated its own)."""
-        if self.world > 1:
-            for buffer in module.buffers():
-                dist.broadcast(buffer, 0)
-
-    def check_agree(self, module: nn.Module, what: str) -> None:
-        if self.world == 1:
-            return
-        flat = torch.cat([t.detach().double().flatten() for t in module.state_dict().values()])
-        gathered = [torch.empty_like(flat) for _ in range(self.world)]
-        dist.all_gather(gathered, flat)
-        if not all(torch.equal(gathered[0], other) for other in gathered[1:]):
-            raise RuntimeError(f"{what}: ranks ended with different weights")
 
 
 @torch.no_grad()
@@ -231,6 +158,50 @@ def train_ensemble(
     return dirs
 
 
+@dataclass
+class Member:
+    """One member in training: its models and optimiser, how far they got, and what it learns from.
+
+    Everything a checkpoint writes (`_save`) and a resumed run restores (`_start`).
+    """
+
+    out: Path
+    cfg: EncoderConfig
+    train: TrainConfig
+    seed: int
+    data: TrainingData
+    model: Encoder
+    ema: EMA
+    optimizer: torch.optim.Optimizer
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimiser steps taken
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Steps per rank and epoch, and the learning rate at each step (warm-up, then cosine)."""
+
+    span: int  # raw frames one training window covers
+    per_rank: int
+    total: int
+    warmup: int
+
+    @classmethod
+    def plan(cls, data: TrainingData, cfg: EncoderConfig, train: TrainConfig, seed: int, world: int):
+        span = (cfg.stack_frames - 1) * cfg.stack_step + 1
+        per_rank = (
+            len(epoch_batches(data.train, span, train.batch_size, np.random.default_rng(seed))) // world
+        )
+        if per_rank == 0:
+            raise ValueError(f"too few training windows of {span} frames for {world} rank(s)")
+        total = train.epochs * per_rank
+        return cls(span, per_rank, total, min(round(train.warmup_epochs * per_rank), total // 4))
+
+    def lr(self, train: TrainConfig, step: int) -> float:
+        return train.lr * lr_factor(step, self.total, self.warmup, train.min_lr_ratio)
+
+
 def train_member(
     out: Path,
     data: TrainingData,
@@ -241,8 +212,29 @@ def train_member(
     ranks: Ranks,
 ) -> Encoder:
     """Train one member into directory `out` (rank 0 writes it after every epoch); its EMA model."""
-    state = _resume_state(out, data, cfg, train, seed) if resume else None
-    if state is None and (out / META).exists():
+    member = _start(out, data, cfg, train, seed, resume, ranks.device)
+    objective = _objective(member.model, ranks, len(data.neurons))
+    schedule = Schedule.plan(data, cfg, train, seed, ranks.world)
+    bar = tqdm(total=schedule.total, initial=member.step, desc=out.name, unit="step", disable=ranks.rank != 0)
+    _show(bar, [], member.history)
+    for _ in range(member.epoch, train.epochs):
+        started = time.perf_counter()
+        losses = _train_epoch(member, objective, schedule, ranks, bar)
+        ranks.broadcast_buffers(member.model)
+        ranks.broadcast_buffers(member.ema.model)
+        if ranks.rank == 0:
+            _validate(member, losses, seconds=time.perf_counter() - started)
+            _show(bar, losses, member.history)
+            _save(member)
+    bar.close()
+    ranks.check_agree(member.ema.model, str(out))
+    return member.ema.model
+
+
+def _start(out, data, cfg, train, seed, resume: bool, device) -> Member:
+    """A fresh member (each readout starting at its mouse's mean response), or the saved one resumed."""
+    saved = _resume_state(out, data, cfg, train, seed) if resume else None
+    if saved is None and (out / META).exists():
         raise ValueError(
             f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out"
         )
@@ -250,93 +242,100 @@ def train_member(
     model = Encoder(cfg, data.neurons)
     for mouse, clips in data.train.items():
         model.readouts[mouse].set_baseline(torch.cat([c.responses for c in clips]).mean(0))
-    model.to(ranks.device)
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    ema = EMA(model, train.ema_decay)
-    first_epoch, step, history = 0, 0, []
-    if state is not None:
-        model.load_state_dict(state["model"])
-        ema.model.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        first_epoch, step = int(state["epoch"]), int(state["step"])
-        history = [h for h in read_json(out / META)["history"] if h["epoch"] <= first_epoch]
+    member = Member(out, cfg, train, seed, data, model, EMA(model, train.ema_decay), optimizer)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        member.ema.model.load_state_dict(saved["ema"])
+        optimizer.load_state_dict(saved["optimizer"])
+        member.epoch, member.step = int(saved["epoch"]), int(saved["step"])
+        member.history = [h for h in read_json(out / META)["history"] if h["epoch"] <= member.epoch]
+    return member
+
+
+def _objective(model: Encoder, ranks: Ranks, mice: int) -> nn.Module:
+    """The loss the optimiser steps on; under torchrun wrapped in DDP (built after any resume)."""
     objective = PoissonObjective(model)
-    if ranks.world > 1:
-        objective = nn.parallel.DistributedDataParallel(
-            objective, find_unused_parameters=len(data.neurons) > 1
-        )
+    if ranks.world == 1:
+        return objective
+    return nn.parallel.DistributedDataParallel(objective, find_unused_parameters=mice > 1)
 
-    span = (cfg.stack_frames - 1) * cfg.stack_step + 1
-    per_rank = (
-        len(epoch_batches(data.train, span, train.batch_size, np.random.default_rng(seed))) // ranks.world
+
+def _train_epoch(member: Member, objective: nn.Module, schedule: Schedule, ranks: Ranks, bar) -> list[float]:
+    """This rank's share of one epoch's batches, drawn from (seed, epoch) alone; the loss of each step."""
+    seed, epoch, train = member.seed, member.epoch, member.train
+    torch.manual_seed(seed * 100_003 + epoch)
+    batches = epoch_batches(
+        member.data.train, schedule.span, train.batch_size, np.random.default_rng([seed, epoch])
     )
-    if per_rank == 0:
-        raise ValueError(f"too few training windows of {span} frames for {ranks.world} rank(s)")
-    total = train.epochs * per_rank
-    warmup = min(round(train.warmup_epochs * per_rank), total // 4)
-    bar = tqdm(total=total, initial=step, desc=out.name, unit="step", disable=ranks.rank != 0)
-    if history:
-        bar.set_postfix(val_corr=f"{history[-1]['val_correlation']:.3f}")
-    for epoch in range(first_epoch, train.epochs):
-        started, losses = time.perf_counter(), []
-        torch.manual_seed(seed * 100_003 + epoch)
-        batches = epoch_batches(data.train, span, train.batch_size, np.random.default_rng([seed, epoch]))
-        model.train()
-        for batch in batches[ranks.rank :: ranks.world][:per_rank]:
-            for group in optimizer.param_groups:
-                group["lr"] = train.lr * lr_factor(step, total, warmup, train.min_lr_ratio)
-            tensors = stack_batch(data.train, batch, cfg.stack_frames, cfg.stack_step, ranks.device)
-            loss = objective(*tensors, batch[0].mouse)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            ema.update(model, step)
-            losses.append(loss.item())
-            bar.update()
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", **_last_val(history))
-        ranks.broadcast_buffers(model)
-        ranks.broadcast_buffers(ema.model)
-        if ranks.rank == 0:
-            scores = response_correlation([ema.model], data.val, train.val_skip)
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "loss": float(np.mean(losses)),
-                    "val_correlation": float(np.mean(list(scores.values()))),
-                    "val_correlation_per_mouse": scores,
-                    "seconds": time.perf_counter() - started,  # training and validation
-                }
-            )
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", **_last_val(history))
-            log.info("%s epoch %d/%d: %s", out.name, epoch + 1, train.epochs, history[-1])
-            _save(out, model, ema, optimizer, epoch + 1, step, cfg, train, seed, data, history)
-    bar.close()
-    ranks.check_agree(ema.model, str(out))
-    return ema.model
+    member.model.train()
+    losses = []
+    for batch in batches[ranks.rank :: ranks.world][: schedule.per_rank]:
+        for group in member.optimizer.param_groups:
+            group["lr"] = schedule.lr(train, member.step)
+        tensors = stack_batch(
+            member.data.train, batch, member.cfg.stack_frames, member.cfg.stack_step, ranks.device
+        )
+        loss = objective(*tensors, batch[0].mouse)
+        member.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        member.optimizer.step()
+        member.step += 1
+        member.ema.update(member.model, member.step)
+        losses.append(loss.item())
+        bar.update()
+        _show(bar, losses, member.history)
+    member.epoch = epoch + 1
+    return losses
 
 
-def _last_val(history: list[dict]) -> dict:
-    return {"val_corr": f"{history[-1]['val_correlation']:.3f}"} if history else {}
+def _validate(member: Member, losses: list[float], seconds: float) -> None:
+    """Score the EMA model on the validation clips; the epoch's line of the history."""
+    scores = response_correlation([member.ema.model], member.data.val, member.train.val_skip)
+    member.history.append(
+        {
+            "epoch": member.epoch,
+            "loss": float(np.mean(losses)),
+            "val_correlation": float(np.mean(list(scores.values()))),
+            "val_correlation_per_mouse": scores,
+            "seconds": seconds,  # training and validation
+        }
+    )
+    log.info("%s epoch %d/%d: %s", member.out.name, member.epoch, member.train.epochs, member.history[-1])
 
 
-def _save(out, model, ema, optimizer, epoch, step, cfg, train, seed, data, history) -> None:
+def _show(bar, losses: list[float], history: list[dict]) -> None:
+    """The progress bar's recent loss and last validation score."""
+    recent = {"loss": f"{np.mean(losses[-50:]):.4f}"} if losses else {}
+    last = {"val_corr": f"{history[-1]['val_correlation']:.3f}"} if history else {}
+    bar.set_postfix(**recent, **last)
+
+
+def _save(member: Member) -> None:
     """Training state first (self-consistent, enough to resume), then the inference files."""
+    out = member.out
     out.mkdir(parents=True, exist_ok=True)
     save_tensors(
         out / TRAINING_STATE,
         {
-            "model": model.state_dict(),
-            "ema": ema.model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "epoch": epoch,
-            "step": step,
+            "model": member.model.state_dict(),
+            "ema": member.ema.model.state_dict(),
+            "optimizer": member.optimizer.state_dict(),
+            "epoch": member.epoch,
+            "step": member.step,
         },
     )
-    save_tensors(out / WEIGHTS, ema.model.state_dict())
-    write_json(out / CONFIG, cfg.to_dict())
-    meta = {"epoch": epoch, "epochs": train.epochs, "seed": seed, "train": asdict(train), **data.describe()}
-    write_json(out / META, {**meta, "history": history})
+    save_tensors(out / WEIGHTS, member.ema.model.state_dict())
+    write_json(out / CONFIG, member.cfg.to_dict())
+    meta = {
+        "epoch": member.epoch,
+        "epochs": member.train.epochs,
+        "seed": member.seed,
+        "train": asdict(member.train),
+        **member.data.describe(),
+    }
+    write_json(out / META, {**meta, "history": member.history})
 
 
 def _resume_state(out: Path, data: TrainingData, cfg: EncoderConfig, train: TrainConfig, seed: int):

@@ -9,10 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
+from stream_decoder.data import BEHAVIOR_CHANNELS
 from stream_decoder.decoder.artifact import Artifact, load_artifact
-from stream_decoder.decoder.student import BEHAVIOR_CHANNELS
 
 KINDS = ("onnxruntime", "torch", "tensorrt")
+# Each backend's keyword options (its constructor's, which a test holds this to) and their types:
+# what `open_backend` and the rig config's [model.options] accept.
+OPTIONS: dict[str, dict[str, type]] = {
+    "onnxruntime": {"threads": int},
+    "torch": {"device": str},
+    "tensorrt": {"fp16": bool, "cuda_graph": bool},
+}
 
 
 class Backend(ABC):
@@ -82,6 +89,7 @@ def open_backend(artifact_dir: str | Path, kind: str = "onnxruntime", **options)
     """Load and check an artifact, then open it on `kind`; options go to that backend."""
     if kind not in KINDS:
         raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(KINDS)}")
+    check_options(kind, options)
     artifact = load_artifact(artifact_dir)
     if kind == "torch":
         from stream_decoder.runtime.torch_backend import TorchBackend
@@ -94,3 +102,16 @@ def open_backend(artifact_dir: str | Path, kind: str = "onnxruntime", **options)
     from stream_decoder.runtime.tensorrt_backend import TensorRTBackend
 
     return TensorRTBackend(artifact, **options)
+
+
+def check_options(kind: str, options: dict) -> None:
+    """Refuse an option `kind` does not take or a value of the wrong type, naming the valid keys."""
+    valid = OPTIONS[kind]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} for the {kind} backend; valid keys: {sorted(valid)}")
+    for name, value in options.items():
+        if type(value) is not valid[name]:  # exact: true is no thread count, 2.0 no int
+            raise ValueError(f"{name} must be {valid[name].__name__} for the {kind} backend, got {value!r}")
+    if options.get("threads", 1) < 1:
+        raise ValueError(f"threads must be >= 1, got {options['threads']}")

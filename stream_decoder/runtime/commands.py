@@ -1,10 +1,7 @@
 """`stream-decoder export`: write and check the serving graphs of a student artifact."""
 
-import argparse
 import json
 from pathlib import Path
-
-from stream_decoder.runtime.export import export_artifact
 
 
 def register(sub) -> None:
@@ -15,7 +12,6 @@ def register(sub) -> None:
         "and state), check it with onnx.checker and against the ops TensorRT's ONNX parser supports, "
         "and compare ONNX Runtime's frames with torch's over a stream of ticks. With --tensorrt, "
         "also build the engine for this machine's GPU and compare it the same way.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("artifact", type=Path, help="artifact directory (config.json, weights.pt, meta.json)")
     parser.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (needs a GPU)")
@@ -25,6 +21,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from stream_decoder.runtime.export import export_artifact
+
     if args.steps < 1:
         raise ValueError("--steps must be at least 1")
     report = export_artifact(args.artifact, tensorrt=args.tensorrt, fp16=args.fp16, steps=args.steps)

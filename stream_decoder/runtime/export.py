@@ -13,10 +13,11 @@ import onnx
 import torch
 from torch import nn
 
+from stream_decoder.data import BEHAVIOR_CHANNELS
 from stream_decoder.decoder.artifact import ONNX_MODEL_ID_KEY, Artifact, load_artifact
-from stream_decoder.decoder.student import StepGraph
+from stream_decoder.decoder.streaming import StepGraph
 from stream_decoder.runtime.backend import Backend
-from stream_decoder.runtime.onnxruntime_backend import OnnxRuntimeBackend, remove_optimised_graphs
+from stream_decoder.runtime.onnxruntime_backend import OnnxRuntimeBackend
 from stream_decoder.runtime.step_io import ACTIVITY, BEHAVIOR, FRAME, next_state_names, state_names
 from stream_decoder.runtime.tensorrt_backend import (
     FP16_ONNX_FILE,
@@ -40,6 +41,7 @@ TENSORRT_ONNX_OPS = frozenset(
     {
         "Add",
         "Cast",
+        "Clip",  # the linear baseline's map held to 0-255
         "Concat",
         "Constant",
         "Div",
@@ -84,11 +86,11 @@ class Float16Step(nn.Module):
 
 def export_onnx(artifact: Artifact, fp16: bool = False) -> Path:
     """Trace the batch-1 step graph to model.onnx (or model.fp16.onnx), stamped with the model id."""
-    graph = StepGraph(artifact.student())
+    graph = StepGraph(artifact.model())
     path = artifact.path / FP16_ONNX_FILE if fp16 else artifact.onnx_path
-    state = artifact.student().initial_state(1)
+    state = artifact.model().initial_state(1)
     n_blocks = len(state)
-    example = (torch.zeros(1, artifact.config.n_neurons), torch.zeros(1, 4), *state)
+    example = (torch.zeros(1, artifact.config.n_neurons), torch.zeros(1, BEHAVIOR_CHANNELS), *state)
     with warnings.catch_warnings():
         # The TorchScript exporter is chosen on purpose (small single-file graph, no onnxscript).
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -169,7 +171,6 @@ def export_artifact(
     if tensorrt:
         require_tensorrt()
     artifact = load_artifact(artifact_dir, check_onnx=False)
-    remove_optimised_graphs(artifact.path)
     path = export_onnx(artifact)
     ops = check_onnx(path)
     reference = TorchBackend(artifact)

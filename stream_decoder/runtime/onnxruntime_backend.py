@@ -2,9 +2,11 @@
 
 Two sets of state buffers alternate between input and output (tick k reads set k % 2 and writes
 the other), each with its own IOBinding made at start-up, so a tick allocates nothing but the
-returned frame. The optimised graph is saved beside model.onnx on first open and reused.
+returned frame. The optimised graph is cached under the cache folder on first open and reused.
 """
 
+import contextlib
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -12,12 +14,16 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from stream_decoder.atomic import atomic_path
+from stream_decoder.data import BEHAVIOR_CHANNELS
 from stream_decoder.decoder.artifact import Artifact
+from stream_decoder.paths import cache_dir
 from stream_decoder.runtime.backend import Backend
 from stream_decoder.runtime.step_io import ACTIVITY, BEHAVIOR, FRAME, next_state_names, state_names
 
 log = logging.getLogger(__name__)
-OPTIMISED_GRAPH = "model.{model_id}.ort-{version}.onnx"
+CACHE_FOLDER = "ort"  # optimised graphs, under paths.cache_dir()
+PROVIDERS = ["CPUExecutionProvider"]
 
 
 class OnnxRuntimeBackend(Backend):
@@ -31,10 +37,10 @@ class OnnxRuntimeBackend(Backend):
             raise FileNotFoundError(
                 f"{artifact.onnx_path} is missing: run `stream-decoder export {artifact.path}` first"
             )
-        self.session = _open_session(artifact, threads)
+        self.session, self.graph_file = _open_session(artifact, threads)
         cfg = artifact.config
         self._activity = np.zeros((1, cfg.n_neurons), np.float32)
-        self._behavior = np.zeros((1, 4), np.float32)
+        self._behavior = np.zeros((1, BEHAVIOR_CHANNELS), np.float32)
         self._frame = np.zeros((1, *cfg.frame_shape), np.float32)
         self._states = [self._zero_states() for _ in range(2)]
         self._bindings = [
@@ -83,8 +89,9 @@ class OnnxRuntimeBackend(Backend):
         self._parity = 0
 
 
-def _open_session(artifact: Artifact, threads: int) -> ort.InferenceSession:
-    """Sequential, `threads` intra-op threads; reuse the saved optimised graph, or save it now."""
+def _open_session(artifact: Artifact, threads: int) -> tuple[ort.InferenceSession, Path]:
+    """Sequential, `threads` intra-op threads; reuse the cached optimised graph, or cache it now.
+    Returns the session and the graph file it runs."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     # Idle workers sleep rather than spin: a spinning worker takes a core from the rig and the display
@@ -92,20 +99,26 @@ def _open_session(artifact: Artifact, threads: int) -> ort.InferenceSession:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    optimised = artifact.path / OPTIMISED_GRAPH.format(model_id=artifact.model_id, version=ort.__version__)
-    if optimised.is_file():
+    cached = optimised_graph_path(artifact)
+    if cached.is_file():
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        return ort.InferenceSession(str(optimised), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(cached), options, providers=PROVIDERS), cached
     # Extended (not "all") optimisations are hardware independent, so the saved graph travels.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    if os.access(artifact.path, os.W_OK):
-        options.optimized_model_filepath = str(optimised)
-    else:
-        log.info("artifact %s is read-only: the optimised graph is not saved", artifact.path)
-    return ort.InferenceSession(str(artifact.onnx_path), options, providers=["CPUExecutionProvider"])
+    with contextlib.suppress(OSError):  # a folder we cannot make is reported next, as not writable
+        cached.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(cached.parent, os.W_OK):
+        log.info("cache %s is not writable: the optimised graph is not saved", cached.parent)
+        return ort.InferenceSession(str(artifact.onnx_path), options, providers=PROVIDERS), artifact.onnx_path
+    with atomic_path(cached) as tmp:  # another daemon may open the cache meanwhile: whole or absent
+        options.optimized_model_filepath = str(tmp)
+        session = ort.InferenceSession(str(artifact.onnx_path), options, providers=PROVIDERS)
+    return session, artifact.onnx_path
 
 
-def remove_optimised_graphs(directory: Path) -> None:
-    """Drop saved optimised graphs, which a newly exported model.onnx makes stale."""
-    for path in directory.glob(OPTIMISED_GRAPH.format(model_id="*", version="*")):
-        path.unlink()
+def optimised_graph_path(artifact: Artifact) -> Path:
+    """<cache>/ort/<model id>.<digest of model.onnx>.ort-<version>.onnx, never in the artifact (which may
+    be read-only, or packaged). The digest keeps a model.onnx exported again from the same weights (a
+    newer exporter, a fixed step graph) from running the graph optimised from the old one."""
+    digest = hashlib.sha256(artifact.onnx_path.read_bytes()).hexdigest()[:12]
+    return cache_dir() / CACHE_FOLDER / f"{artifact.model_id}.{digest}.ort-{ort.__version__}.onnx"

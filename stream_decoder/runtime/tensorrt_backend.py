@@ -88,9 +88,15 @@ class TensorRTBackend(Backend):
         trt = require_tensorrt()
         path = engine_path(artifact, trt, fp16)
         if not path.is_file():
+            other = "fp32" if fp16 else "fp16"
+            hint = (
+                f" (an {other} engine is there: set [model.options] fp16 = {str(not fp16).lower()})"
+                if engine_path(artifact, trt, not fp16).is_file()
+                else ""
+            )
             raise FileNotFoundError(
                 f"{path} is missing: run `stream-decoder export {artifact.path} "
-                f"--tensorrt{' --fp16' if fp16 else ''}` on this machine"
+                f"--tensorrt{' --fp16' if fp16 else ''}` on this machine{hint}"
             )
         self._logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(self._logger).deserialize_cuda_engine(path.read_bytes())

@@ -3,8 +3,9 @@
 import numpy as np
 import torch
 
+from stream_decoder.data import BEHAVIOR_CHANNELS
 from stream_decoder.decoder.artifact import Artifact
-from stream_decoder.decoder.student import StepGraph
+from stream_decoder.decoder.streaming import StepGraph
 from stream_decoder.runtime.backend import Backend
 
 
@@ -19,17 +20,17 @@ class TorchBackend(Backend):
                 f"({torch.__version__}) sees no CUDA GPU"
             )
         self.device = torch.device(device)
-        self.graph = StepGraph(artifact.student()).to(self.device)
+        self.graph = StepGraph(artifact.model()).to(self.device)
         # prefetch's inputs: zeros and a fresh state, made once (the graph never writes its inputs)
         self._scratch = (
             torch.zeros(1, self.n_neurons, device=self.device),
-            torch.zeros(1, 4, device=self.device),
-            *self.graph.student.initial_state(1),
+            torch.zeros(1, BEHAVIOR_CHANNELS, device=self.device),
+            *self.graph.decoder.initial_state(1),
         )
         self.reset()
 
     def reset(self) -> None:
-        self.state = self.graph.student.initial_state(1)
+        self.state = self.graph.decoder.initial_state(1)
 
     @torch.inference_mode()
     def prefetch(self) -> None:

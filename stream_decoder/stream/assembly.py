@@ -12,11 +12,13 @@ import math
 
 import numpy as np
 
+from stream_decoder.data import TIME_TOLERANCE_S
 from stream_decoder.stream.protocol import Activity, Rejected
 
-# A sample this close to a grid point (seconds) is on it, as in stream_decoder.data.planes.
-GRID_TOLERANCE_S = 1e-6
 RECENT_SESSIONS = 16  # replaced sessions remembered, so a late message cannot flip the state back
+# Messages of one session refused in a row (a second at 30 Hz) that mean its sender restarted
+# keeping the session id and its seq 0 was lost on the way (docs/protocol.md §6.4).
+RESTART_AFTER_REFUSED = 30
 
 
 class Assembler:
@@ -35,29 +37,47 @@ class Assembler:
         self.last_seq = -1
         self.newest: Activity | None = None  # newest accepted message (its t and seq go into recon)
         self.next_tick: int | None = None  # multi-plane: first grid tick not emitted yet
+        self.restarted: str | None = None  # why the last admitted message restarted a known session
+        self._refused = 0  # messages of `_refused_session` refused in a row
+        self._refused_session: str | None = None
 
     def admit(self, msg: Activity) -> tuple[bool, int]:
         """Check `msg` against the session's sequence: (starts a new session, messages missed before it).
 
-        Raises `Rejected` for duplicates, out-of-order messages and messages of replaced sessions.
+        Raises `Rejected` for duplicates, out-of-order messages and messages of replaced sessions,
+        unless the message shows its sender restarted keeping its session id (seq back to 0, or
+        RESTART_AFTER_REFUSED refused in a row): then the session starts over and `restarted`
+        says why (None otherwise).
         """
-        if msg.session != self.session:
-            if msg.session in self._replaced:
-                raise Rejected(
-                    "old_session", f"session {msg.session!r:.60} was replaced by {self.session!r:.60}"
-                )
-            self._start(msg.session)
+        self.restarted = None
+        if msg.session == self.session and msg.seq > self.last_seq:
+            missed = msg.seq - self.last_seq - 1
             self.last_seq = msg.seq
+            self._refused = 0
+            return False, missed
+        if msg.session != self.session and msg.session not in self._replaced:
+            self._start(msg)
             return True, 0
-        if msg.seq == self.last_seq:
-            raise Rejected("duplicate", f"seq {msg.seq} again in session {msg.session!r:.60}")
-        if msg.seq < self.last_seq:
-            raise Rejected(
-                "out_of_order", f"seq {msg.seq} after {self.last_seq} in session {msg.session!r:.60}"
+        refusal = self._refusal(msg)
+        self._refused = self._refused + 1 if msg.session == self._refused_session else 1
+        self._refused_session = msg.session
+        if msg.seq == 0 and (msg.session != self.session or self.last_seq > 0):
+            self.restarted = "its seq went back to 0"
+        elif self._refused >= RESTART_AFTER_REFUSED:
+            self.restarted = f"{self._refused} messages in a row were refused as {refusal.reason}"
+        else:
+            raise refusal
+        self._start(msg)
+        return True, 0
+
+    def _refusal(self, msg: Activity) -> Rejected:
+        if msg.session != self.session:
+            return Rejected(
+                "old_session", f"session {msg.session!r:.60} was replaced by {self.session!r:.60}"
             )
-        missed = msg.seq - self.last_seq - 1
-        self.last_seq = msg.seq
-        return False, missed
+        if msg.seq == self.last_seq:
+            return Rejected("duplicate", f"seq {msg.seq} again in session {msg.session!r:.60}")
+        return Rejected("out_of_order", f"seq {msg.seq} after {self.last_seq} in session {msg.session!r:.60}")
 
     def apply(self, msg: Activity) -> None:
         """Take the message's values (converted to float32, no allocation) and behaviour as the latest."""
@@ -88,20 +108,25 @@ class Assembler:
         return range(start, tick), skipped
 
     def tick_of(self, t: float) -> int:
-        return math.floor((t + GRID_TOLERANCE_S) * self.rate_hz)
+        return math.floor((t + TIME_TOLERANCE_S) * self.rate_hz)
 
     def tick_time(self, tick: int) -> float:
         return tick / self.rate_hz
 
-    def stale_fraction(self, now: float) -> float:
-        """Fraction of neurons whose latest value was acquired more than one tick before `now`."""
-        np.less(self.acquired, now - 1 / self.rate_hz - GRID_TOLERANCE_S, out=self._older)
+    def stale_fraction(self, now: float, max_age_s: float | None = None) -> float:
+        """Fraction of neurons whose latest value was acquired more than `max_age_s` (default: one
+        tick) before `now`, or never in this session."""
+        age = 1 / self.rate_hz if max_age_s is None else max_age_s
+        np.less(self.acquired, now - age - TIME_TOLERANCE_S, out=self._older)
         return np.count_nonzero(self._older) / self._older.size
 
-    def _start(self, session: str) -> None:
-        if self.session is not None:
-            self._replaced = [*self._replaced[-(RECENT_SESSIONS - 1) :], self.session]
-        self.session = session
+    def _start(self, msg: Activity) -> None:
+        if self.session is not None and self.session != msg.session:
+            kept = [s for s in self._replaced[-(RECENT_SESSIONS - 1) :] if s != msg.session]
+            self._replaced = [*kept, self.session]
+        self.session = msg.session
+        self.last_seq = msg.seq
+        self._refused = 0
         self.activity[:] = 0.0
         self.behavior[:] = self.resting_behavior
         self.acquired[:] = -np.inf

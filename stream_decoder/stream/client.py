@@ -82,6 +82,17 @@ class ReconClient:
             return frame, header
         return None
 
+    def drain(self, wait_s: float, limit: int | None = None) -> list[tuple[np.ndarray, ReconHeader]]:
+        """Every frame that has arrived (at most `limit`), waiting up to `wait_s` for the first; empty
+        if none came. A display shows the newest of them rather than fall behind drawing each."""
+        arrived: list[tuple[np.ndarray, ReconHeader]] = []
+        while limit is None or len(arrived) < limit:
+            item = self.receive(timeout_s=0 if arrived else wait_s)
+            if item is None:
+                break
+            arrived.append(item)
+        return arrived
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, ReconHeader]]:
         while (item := self.receive()) is not None:
             yield item

@@ -1,9 +1,11 @@
 """CLI verbs of the streaming stage: serve (the rig daemon), replay (a rig simulator), view (a display)."""
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +17,7 @@ def register(sub) -> None:
         "serve",
         help="run the rig-side decoder daemon (ZeroMQ in -> frames out at 30 Hz)",
         description="Load a student artifact and serve it: activity messages in, "
-        "reconstructed frames out, control requests answered (PROTOCOL.md v1). "
+        "reconstructed frames out, control requests answered (wire protocol v1: docs/protocol.md). "
         "Runs until SIGTERM or Ctrl-C; the recording is flushed on the way out.",
     )
     p.add_argument("--config", type=Path, required=True, help="rig config TOML (see deploy/rig.toml)")
@@ -32,19 +34,28 @@ def register(sub) -> None:
         "with optional jitter, drops and a rig restart. Binds the endpoint like a rig.",
     )
     _plan_arguments(p)
-    p.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="where to publish (%(default)s)")
+    p.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="where to publish")
     p.add_argument("--connect", action="store_true", help="connect, not bind (daemon with activity_bind)")
     p.add_argument("--speed", type=float, default=1.0, help="1 real time, 2 twice as fast, 0 flat out")
     p.add_argument("--jitter-ms", type=float, default=0.0, help="std of a random delay added to each send")
     p.add_argument("--drop", type=float, default=0.0, help="probability a message is lost (seq skipped)")
     p.add_argument("--t0", type=float, help="rig clock at the first frame (default: now, whole seconds)")
     p.add_argument("--dtype", choices=sorted(INPUT_DTYPES), default="float32", help="payload dtype")
-    p.add_argument("--session", default="replay", help="session id (the restart appends -restart)")
+    p.add_argument(
+        "--session",
+        help="session id (default: a fresh replay-<time>-<random> per run; the restart appends -restart)",
+    )
     p.add_argument("--wait-s", type=float, default=30.0, help="how long to wait for the daemon to subscribe")
     p.add_argument(
         "--control",
         default="tcp://127.0.0.1:5557",
-        help="the daemon's control socket, asked first whether its model fits the data ('' skips)",
+        help="the daemon's control socket, asked first whether its model reads the data's neurons "
+        "(count and neuron set, docs/protocol.md §5.3; '' skips)",
+    )
+    p.add_argument(
+        "--ignore-neuron-set",
+        action="store_true",
+        help="play data whose neurons are not the served model's (only the neuron count is checked)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of jitter and drops")
     _curve_arguments(p)
@@ -56,13 +67,26 @@ def register(sub) -> None:
         description="Subscribe to the daemon's frames; show them in a window where a display "
         "exists, else write view.gif, view.mp4 and view_strip.png. Given the replayed "
         "dataset (same plan options as replay) the stimulus is shown beside each frame. "
-        "Prints fps, latency and losses every second.",
+        "The window always shows the newest frame (older ones not yet drawn are dropped and "
+        "counted as stale), with fps and latency in its title. Prints fps, latency and losses "
+        "every second. Stops after --frames, when frames stop for --timeout-s, when the window "
+        "is closed, or on Ctrl-C; the movies are written then.",
     )
     p.add_argument("--endpoint", default="tcp://127.0.0.1:5556", help="the daemon's recon socket")
     p.add_argument("--data", type=Path, help="the dataset being replayed, for ground truth")
     _plan_arguments(p, data_required=False)
     p.add_argument("--frames", type=int, help="stop after this many frames")
-    p.add_argument("--timeout-s", type=float, default=30.0, help="stop after this long without a frame")
+    p.add_argument(
+        "--wait-s",
+        type=float,
+        help="give up if the first frame has not come within this long (default: wait until Ctrl-C)",
+    )
+    p.add_argument(
+        "--timeout-s",
+        type=float,
+        default=30.0,
+        help="after the first frame: stop after this long without one",
+    )
     p.add_argument("--out", type=Path, default=Path("demo-out/view"), help="folder for the movies")
     p.add_argument("--keep", type=int, default=900, help="frames kept for the movies (the last ones)")
     p.add_argument("--no-window", action="store_true", help="write movies even where a display exists")
@@ -76,10 +100,18 @@ def register(sub) -> None:
         "student: a rig replay, the daemon and a display run together on private endpoints "
         "at the rig's 30 Hz. Simulates the demo dataset first if it is missing. Writes "
         "view.gif, view.mp4, view_strip.png (decoded beside the stimulus) and summary.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--artifact", type=Path, help="student artifact (default: the bundled demo student)")
-    p.add_argument("--data", type=Path, help="demo dataset root (default: <cache>/data/demo)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="demo dataset root (default: <cache>/data/demo, simulated there if missing)",
+    )
+    p.add_argument(
+        "--simulate",
+        action="store_true",
+        help="if --data holds no dataset, simulate the demo dataset there (2,000 neurons, about 700 MB)",
+    )
     p.add_argument("--tier", default="final_test_main", help="tier whose clips to play")
     p.add_argument("--clips", type=int, default=2, help="how many clips")
     p.add_argument("--speed", type=float, default=1.0, help="1 real time, 0 as fast as the daemon goes")
@@ -95,6 +127,7 @@ def _demo(args) -> int:
         DemoConfig(
             artifact=args.artifact or DEMO_ARTIFACT,
             data=args.data,
+            simulate=args.simulate,
             tier=args.tier,
             clips=args.clips,
             speed=args.speed,
@@ -119,7 +152,7 @@ def _plan_arguments(p: argparse.ArgumentParser, data_required: bool = True) -> N
     if data_required:
         p.add_argument("--data", type=Path, required=True, help="dataset root or mouse folder (Sensorium)")
     p.add_argument("--mouse", type=int, default=0, help="which mouse of the dataset root (name order)")
-    p.add_argument("--tier", default="oracle", help="tier to play (default: %(default)s)")
+    p.add_argument("--tier", default="oracle", help="tier to play")
     p.add_argument("--trials", nargs="+", help="trial ids to play instead of a tier")
     p.add_argument("--clips", type=int, help="play at most this many clips")
     p.add_argument("--gap-s", type=float, default=0.0, help="rig time between clips")
@@ -146,7 +179,8 @@ def _curve(args):
 
 
 def _plan(args):
-    from stream_decoder.stream.replay import ReplayPlan, open_mouse, plane_timing, select_trials
+    from stream_decoder.data import open_mouse
+    from stream_decoder.stream.replay import ReplayPlan, plane_timing, select_trials
 
     mouse = open_mouse(args.data, args.mouse)
     trials = select_trials(mouse, args.tier, args.trials, args.clips)
@@ -154,11 +188,21 @@ def _plan(args):
     return ReplayPlan(mouse, trials, timing, args.gap_s)
 
 
-def _stop_on_signals() -> threading.Event:
+@contextlib.contextmanager
+def _stop_on(*signals: signal.Signals) -> Iterator[threading.Event]:
+    """An event the given signals set instead of interrupting (the loop checks it and stops
+    cleanly); the handlers before are back afterwards. Only the main thread can take signals:
+    elsewhere (a verb run by a test) the event is set by nothing."""
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    before = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
+    try:
+        yield stop
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _serve(args) -> int:
@@ -177,12 +221,13 @@ def _serve(args) -> int:
         )
     if args.record:
         cfg = replace(cfg, recorder=replace(cfg.recorder, dir=args.record))
-    serve(cfg, _stop_on_signals())
+    with _stop_on(signal.SIGTERM, signal.SIGINT) as stop:
+        serve(cfg, stop)
     return 0
 
 
 def _replay(args) -> int:
-    from stream_decoder.stream.replay import ReplayOptions, Rig, replay
+    from stream_decoder.stream.replay import ReplayOptions, Rig, fresh_session_id, replay
 
     options = ReplayOptions(
         speed=args.speed,
@@ -195,11 +240,12 @@ def _replay(args) -> int:
     )
     plan = _plan(args)
     if args.control:
-        _check_model(args.control, plan.dataset.n_neurons, _curve(args))
-    with Rig(args.endpoint, bind=not args.connect, session=args.session, curve=_curve(args)) as rig:
+        _check_model(args.control, plan.dataset, _curve(args), args.ignore_neuron_set)
+    session = args.session or fresh_session_id()
+    with Rig(args.endpoint, bind=not args.connect, session=session, curve=_curve(args)) as rig:
         print(
-            f"replay: {len(plan.trials)} clips of {plan.dataset.name}, {plan.timing.n_planes} plane(s); "
-            f"waiting for a subscriber on {args.endpoint}",
+            f"replay: {len(plan.trials)} clips of {plan.dataset.name}, {plan.timing.n_planes} plane(s), "
+            f"session {session}; waiting for a subscriber on {args.endpoint}",
             file=sys.stderr,
         )
         if not rig.wait_for_subscriber(args.wait_s):
@@ -215,9 +261,10 @@ def _replay(args) -> int:
     return 0
 
 
-def _check_model(endpoint: str, n_neurons: int, curve) -> None:
+def _check_model(endpoint: str, mouse, curve, ignore_neuron_set: bool) -> None:
     """Refuse to play data the served model cannot take; carry on if nobody answers (no daemon yet)."""
     from stream_decoder.stream.client import ControlClient
+    from stream_decoder.stream.replay import check_neuron_set
 
     with ControlClient(endpoint, timeout_s=2.0, curve=curve) as control:
         try:
@@ -225,22 +272,30 @@ def _check_model(endpoint: str, n_neurons: int, curve) -> None:
         except TimeoutError:
             print(f"replay: no answer from {endpoint}; not checking the model", file=sys.stderr)
             return
-    if info.get("neurons") != n_neurons:
-        raise ValueError(
-            f"the daemon serves model {info.get('model')} for {info.get('neurons')} neurons, "
-            f"the data has {n_neurons}"
-        )
+    checked = check_neuron_set(info, mouse, identity=not ignore_neuron_set)
+    print(f"replay: the served model {info.get('model')} fits the data ({checked} checked)", file=sys.stderr)
 
 
 def _view(args) -> int:
     from stream_decoder.stream.client import ReconClient
+    from stream_decoder.stream.config import check_endpoint
     from stream_decoder.stream.viewer import MovieSink, TruthLookup, WindowSink, has_display, watch
 
+    check_endpoint(args.endpoint, "--endpoint", allow_remote=True)
     truth = TruthLookup(_plan(args), args.restart_after) if args.data else None
+    curve = _curve(args)
     window = has_display() and not args.no_window
     sink = WindowSink() if window else MovieSink(args.out, keep=args.keep)
-    with ReconClient(args.endpoint, timeout_s=args.timeout_s, curve=_curve(args)) as client:
-        figures = watch(client, sink, truth, max_frames=args.frames)
+    patience = "until Ctrl-C" if args.wait_s is None else f"for up to {args.wait_s:g} s"
+    print(f"view: waiting for frames on {args.endpoint} {patience}", file=sys.stderr)
+    with _stop_on(signal.SIGINT) as interrupted, ReconClient(args.endpoint, curve=curve) as client:
+        figures = watch(
+            client, sink, truth, args.frames, timeout_s=args.timeout_s, wait_s=args.wait_s, stop=interrupted
+        )
     for path in sink.close():
         print(f"view: wrote {path}", file=sys.stderr)
-    return 0 if figures.received else 1
+    if interrupted.is_set():
+        raise KeyboardInterrupt  # the movies are written: now the CLI's one line and exit code 130
+    if not figures.received and args.wait_s is not None:  # (else the window was closed: nothing wrong)
+        raise RuntimeError(f"no frame from {args.endpoint} within {args.wait_s:g} s; is serve running there?")
+    return 0

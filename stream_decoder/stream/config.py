@@ -12,7 +12,7 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
-from stream_decoder.runtime.backend import KINDS
+from stream_decoder.runtime.backend import KINDS, check_options
 from stream_decoder.stream.protocol import RECON_DTYPES
 
 LOOPBACK_NAMES = ("localhost", "ip6-localhost")
@@ -22,17 +22,31 @@ LOOPBACK_NAMES = ("localhost", "ip6-localhost")
 class ModelConfig:
     artifact: Path
     backend: str = "onnxruntime"
-    threads: int = 1  # onnxruntime intra-op threads; 2 on a 2-core rig PC under [realtime] (bench_e2e)
+    # [model.options]: the chosen backend's own keyword options (runtime.backend.OPTIONS), checked
+    # again whenever the backend changes (serve --backend)
+    options: dict = field(default_factory=dict)
+    threads: int | None = None  # deprecated: [model.options] threads; ignored by other backends, as before
 
     def __post_init__(self):
         if self.backend not in KINDS:
             raise ValueError(f"[model] backend {self.backend!r} is not one of {KINDS}")
-        if self.threads < 1:
+        if self.threads is not None and self.threads < 1:
             raise ValueError(f"[model] threads must be >= 1, got {self.threads}")
+        if self.threads is not None and "threads" in self.options:
+            raise ValueError(
+                "[model] threads and [model.options] threads are both set; keep [model.options] threads"
+            )
+        try:
+            check_options(self.backend, self.options)
+        except ValueError as exc:
+            raise ValueError(f"[model.options] {exc}") from None
 
     def backend_options(self) -> dict:
-        """Keyword options for `open_backend`: only onnxruntime takes a thread count."""
-        return {"threads": self.threads} if self.backend == "onnxruntime" else {}
+        """Keyword options for `open_backend`: [model.options], and the deprecated [model] threads
+        where it always applied (onnxruntime)."""
+        if self.threads is not None and self.backend == "onnxruntime":
+            return {"threads": self.threads, **self.options}
+        return dict(self.options)
 
 
 @dataclass(frozen=True)
@@ -170,14 +184,38 @@ def check_endpoint(endpoint: str, what: str, allow_remote: bool) -> None:
         raise ValueError(f"{what} {endpoint!r} is not a tcp://, ipc:// or inproc:// endpoint")
     if scheme != "tcp":
         return
-    host, colon, port = rest.rpartition(":")
+    _, colon, port = rest.rpartition(":")
     if not colon or not (port == "*" or (port.isdigit() and 0 < int(port) < 65536)):
         raise ValueError(f"{what} {endpoint!r} needs a port 1-65535 (or * to bind any free port)")
-    if not allow_remote and not _is_loopback(host.strip("[]")):
+    if not allow_remote and reaches_beyond_host(endpoint):
         raise ValueError(
             f"{what} {endpoint!r} reaches beyond this host; set [endpoints] allow_remote = true "
             "to allow it (and consider [security] curve = true)"
         )
+
+
+def reaches_beyond_host(endpoint: str) -> bool:
+    """A TCP endpoint on an address other than loopback (ipc and inproc stay on this host)."""
+    scheme, _, rest = endpoint.partition("://")
+    return scheme == "tcp" and not _is_loopback(rest.rpartition(":")[0].strip("[]"))
+
+
+def config_warnings(cfg: DaemonConfig) -> list[str]:
+    """What the daemon logs at start-up about a valid config that is risky or out of date, a line each."""
+    warnings = []
+    names = ("activity", "recon", "control")
+    exposed = [name for name in names if reaches_beyond_host(getattr(cfg.endpoints, name))]
+    if exposed and not cfg.security.curve:
+        warnings.append(
+            f"[endpoints] {', '.join(exposed)} reach beyond this host without encryption or authentication: "
+            "anyone on the network can read, or inject, what crosses them; set [security] curve = true "
+            "(deploy/README.md, Security)"
+        )
+    if cfg.model.threads is not None:
+        backend = cfg.model.backend
+        ignored = "" if backend == "onnxruntime" else f" and ignored by the {backend} backend"
+        warnings.append(f"[model] threads is deprecated{ignored}: set [model.options] threads (onnxruntime)")
+    return warnings
 
 
 def _is_loopback(host: str) -> bool:
@@ -216,6 +254,10 @@ def _required(f) -> bool:
 def _value(hint, value, where: str, name: str, base: Path):
     if isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
         return _build(hint, value, name, base)
+    if hint is dict:  # a free table, checked by its owner (ModelConfig's options)
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} must be a table, got {value!r}")
+        return dict(value)
     if typing.get_origin(hint) is tuple:
         item = typing.get_args(hint)[0]
         if not isinstance(value, list):

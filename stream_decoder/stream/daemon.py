@@ -14,13 +14,14 @@ import gc
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import zmq
 
 from stream_decoder.runtime import Backend, open_backend
 from stream_decoder.stream.assembly import Assembler
-from stream_decoder.stream.config import DaemonConfig
+from stream_decoder.stream.config import DaemonConfig, config_warnings
 from stream_decoder.stream.forecast import ArrivalForecast
 from stream_decoder.stream.protocol import (
     CONTROL_COMMANDS,
@@ -39,6 +40,7 @@ from stream_decoder.stream.realtime import apply_realtime
 from stream_decoder.stream.recorder import Recorder
 from stream_decoder.stream.sockets import REFUSED, open_sockets, publish, receive
 from stream_decoder.stream.stats import DaemonStats, RateLimitedLog, kv
+from stream_decoder.stream.watch import InputWatch
 
 log = logging.getLogger(__name__)
 POLL_MS = 50  # longest the loop sleeps: bounds how late a stop request or a recorder flush is
@@ -64,18 +66,30 @@ class FrameOut:
 
 class Daemon:
     """One rig's decoding loop. Constructing it binds the sockets (so a bad endpoint fails at
-    start-up); `run` serves until told to stop."""
+    start-up); `run` serves until told to stop, one `run_once` per wake-up of `poll`.
 
-    def __init__(self, cfg: DaemonConfig, backend: Backend, ctx: zmq.Context | None = None):
+    `clock` (monotonic seconds) times every decision the loop takes: the prefetch forecast, how
+    long to sleep, socket repair, recorder flushes, log rate limits and reports. A test passes a
+    fake one and steps the loop with `poll` and `run_once`, so nothing depends on the scheduler.
+    """
+
+    def __init__(
+        self,
+        cfg: DaemonConfig,
+        backend: Backend,
+        ctx: zmq.Context | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.cfg = cfg
         self.backend = backend
+        self.clock = clock
         meta = backend.artifact.meta
         self.model_id = meta.model_id
         self.n_neurons = meta.n_neurons
         self.lookahead_s = meta.lookahead / cfg.stream.rate_hz
         self.stats = DaemonStats()
         self.forecast = ArrivalForecast(cfg.stream.prefetch_ms / 1e3)
-        self.log = RateLimitedLog(log, cfg.log.interval_s)
+        self.log = RateLimitedLog(log, cfg.log.interval_s, clock)
         self.assembler = Assembler(
             self.n_neurons,
             backend.artifact.state_dict["behavior_mean"].numpy(),
@@ -84,9 +98,16 @@ class Daemon:
         )
         self.frame_out = FrameOut(cfg.stream.output_dtype, tuple(meta.frame_shape))
         self.tick_seq = 0
+        self.input_timing = meta.provenance.get("input_timing")  # None: the artifact records none
+        planes = None if self.input_timing is None else self.input_timing["n_planes"]
+        self.watch = InputWatch(self.stats.warnings, self.log, self.assembler, planes)
         self.ctx = ctx or zmq.Context()
         self._own_ctx = ctx is None
         self.sockets = open_sockets(self.ctx, cfg, self.n_neurons)
+        self.poller = zmq.Poller()
+        for sock in (self.sockets.activity, self.sockets.control, *self.sockets.monitors):
+            self.poller.register(sock, zmq.POLLIN)
+        self._next_report = clock() + cfg.log.interval_s
         self.recorder = None
         if cfg.recorder.dir is not None:
             try:
@@ -97,6 +118,7 @@ class Daemon:
                     self.frame_out.dtype,
                     cfg.stream.rate_hz,
                     cfg.recorder.chunk_seconds,
+                    clock=clock,
                 )
             except OSError as exc:
                 self.sockets.close()
@@ -112,40 +134,46 @@ class Daemon:
                 recording=cfg.recorder.dir or "off",
             )
         )
+        for warning in config_warnings(cfg):
+            log.warning(warning)
 
     # ---- the loop ----
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set; then flush the recorder and close the sockets."""
-        poller = zmq.Poller()
-        for sock in (self.sockets.activity, self.sockets.control, *self.sockets.monitors):
-            poller.register(sock, zmq.POLLIN)
-        next_report = time.monotonic() + self.cfg.log.interval_s
         try:
             while not stop.is_set():
-                ready = dict(poller.poll(self.forecast.wait_ms(time.monotonic(), POLL_MS)))
-                if self.sockets.activity in ready:
-                    self._drain_activity()
-                elif self.forecast.take(time.monotonic()):
-                    self.backend.prefetch()
-                    self.stats.prefetches += 1
-                if self.sockets.control in ready:
-                    self._serve_control()
-                for monitor in self.sockets.monitors:
-                    if monitor in ready:
-                        self._peer_event(monitor)
-                if self.sockets.repair(time.monotonic()):
-                    self.stats.peers["activity.reconnected"] += 1
-                    self.log.warning(
-                        "reconnected", "activity_reconnected", endpoint=self.cfg.endpoints.activity
-                    )
-                if self.recorder is not None:
-                    self.recorder.tick()
-                if time.monotonic() >= next_report:
-                    next_report += self.cfg.log.interval_s
-                    self._report()
+                self.run_once(self.poll())
         finally:
             self.close()
+
+    def poll(self, timeout_ms: int | None = None) -> dict:
+        """The sockets ready to read, after sleeping until one is, or until the forecast's prefetch
+        is due (never longer than POLL_MS); `timeout_ms` overrides the sleep."""
+        if timeout_ms is None:
+            timeout_ms = self.forecast.wait_ms(self.clock(), POLL_MS)
+        return dict(self.poller.poll(timeout_ms))
+
+    def run_once(self, ready: dict) -> None:
+        """One pass of the loop: serve the `ready` sockets, else prefetch if due; then the chores."""
+        if self.sockets.activity in ready:
+            self._drain_activity()
+        elif self.forecast.take(self.clock()):
+            self.backend.prefetch()
+            self.stats.prefetches += 1
+        if self.sockets.control in ready:
+            self._serve_control()
+        for monitor in self.sockets.monitors:
+            if monitor in ready:
+                self._peer_event(monitor)
+        if self.sockets.repair(self.clock()):
+            self.stats.peers["activity.reconnected"] += 1
+            self.log.warning("reconnected", "activity_reconnected", endpoint=self.cfg.endpoints.activity)
+        if self.recorder is not None:
+            self.recorder.tick()
+        if self.clock() >= self._next_report:
+            self._next_report += self.cfg.log.interval_s
+            self._report()
 
     def close(self) -> None:
         if self.recorder is not None:
@@ -164,7 +192,7 @@ class Daemon:
             except zmq.Again:
                 return
             received = time.perf_counter()
-            self.forecast.arrived(time.monotonic())
+            self.forecast.arrived(self.clock())
             try:
                 self.handle_activity(frames, received)
             except Exception as exc:  # one bad tick must not end the session: count, log, carry on
@@ -190,6 +218,7 @@ class Daemon:
             self.stats.gaps += 1
             self.stats.lost += missed
             self.log.warning("gap", "seq_gap", session=msg.session, seq=msg.seq, missed=missed)
+        self.watch.message(msg)
         try:
             if msg.n_planes == 1:
                 self.assembler.apply(msg)
@@ -210,12 +239,14 @@ class Daemon:
         self.tick_seq = 0
         self.stats.sessions += 1
         log.info(kv("session", session=msg.session, seq=msg.seq, t=msg.t, n_planes=msg.n_planes))
+        self.watch.session_started(msg)
 
     def _emit(self, tick_t: float, received: float) -> None:
         """Decode the assembled state as the frame for rig time `tick_t` and publish it."""
         a = self.assembler
         frame = self.frame_out(self.backend.step(a.activity, a.behavior))
         newest = a.newest
+        stale = a.stale_fraction(tick_t)
         header = ReconHeader(
             a.session,
             self.tick_seq,
@@ -223,7 +254,7 @@ class Daemon:
             newest.seq,
             tick_t - self.lookahead_s,
             self.model_id,
-            a.stale_fraction(tick_t),
+            stale,
         )
         try:
             publish(self.sockets.recon, encode_recon(header, frame))
@@ -232,6 +263,7 @@ class Daemon:
         self.tick_seq += 1
         self.stats.emitted += 1
         self.stats.latency.add(time.perf_counter() - received)
+        self.watch.frame(tick_t, stale)
         if self.recorder is not None:
             self.recorder.recon(header, frame, time.time())
 
@@ -263,6 +295,9 @@ class Daemon:
                 "ok": True,
                 "model": self.model_id,
                 "neurons": self.n_neurons,
+                "neuron_set": meta.neuron_set or None,
+                "data_fingerprint": meta.data_fingerprint,
+                "input_timing": self.input_timing,
                 "frame_shape": list(meta.frame_shape),
                 "lookahead": meta.lookahead,
                 "rate_hz": self.cfg.stream.rate_hz,
@@ -284,7 +319,7 @@ class Daemon:
         return summary
 
     def _peer_event(self, monitor: zmq.Socket) -> None:
-        event = self.sockets.peer_event(monitor, time.monotonic())
+        event = self.sockets.peer_event(monitor, self.clock())
         if event is None:
             return
         self.stats.peers[event] += 1

@@ -2,8 +2,9 @@
 
 A rig replay, the daemon and a display client run in this one process on private ipc endpoints,
 exactly the computation `replay`, `serve` and `view` do as three processes on a rig. The demo
-dataset is simulated first where it is missing (the same preset and seed the bundled student was
-distilled on; its fingerprint is checked). Clips come from tiers the student never trained on.
+dataset is simulated first where it is missing from the cache (the same preset and seed the
+bundled student was distilled on; its fingerprint is checked); into a folder given by --data
+only when asked to (--simulate). Clips come from tiers the student never trained on.
 """
 
 import json
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream_decoder.data import MouseDataset, PlaneTiming, find_mice, simulate
+from stream_decoder.data import MouseDataset, PlaneTiming, open_mouse, simulate
 from stream_decoder.decoder.artifact import load_artifact
 from stream_decoder.metrics import video_correlation
 from stream_decoder.paths import cache_dir
@@ -25,12 +26,14 @@ from stream_decoder.stream.viewer import MovieSink
 
 DEMO_ARTIFACT = Path(__file__).resolve().parents[1] / "assets" / "demo"
 DEMO_DATA = ("demo", 0)  # simulator preset and seed of the data the bundled student was distilled on
+DEMO_DATA_SIZE = "2,000 neurons, 100 clips, about 700 MB"
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     artifact: Path = DEMO_ARTIFACT
     data: Path | None = None  # default: <cache>/data/demo, simulated if missing
+    simulate: bool = False  # simulate into `data` too when it holds no dataset
     tier: str = "final_test_main"  # natural movies of photographs never shown in training
     clips: int = 2
     speed: float = 1.0  # 1: the rig's real time (30 Hz); 0: as fast as the daemon goes
@@ -42,17 +45,25 @@ class DemoConfig:
             raise ValueError(f"clips must be >= 1, got {self.clips}")
 
 
-def demo_mouse(data: Path, fingerprint: str) -> MouseDataset:
-    """The demo mouse at `data`, simulated there first if the folder holds none."""
+def demo_mouse(data: Path, fingerprint: str, may_simulate: bool) -> MouseDataset:
+    """The demo mouse at `data`, simulated there first if the folder holds none and `may_simulate`."""
     if not data.is_dir() or not any(data.iterdir()):
-        print(f"demo: simulating the demo dataset into {data} (about a minute)", file=sys.stderr)
+        if not may_simulate:
+            raise FileNotFoundError(
+                f"{data}: no dataset there; pass --simulate to simulate the demo dataset into it "
+                f"({DEMO_DATA_SIZE}), or leave out --data to use the cache"
+            )
+        print(
+            f"demo: simulating the demo dataset ({DEMO_DATA_SIZE}) into {data}, about a minute",
+            file=sys.stderr,
+        )
         simulate(*DEMO_DATA, out=data, progress=True)
-    mouse = MouseDataset(find_mice(data)[0])
+    mouse = open_mouse(data)
     if mouse.fingerprint() != fingerprint:
         raise ValueError(
             f"{mouse.path}: not the data the demo student was distilled on (fingerprint "
             f"{mouse.fingerprint()}, the student's {fingerprint}); pass --data with that dataset "
-            "or an empty folder to simulate it"
+            "or an empty folder and --simulate to simulate it"
         )
     return mouse
 
@@ -60,7 +71,8 @@ def demo_mouse(data: Path, fingerprint: str) -> MouseDataset:
 def run_demo(cfg: DemoConfig) -> dict:
     """Stream the clips through the daemon; write the movies and a summary; return the summary."""
     artifact = load_artifact(cfg.artifact)
-    mouse = demo_mouse(cfg.data or cache_dir() / "data" / "demo", artifact.meta.data_fingerprint)
+    data = cfg.data or cache_dir() / "data" / "demo"
+    mouse = demo_mouse(data, artifact.meta.data_fingerprint, may_simulate=cfg.simulate or cfg.data is None)
     trials = mouse.trials(cfg.tier)[: cfg.clips]
     if not trials:
         raise ValueError(f"{mouse.path}: no clips in tier {cfg.tier!r}")
@@ -91,11 +103,12 @@ def run_demo(cfg: DemoConfig) -> dict:
         mask = np.zeros(recons[0].shape, bool)
         mask.flat[pixels] = True
     summary = {
-        "demo": {k: str(v) for k, v in asdict(cfg).items()},
+        "demo": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "model": artifact.model_id,
         "mouse": mouse.name,
         "trials": trials,
         "frames_received": figures.received,
+        # Lost between daemon and display, plus rig messages that never became a frame: each once.
         "frames_lost": lost + figures.seq_newest_gaps,
         "latency_ms_last_300": {"p50": float(np.median(latency)), "max": float(latency.max())},
         "correlation_with_stimulus_all_pixels": video_correlation(recons, truths, skip=0),

@@ -17,7 +17,7 @@ from stream_decoder.runtime import Backend
 from stream_decoder.stream.client import ControlClient, CurveKeys, ReconClient
 from stream_decoder.stream.config import DaemonConfig, EndpointsConfig
 from stream_decoder.stream.daemon import Daemon
-from stream_decoder.stream.replay import ReplayOptions, ReplayPlan, Rig, replay
+from stream_decoder.stream.replay import ReplayOptions, ReplayPlan, Rig, fresh_session_id, replay
 from stream_decoder.stream.viewer import LiveFigures, TruthLookup, watch
 
 
@@ -41,6 +41,7 @@ class Loopback:
     ):
         ep = cfg.endpoints
         self.cfg = cfg
+        self.timeout_s = timeout_s
         self.rig = Rig(ep.activity, bind=not ep.activity_bind, session="warmup", curve=curve)
         self.daemon = Daemon(cfg, backend)
         self.stop_event = threading.Event()
@@ -57,14 +58,20 @@ class Loopback:
 
         Subscriptions reach a PUB socket asynchronously; without this the first frames can go
         to nobody. The warm-up session is the rig's first; restart the rig before real data.
+        Once one frame arrives, the client reads on up to the last warm-up message's frame, so
+        no warm-up frame still on its way is taken for data, however slow the machine.
         """
-        for _ in range(100):
+        for _ in range(200):
             self.rig.send(np.zeros(self.daemon.n_neurons, np.float32), 0.0)
-            if client.receive(timeout_s=0.05) is not None:
-                while client.receive(timeout_s=0.2) is not None:
-                    pass
-                return
-        raise RuntimeError("no frame reached the client")
+            if (item := client.receive(timeout_s=0.1)) is not None:
+                break
+        else:
+            raise RuntimeError("no frame reached the client")
+        last = (self.rig.session, self.rig.seq - 1)
+        while item is not None and (item[1].session, item[1].seq_newest) != last:
+            item = client.receive(timeout_s=self.timeout_s)
+        if item is None:
+            raise RuntimeError("the last warm-up frame did not reach the client")
 
     def play(
         self,
@@ -72,19 +79,21 @@ class Loopback:
         options: ReplayOptions,
         sink,
         frames: int,
-        session: str = "replay",
+        session: str | None = None,
         progress: bool = False,
     ) -> LiveFigures:
         """Replay `plan` through the daemon to the display, showing `frames` frames in `sink` with
-        their ground truth: `replay`, `serve` and `view` in one call."""
+        their ground truth: `replay`, `serve` and `view` in one call, as a session of its own
+        (default: a fresh id, as `replay` gives each run)."""
         self.attach(self.display)
-        self.rig.restart(session)
+        self.rig.restart(session or fresh_session_id())
         sender = threading.Thread(
             target=replay, args=(plan, self.rig, options), kwargs={"progress": progress}
         )
         sender.start()
         try:
-            return watch(self.display, sink, TruthLookup(plan), max_frames=frames)
+            truth = TruthLookup(plan, options.restart_after)
+            return watch(self.display, sink, truth, frames, timeout_s=self.timeout_s, wait_s=self.timeout_s)
         finally:
             sender.join()
 

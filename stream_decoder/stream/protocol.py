@@ -1,4 +1,4 @@
-"""Wire protocol v1 (../shared/PROTOCOL.md): the only module that knows the bytes on the wire.
+"""Wire protocol v1 (docs/protocol.md): the only module that knows the bytes on the wire.
 
 Every message is three ZeroMQ frames `[topic, msgpack header, raw little-endian payload]`. Decoding
 never copies the payload: the returned array is a view of the received frame. Anything that breaks

@@ -16,7 +16,6 @@ calls it on SIGTERM); after SIGKILL at most the open chunk is lost.
 """
 
 import json
-import os
 import queue
 import re
 import threading
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stream_decoder.atomic import write_atomic_with
 from stream_decoder.stream.protocol import Activity, ReconHeader
 
 CHUNK_PATTERN = re.compile(r"^(activity|recon)-(\d{6})\.npz$")
@@ -210,10 +210,7 @@ class Recorder:
 
 def _write_chunk(path: Path, chunk: _Chunk) -> None:
     arrays = chunk.arrays()
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    write_atomic_with(path, lambda f: np.savez(f, **arrays))
     seq, t = arrays["seq"], arrays["t" if chunk.kind == "activity" else "t_newest"]
     line = {
         "file": path.name,

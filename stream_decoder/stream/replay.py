@@ -6,30 +6,31 @@ rig restart (a new session). A plane whose neurons are not one contiguous range 
 order goes out as one message per contiguous run, all with the plane's acquisition time.
 
 `ReplayPlan` is the schedule (which clip frame every message carries); the viewer rebuilds it
-to find the ground-truth frame of each reconstruction.
+to find the ground-truth frame of each reconstruction. Each run is a session of its own
+(`fresh_session_id`), and `check_neuron_set` refuses data whose neurons the served model does not read.
 """
 
 import itertools
 import logging
 import math
 import random
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import zmq
 from tqdm import tqdm
 
-from stream_decoder.data import MouseDataset, PlaneTiming, find_mice, plane_samples
-from stream_decoder.data.planes import FRAME_RATE_HZ, frame_of
+from stream_decoder.data import FRAME_RATE_HZ, TIME_TOLERANCE_S, MouseDataset, PlaneTiming, plane_samples
+from stream_decoder.data.planes import frame_of
 from stream_decoder.stream.client import CurveKeys
 from stream_decoder.stream.protocol import ACTIVITY, INPUT_DTYPES, encode_activity
+from stream_decoder.stream.sockets import attach
 from stream_decoder.stream.stats import kv
 
 log = logging.getLogger(__name__)
-TIME_TOLERANCE_S = 1e-6  # as stream_decoder.data.planes: a time this close to a frame boundary is on it
 SUBSCRIBE = b"\x01" + ACTIVITY  # what an XPUB receives when a subscriber asks for activity
 
 
@@ -51,14 +52,15 @@ class Rig:
     ):
         self.ctx = ctx or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.XPUB)
-        self.sock.setsockopt(zmq.LINGER, 1000)  # give queued messages a second to leave on close
-        self.sock.setsockopt(zmq.SNDHWM, hwm)
-        if curve is not None:
-            curve.apply(self.sock)
-        if bind:
-            self.sock.bind(endpoint)
-        else:
-            self.sock.connect(endpoint)
+        try:
+            self.sock.setsockopt(zmq.LINGER, 1000)  # give queued messages a second to leave on close
+            self.sock.setsockopt(zmq.SNDHWM, hwm)
+            if curve is not None:
+                curve.apply(self.sock)
+            attach(self.sock, endpoint, bind, what="rig activity endpoint")
+        except BaseException:
+            self.sock.close(linger=0)
+            raise
         self.session = session
         self.seq = 0
 
@@ -93,8 +95,42 @@ class Rig:
     def __enter__(self) -> "Rig":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(linger_ms=0 if exc_type is not None else None)  # interrupted: nothing left to deliver
+
+
+def fresh_session_id(prefix: str = "replay") -> str:
+    """`<prefix>-<UTC time>-<random>`: a new id for every run, so a daemon that saw the last run
+    takes this one as a new session instead of refusing its seq numbers (docs/protocol.md §6.4)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    return f"{prefix}-{stamp}-{secrets.token_hex(3)}"
+
+
+def check_neuron_set(info: dict, mouse: MouseDataset, identity: bool = True) -> str:
+    """Refuse to play `mouse` into a daemon whose `info` names other neurons; returns what was compared.
+
+    The neuron count, then (unless `identity` is False) the neuron-set identity (docs/protocol.md
+    §5.3), or, for an artifact from before identities, the data fingerprint it was trained on.
+    """
+    model, neurons = info.get("model"), info.get("neurons")
+    if neurons != mouse.n_neurons:
+        raise ValueError(
+            f"the daemon serves model {model} for {neurons} neurons, the data has {mouse.n_neurons}"
+        )
+    if not identity:
+        return "neurons"
+    for key, ours in (("neuron_set", mouse.neuron_set), ("data_fingerprint", mouse.fingerprint)):
+        theirs = info.get(key)
+        if not theirs:
+            continue
+        if theirs != ours():
+            raise ValueError(
+                f"the daemon serves model {model} for {key} {theirs}, {mouse.path} is {key} {ours()}: "
+                "another mouse or scan; replay the data the model was trained on, or pass "
+                "--ignore-neuron-set to play it anyway"
+            )
+        return key
+    return "neurons"
 
 
 @dataclass(frozen=True)
@@ -211,29 +247,30 @@ def replay(plan: ReplayPlan, rig: Rig, options: ReplayOptions, progress: bool = 
         start = time.monotonic() + (t0 - time.time())
     else:
         t0, start = options.t0, time.monotonic()
-    messages = plan.messages()
-    for k, msg in enumerate(tqdm(messages, desc="replay", unit="msg", disable=not progress)):
-        if options.restart_after and k == options.restart_after:
-            rig.restart(f"{session}-restart")
-            report.restarts += 1
-            log.info(kv("rig_restart", session=rig.session, after=k))
-        if options.speed > 0:
-            due = start + msg.time / options.speed + max(0.0, rng.gauss(0.0, options.jitter_ms / 1e3))
-            time.sleep(max(0.0, due - time.monotonic()))
-        if options.drop and rng.random() < options.drop:
-            rig.skip()
-            report.dropped += 1
-            continue
-        rig.send(
-            msg.values.astype(dtype, copy=False),
-            t0 + msg.time,
-            first=msg.first,
-            plane=msg.plane,
-            n_planes=plan.timing.n_planes,
-            behavior=msg.behavior,
-            pupil_center=msg.pupil_center,
-        )
-        report.sent += 1
+    # Closed however the loop ends, so an interrupt leaves a finished bar line, not a torn one.
+    with tqdm(plan.messages(), desc="replay", unit="msg", disable=not progress) as bar:
+        for k, msg in enumerate(bar):
+            if options.restart_after and k == options.restart_after:
+                rig.restart(f"{session}-restart")
+                report.restarts += 1
+                log.info(kv("rig_restart", session=rig.session, after=k))
+            if options.speed > 0:
+                due = start + msg.time / options.speed + max(0.0, rng.gauss(0.0, options.jitter_ms / 1e3))
+                time.sleep(max(0.0, due - time.monotonic()))
+            if options.drop and rng.random() < options.drop:
+                rig.skip()
+                report.dropped += 1
+                continue
+            rig.send(
+                msg.values.astype(dtype, copy=False),
+                t0 + msg.time,
+                first=msg.first,
+                plane=msg.plane,
+                n_planes=plan.timing.n_planes,
+                behavior=msg.behavior,
+                pupil_center=msg.pupil_center,
+            )
+            report.sent += 1
     report.seconds = time.monotonic() - start
     return report
 
@@ -255,11 +292,3 @@ def select_trials(
 ) -> list[str]:
     chosen = list(trials) if trials else mouse.trials(tier)
     return chosen[:limit] if limit else chosen
-
-
-def open_mouse(data: Path, mouse: int) -> MouseDataset:
-    """Mouse number `mouse` (in name order) of a dataset root, or the mouse folder itself."""
-    mice = find_mice(data)
-    if not 0 <= mouse < len(mice):
-        raise ValueError(f"{data}: mouse index {mouse} out of range, {len(mice)} mice found")
-    return MouseDataset(mice[mouse])

@@ -126,9 +126,9 @@ def open_sockets(ctx: zmq.Context, cfg: DaemonConfig, n_neurons: int) -> DaemonS
         for role, sock in roles:
             sockets.monitors[sock.get_monitor_socket(MONITORED)] = role
             sock.setsockopt(zmq.LINGER, 0)
-        _attach(activity, ep.activity, bind=ep.activity_bind, what="[endpoints] activity")
-        _attach(recon, ep.recon, bind=True, what="[endpoints] recon")
-        _attach(control, ep.control, bind=True, what="[endpoints] control")
+        attach(activity, ep.activity, bind=ep.activity_bind, what="[endpoints] activity")
+        attach(recon, ep.recon, bind=True, what="[endpoints] recon")
+        attach(control, ep.control, bind=True, what="[endpoints] control")
     except BaseException:
         sockets.close()
         raise
@@ -154,7 +154,8 @@ def _secure(ctx: zmq.Context, cfg: DaemonConfig, sockets: list[zmq.Socket]) -> T
     return authenticator
 
 
-def _attach(sock: zmq.Socket, endpoint: str, bind: bool, what: str) -> None:
+def attach(sock: zmq.Socket, endpoint: str, bind: bool, what: str) -> None:
+    """Bind or connect; a taken port or a bad endpoint is a RuntimeError naming `what` and it."""
     try:
         if bind:
             sock.bind(endpoint)

@@ -80,6 +80,9 @@ class DaemonStats:
     dropped: Counter = field(default_factory=Counter)
     peers: Counter = field(default_factory=Counter)  # connections, disconnections, refused handshakes
     control_errors: Counter = field(default_factory=Counter)
+    # accepted input that is probably not what the model needs (docs/protocol.md §6.5): restarts
+    # kept their session id, frames with most neurons missing, messages timed unlike the model's input
+    warnings: Counter = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
     latency: LatencyWindow = field(default_factory=LatencyWindow)  # receive -> publish, this process
 
@@ -96,6 +99,7 @@ class DaemonStats:
             "dropped": dict(self.dropped),
             "peers": dict(self.peers),
             "control_errors": dict(self.control_errors),
+            "warnings": dict(self.warnings),
             "latency_ms": self.latency.percentiles_ms(),
             "uptime_s": time.monotonic() - self.started,
         }

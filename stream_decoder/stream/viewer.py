@@ -3,10 +3,15 @@
 Beside each reconstruction it shows the ground-truth stimulus frame when it knows the replayed
 plan: the recon's `seq_newest` names the activity message (and so the rig clock's origin), and
 its `t_stim` then names the clip frame it reconstructs.
+
+A window shows the newest frame only: each paint takes every frame that has arrived, draws the
+last and counts the others as stale, so a window that draws slower than 30 Hz never falls behind.
+A movie keeps every frame.
 """
 
 import os
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,6 +26,7 @@ from stream_decoder.stream.replay import ReplayPlan
 SCALE = 4  # pixels per frame pixel in the written movies (36x64 -> 144x256)
 GAP = 4  # frame pixels between reconstruction and ground truth
 PLAUSIBLE_LATENCY_S = 10.0  # beyond this (or negative) the rig clock is not this host's clock
+POLL_S = 0.02  # longest wait for a frame before the window handles its own events and Ctrl-C is seen
 
 
 class TruthLookup:
@@ -55,41 +61,54 @@ class TruthLookup:
 
 @dataclass
 class LiveFigures:
-    """fps, latency (rig send -> here, when the rig clock is this host's) and losses, as they happen."""
+    """Frames in and shown, fps shown, latency (rig send -> shown, when the rig clock is this
+    host's) and losses, as they happen."""
 
     received: int = 0
-    # Gaps in seq_newest: with single-plane input (one frame per message) these are rig messages
-    # that never reached the daemon; with multi-plane input several messages make one frame.
+    shown: int = 0
+    stale_dropped: int = 0  # arrived while the window was drawing an older one: never shown
+    # Gaps in seq_newest beyond those in the daemon's seq (frames lost on the way here, which the
+    # client counts as `lost`): with single-plane input (one frame per message) these are rig
+    # messages that never became a frame; with multi-plane input several messages make one frame.
     seq_newest_gaps: int = 0
-    arrivals: deque = field(default_factory=lambda: deque(maxlen=300))
+    shown_at: deque = field(default_factory=lambda: deque(maxlen=300))
     latencies: deque = field(default_factory=lambda: deque(maxlen=300))
-    _last: tuple[str, int] | None = None
+    _last: ReconHeader | None = None
 
-    def add(self, header: ReconHeader, now_wall: float, now: float) -> None:
+    def arrived(self, header: ReconHeader) -> None:
         self.received += 1
-        self.arrivals.append(now)
-        self.latencies.append(now_wall - header.t_newest)
         last = self._last
-        if last is not None and last[0] == header.session and header.seq_newest > last[1] + 1:
-            self.seq_newest_gaps += header.seq_newest - last[1] - 1
-        self._last = (header.session, header.seq_newest)
+        if last is not None and last.session == header.session:
+            missed_here = header.seq - last.seq - 1
+            self.seq_newest_gaps += max(0, header.seq_newest - last.seq_newest - 1 - missed_here)
+        self._last = header
+
+    def painted(self, header: ReconHeader, now_wall: float, now: float) -> None:
+        self.shown += 1
+        self.shown_at.append(now)
+        self.latencies.append(now_wall - header.t_newest)
 
     def fps(self) -> float:
-        if len(self.arrivals) < 2:
+        if len(self.shown_at) < 2:
             return 0.0
-        return (len(self.arrivals) - 1) / max(self.arrivals[-1] - self.arrivals[0], 1e-9)
+        return (len(self.shown_at) - 1) / max(self.shown_at[-1] - self.shown_at[0], 1e-9)
 
-    def line(self, lost: int) -> str:
+    def latency(self) -> str:
         lat = np.asarray(self.latencies)
         if lat.size and (lat.min() < 0 or lat.max() > PLAUSIBLE_LATENCY_S):
-            latency = "latency n/a (rig clock is not this host's)"
-        elif lat.size:
-            latency = f"latency p50 {np.median(lat) * 1e3:.2f} ms, max {lat.max() * 1e3:.2f} ms"
-        else:
-            latency = "latency -"
+            return "latency n/a (rig clock is not this host's)"
+        if lat.size:
+            return f"latency p50 {np.median(lat) * 1e3:.2f} ms, max {lat.max() * 1e3:.2f} ms"
+        return "latency -"
+
+    def caption(self) -> str:
+        """The window's one line: what a person watching needs to trust the picture."""
+        return f"{self.fps():.1f} fps, {self.latency()}, stale dropped {self.stale_dropped}"
+
+    def line(self, lost: int) -> str:
         return (
-            f"view: {self.received} frames, {self.fps():.1f} fps, {latency}, lost here {lost}, "
-            f"seq_newest gaps {self.seq_newest_gaps}"
+            f"view: {self.received} frames, {self.shown} shown, {self.fps():.1f} fps, {self.latency()}, "
+            f"lost here {lost}, stale dropped {self.stale_dropped}, seq_newest gaps {self.seq_newest_gaps}"
         )
 
 
@@ -104,6 +123,12 @@ def side_by_side(recon: np.ndarray, truth: np.ndarray | None) -> np.ndarray:
 
 class MovieSink:
     """Keeps the last frames and writes them as GIF, MP4 and a PNG strip when closed."""
+
+    live = False  # every frame is kept, none is stale
+    open = True
+
+    def idle(self) -> None:
+        pass
 
     def __init__(self, out: Path, keep: int = 900, rate_hz: float = 30.0):
         self.out = Path(out)
@@ -157,7 +182,9 @@ class MovieSink:
 
 
 class WindowSink:
-    """A matplotlib window updated in place; draws the newest frame, never queues drawing work."""
+    """A matplotlib window updated in place with the newest frame, fps and latency in its title."""
+
+    live = True  # shows the newest frame only (see `paint`)
 
     def __init__(self):
         import matplotlib.pyplot as plt
@@ -166,8 +193,16 @@ class WindowSink:
         plt.ion()
         self.fig, self.ax = plt.subplots(figsize=(8, 2.6))
         self.ax.set_axis_off()
-        self.ax.set_title("decoded | stimulus")
+        self.title = self.ax.set_title("decoded | stimulus", fontsize=9)
         self.image = None
+
+    @property
+    def open(self) -> bool:
+        """False once the person watching has closed the window."""
+        return self.plt.fignum_exists(self.fig.number)
+
+    def caption(self, text: str) -> None:
+        self.title.set_text(f"decoded | stimulus    {text}")
 
     def show(self, recon: np.ndarray, truth: np.ndarray | None, header: ReconHeader) -> None:
         picture = side_by_side(recon, truth)
@@ -176,6 +211,10 @@ class WindowSink:
         else:
             self.image.set_data(picture)
         self.plt.pause(0.001)
+
+    def idle(self) -> None:
+        """Handle the window's events (resize, close) while no frame comes."""
+        self.fig.canvas.flush_events()
 
     def close(self) -> list[Path]:
         self.plt.close(self.fig)
@@ -190,27 +229,64 @@ def has_display() -> bool:
     return matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo", "template")
 
 
+def paint(
+    arrived: list[tuple[np.ndarray, ReconHeader]],
+    sink,
+    truth: TruthLookup | None,
+    figures: LiveFigures,
+    now_wall: float,
+    now: float,
+) -> None:
+    """Count every frame that has arrived; a live sink (a window) shows only the newest and the rest
+    are stale, counted and dropped: drawing them would put the window further behind. A movie
+    sink shows each."""
+    for _, header in arrived:
+        figures.arrived(header)
+    shown = arrived[-1:] if sink.live else arrived
+    figures.stale_dropped += len(arrived) - len(shown)
+    for frame, header in shown:
+        figures.painted(header, now_wall, now)
+        if sink.live:
+            sink.caption(figures.caption())
+        sink.show(frame, None if truth is None else truth.frame(header), header)
+
+
 def watch(
     client: ReconClient,
     sink,
     truth: TruthLookup | None = None,
     max_frames: int | None = None,
+    *,
+    timeout_s: float | None = 30.0,
+    wait_s: float | None = None,
+    stop: threading.Event | None = None,
     print_every_s: float = 1.0,
-    stream=sys.stderr,
+    stream=None,
+    clock=time.monotonic,
+    wall_clock=time.time,
 ) -> LiveFigures:
-    """Receive frames until `max_frames`, a silence of the client's timeout, or Ctrl-C; show each."""
+    """Show frames until `max_frames` have come, `timeout_s` passes without one after the first
+    (`wait_s` before it; None: no limit), `stop` is set (Ctrl-C) or the window is closed. Prints
+    the figures to `stream` (stderr) every `print_every_s`."""
+    stream = stream or sys.stderr
     figures = LiveFigures()
-    next_print = time.monotonic() + print_every_s
-    try:
-        for frame, header in client:
-            figures.add(header, time.time(), time.monotonic())
-            sink.show(frame, None if truth is None else truth.frame(header), header)
-            if time.monotonic() >= next_print:
-                next_print += print_every_s
-                print(figures.line(client.lost), file=stream, flush=True)
-            if max_frames is not None and figures.received >= max_frames:
-                break
-    except KeyboardInterrupt:
-        pass
+    last = clock()  # of the newest frame; until the first, of the start
+    next_print = last + print_every_s
+    while sink.open and not (stop is not None and stop.is_set()):
+        arrived = client.drain(POLL_S, limit=None if max_frames is None else max_frames - figures.received)
+        now = clock()
+        if arrived:
+            last = now
+            paint(arrived, sink, truth, figures, wall_clock(), now)
+        else:
+            sink.idle()
+        if now >= next_print:
+            next_print = now + print_every_s
+            print(figures.line(client.lost), file=stream, flush=True)
+        if max_frames is not None and figures.received >= max_frames:
+            break
+        silence = timeout_s if figures.received else wait_s
+        if silence is not None and now - last >= silence:
+            break
     print(figures.line(client.lost), file=stream, flush=True)
     return figures

@@ -1,14 +1,12 @@
 """`stream-decoder reconstruct`: the gradient-based teacher over many clips, into a store."""
 
-import argparse
 import json
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from stream_decoder.paths import cache_dir
-from stream_decoder.teacher.job import Job, run
-from stream_decoder.teacher.mask import MaskConfig
-from stream_decoder.teacher.reconstruct import PRESETS, preset
+from stream_decoder.teacher.config import PRESETS, MaskConfig, preset
 
 MASK_ITERATIONS = {"published": MaskConfig().iterations, "cpu": 200}
 
@@ -21,7 +19,6 @@ def register(sub) -> None:
         "recorded ones (Bauer, Margrie & Clopath 2026), average the members, smooth. Results go to a "
         "store the distillation reads; clips already there are skipped, so a run resumes. Under "
         "torchrun, clips are sharded across ranks.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--data", type=Path, required=True, help="dataset root (Sensorium 2023 mouse folders)"
@@ -52,17 +49,25 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
+    from stream_decoder.teacher.job import Job, WarmStart, run
+
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
     teacher = preset(args.preset, neuron_fraction=args.neuron_fraction)
-    if args.iterations:
-        teacher = replace(teacher, iterations=args.iterations)
+    if args.iterations is not None:
+        try:
+            teacher = replace(teacher, iterations=args.iterations)
+        except ValueError as exc:
+            raise ValueError(f"--iterations {args.iterations}: {exc}") from None
     if args.no_smooth:
         teacher = replace(teacher, smooth_sigma=0.0)
     mask = (
         None if args.no_mask else MaskConfig(iterations=args.mask_iterations or MASK_ITERATIONS[args.preset])
     )
     out = args.out or cache_dir() / "teacher" / f"{args.data.resolve().name}-{args.preset}"
+    warm_start = (
+        WarmStart(args.warm_start, partial(student_start, args.warm_start)) if args.warm_start else None
+    )
     job = Job(
         args.data,
         tuple(args.models),
@@ -72,8 +77,33 @@ def main(args) -> int:
         mask,
         batch_size=args.batch_size,
         limit=args.limit,
-        warm_start=args.warm_start,
+        warm_start=warm_start,
     )
     store = run(job)
     print(json.dumps({"store": str(out), "mice": store.summary()}, indent=2))
     return 0
+
+
+def student_start(artifact: Path, mouse):
+    """Starting videos decoded by a distilled student, the `cpu` preset's warm start: (B, T, H, W).
+
+    The student sees each clip as it was distilled to (single- or multi-plane timing) and leaves the
+    last L frames, which it never decodes, gray. Here, in the composition layer, because the teacher
+    stage comes before the decoder and imports nothing from it.
+    """
+    import numpy as np
+
+    from stream_decoder.data import input_timing, student_inputs
+    from stream_decoder.decoder.artifact import load_artifact
+    from stream_decoder.decoder.evaluate import decode_clip
+
+    loaded = load_artifact(artifact)
+    if loaded.meta.data_fingerprint != mouse.fingerprint():
+        raise ValueError(f"{artifact}: the student was distilled on other data than {mouse.path}")
+    student = loaded.model()
+    timing = input_timing(mouse, loaded.multi_plane)
+
+    def start(clips) -> np.ndarray:
+        return np.stack([decode_clip(student, *student_inputs(mouse, c.trial, timing)[:3]) for c in clips])
+
+    return start

@@ -10,16 +10,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from stream_decoder.encoder.batches import ClipTensors, open_mice
+from stream_decoder.data import MouseDataset, open_mice
+from stream_decoder.distributed import Ranks
+from stream_decoder.encoder.batches import ClipTensors
 from stream_decoder.encoder.checkpoint import load_ensemble, member_dirs
-from stream_decoder.encoder.training import Ranks
 from stream_decoder.metrics import frame_correlations, ssim, video_correlation
 from stream_decoder.teacher.mask import MaskConfig, evaluation_mask, train_alpha_mask, training_mask
 from stream_decoder.teacher.reconstruct import TeacherConfig, reconstruct
 from stream_decoder.teacher.store import TeacherStore
+
+StartVideos = Callable[[list[ClipTensors]], np.ndarray]  # clips -> their starting videos (B, T, H, W)
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Where each clip's inversion starts instead of gray; the command builds it (from a student).
+
+    `source` names it in the store's manifest; `for_mouse(mouse)` makes that mouse's starting videos.
+    """
+
+    source: Path
+    for_mouse: Callable[[MouseDataset], StartVideos]
 
 
 @dataclass(frozen=True)
@@ -34,7 +47,7 @@ class Job:
     mask_clips: int = 8  # clips of `mask_tier` the mask is fitted on
     batch_size: int = 1  # clips reconstructed together
     limit: int | None = None  # at most this many clips per mouse (in trial order)
-    warm_start: Path | None = None  # a student artifact: start from its decoding instead of gray
+    warm_start: WarmStart | None = None  # None: every clip starts gray
 
 
 FRAME_SCORE_SKIP = 30  # leading frames left out of the frame-wise score: the models' warm-up
@@ -62,35 +75,14 @@ def manifest(teacher: TeacherConfig, mask: MaskConfig | None, models, mice: dict
     }
 
 
-def student_start(artifact: Path, mouse) -> Callable[[list[ClipTensors]], np.ndarray]:
-    """Starting videos decoded by a distilled student, the `cpu` preset's warm start: (B, T, H, W).
-
-    The student sees each clip as it was distilled to (single- or multi-plane timing) and leaves the
-    last L frames, which it never decodes, gray.
-    """
-    from stream_decoder.decoder.artifact import load_artifact
-    from stream_decoder.decoder.distill import input_timing, student_inputs
-    from stream_decoder.decoder.evaluate import decode_clip
-
-    loaded = load_artifact(artifact)
-    if loaded.meta.data_fingerprint != mouse.fingerprint():
-        raise ValueError(f"{artifact}: the student was distilled on other data than {mouse.path}")
-    student = loaded.student()
-    timing = input_timing(mouse, loaded.meta.provenance.get("distill", {}).get("multi_plane", False))
-
-    def start(clips: list[ClipTensors]) -> np.ndarray:
-        return np.stack([decode_clip(student, *student_inputs(mouse, c.trial, timing)[:3]) for c in clips])
-
-    return start
-
-
 def run(job: Job, progress: bool = True) -> TeacherStore:
     ranks = Ranks.start("cpu")
     mice = open_mice(job.data)
     encoders = [e.requires_grad_(False) for e in load_ensemble(list(job.models), mice)]
     store = TeacherStore(job.out)
     if ranks.rank == 0:
-        store.begin(manifest(job.teacher, job.mask, job.models, mice, job.warm_start))
+        warm_source = job.warm_start.source if job.warm_start else None
+        store.begin(manifest(job.teacher, job.mask, job.models, mice, warm_source))
     try:
         for name, mouse in mice.items():
             alpha = _alpha(job, store, ranks, name, mouse, encoders)
@@ -98,7 +90,7 @@ def run(job: Job, progress: bool = True) -> TeacherStore:
             eval_mask = evaluation_mask(alpha)
             trials = mouse.trials(list(job.tiers))[: job.limit]
             mine = [t for t in trials[ranks.rank :: ranks.world] if not store.has(name, t)]
-            start = student_start(job.warm_start, mouse) if job.warm_start else None
+            start = job.warm_start.for_mouse(mouse) if job.warm_start else None
             bar = tqdm(total=len(mine), desc=f"reconstruct {name}", unit="clip", disable=not progress)
             for first in range(0, len(mine), job.batch_size):
                 clips = [ClipTensors.from_clip(mouse.clip(t)) for t in mine[first : first + job.batch_size]]
@@ -111,7 +103,7 @@ def run(job: Job, progress: bool = True) -> TeacherStore:
                     store.save(name, clip.trial, video, metrics)
                 bar.update(len(clips))
             bar.close()
-        _barrier(ranks)
+        ranks.barrier()
     finally:
         ranks.close()
     return store
@@ -124,10 +116,5 @@ def _alpha(job: Job, store: TeacherStore, ranks: Ranks, name: str, mouse, encode
     if ranks.rank == 0 and store.alpha(name) is None:
         clips = [ClipTensors.from_clip(mouse.clip(t)) for t in mouse.trials(job.mask_tier)[: job.mask_clips]]
         store.save_alpha(name, train_alpha_mask(encoders, clips, name, job.mask))
-    _barrier(ranks)
+    ranks.barrier()
     return store.alpha(name)
-
-
-def _barrier(ranks: Ranks) -> None:
-    if ranks.world > 1:
-        dist.barrier()

@@ -10,31 +10,18 @@ alpha >= 0.5 is where the teacher may change pixels, alpha >= 1 where it is eval
 """
 
 import logging
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
+from stream_decoder.teacher.config import MaskConfig
+
 log = logging.getLogger(__name__)
 
 TRAIN_THRESHOLD = 0.5
 EVAL_THRESHOLD = 1.0
-
-
-@dataclass(frozen=True)
-class MaskConfig:
-    iterations: int = 1000
-    lr: float = 10.0
-    init_scale: float = 0.05  # m starts as uniform noise in [0, init_scale)
-    blur_sigma: float = 5.0  # pixels
-    size_weight: float = 1.0  # weight of the small-mask penalty against the relative response error
-    clips_per_step: int = 2
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def train_alpha_mask(encoders, clips, mouse: str, cfg: MaskConfig, progress=True) -> np.ndarray:

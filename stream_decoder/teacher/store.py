@@ -9,10 +9,11 @@ files, and a resumed run skips the clips already there.
 """
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from stream_decoder.atomic import write_atomic, write_atomic_with
 
 MANIFEST = "manifest.json"
 
@@ -42,7 +43,7 @@ class TeacherStore:
                 )
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.manifest_path, lambda f: f.write(json.dumps(manifest, indent=2).encode()))
+        write_atomic(self.manifest_path, json.dumps(manifest, indent=2))
 
     def clip_path(self, mouse: str, trial: str) -> Path:
         return self.root / mouse / f"{trial}.npz"
@@ -56,7 +57,7 @@ class TeacherStore:
     def save(self, mouse: str, trial: str, video: np.ndarray, metrics: dict[str, float]) -> None:
         arrays = {"video": video.astype(np.float16)}
         arrays |= {f"metric_{k}": np.float64(v) for k, v in metrics.items()}
-        _write_atomic(self.clip_path(mouse, trial), lambda f: np.savez_compressed(f, **arrays))
+        write_atomic_with(self.clip_path(mouse, trial), lambda f: np.savez_compressed(f, **arrays))
 
     def load(self, mouse: str, trial: str) -> np.ndarray:
         """The reconstruction, (T, H, W) float32 in 0-255."""
@@ -77,7 +78,7 @@ class TeacherStore:
         return result
 
     def save_alpha(self, mouse: str, alpha: np.ndarray) -> None:
-        _write_atomic(self.root / mouse / "alpha.npy", lambda f: np.save(f, alpha.astype(np.float32)))
+        write_atomic_with(self.root / mouse / "alpha.npy", lambda f: np.save(f, alpha.astype(np.float32)))
 
     def alpha(self, mouse: str) -> np.ndarray | None:
         path = self.root / mouse / "alpha.npy"
@@ -92,11 +93,3 @@ class TeacherStore:
 
 def _trial_key(trial: str):
     return (0, int(trial), "") if trial.isdigit() else (1, 0, trial)
-
-
-def _write_atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)

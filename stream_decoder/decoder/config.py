@@ -1,0 +1,48 @@
+"""The distillation's and the linear baseline's settings as data. Torch-free, so that the CLI's
+parser does not load torch."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    lookahead: int = 8
+    latent: int = 256
+    epochs: int = 300
+    batch_size: int = 8  # clips per step
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    truth_weight: float = 0.0  # 0: teacher targets only; 1: true frames only
+    outside_weight: float = 1.0  # loss weight of pixels outside the evaluation mask (those inside: 1)
+    neuron_dropout: float = 0.1
+    multi_plane: bool = False  # train on the rig's per-plane timing (from the simulator truth)
+    validation_tier: str = "oracle"
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0.0 <= self.truth_weight <= 1.0:
+            raise ValueError(f"truth_weight must be in [0, 1], got {self.truth_weight}")
+        if not 0.0 <= self.outside_weight <= 1.0:
+            raise ValueError(f"outside_weight must be in [0, 1], got {self.outside_weight}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class RidgeConfig:
+    """The linear baseline (decoder/ridge.py): lagged principal components, penalty by validation."""
+
+    components: int = 256  # principal components of the standardised activity the fit uses
+    lags: int = 7
+    lag_step: int = 2
+    lookahead: int = 8
+    upsample: int = 2
+    penalties: tuple[float, ...] = tuple(10.0 ** (k / 2) for k in range(2, 17))  # 1e1 .. 1e8
+    validation_clips: int = 10  # the last training clips, held back to choose the penalty
+
+    def __post_init__(self):
+        object.__setattr__(self, "penalties", tuple(float(p) for p in self.penalties))
+        if not self.penalties or min(self.penalties) < 0:
+            raise ValueError(f"RidgeConfig: penalties must be >= 0 and not empty, got {self.penalties}")
+        if self.validation_clips < 1:
+            raise ValueError("RidgeConfig: validation_clips must be >= 1 (the penalty is chosen on them)")
