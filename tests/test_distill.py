@@ -25,7 +25,7 @@ from stream_decoder.decoder.distill import (
 from stream_decoder.decoder.evaluate import evaluate
 from stream_decoder.teacher.store import TeacherStore
 
-FAST = DistillConfig(latent=64, epochs=30, batch_size=4, lookahead=4, neuron_dropout=0.2)
+FAST = DistillConfig(latent=64, epochs=30, batch_size=4, lookahead=4, neuron_dropout=0.2, truth_weight=0.0)
 
 
 def write_store(root, mouse, trials, videos) -> TeacherStore:
@@ -94,7 +94,7 @@ def test_distills_from_a_store_of_training_clips_only(tiny_root, tiny_mouse, tar
     trials, videos = targets
     train = [(t, v) for t, v in zip(trials, videos, strict=True) if t in set(tiny_mouse.trials("train"))]
     write_store(tmp_path / "store", tiny_mouse, *zip(*train, strict=True))
-    cfg = DistillConfig(latent=16, epochs=1, batch_size=8, lookahead=2)
+    cfg = DistillConfig(latent=16, epochs=1, batch_size=8, lookahead=2, truth_weight=0.0)
     artifact = distill(tiny_root, tmp_path / "store", tmp_path / "artifact", cfg, progress=False)
     assert artifact.meta.provenance["validation"] == {}
     assert len(artifact.meta.provenance["train_trials"]) == len(train)
@@ -107,13 +107,15 @@ def test_artifact_records_where_the_teacher_scores(tiny_root, tiny_mouse, target
     alpha[1, 2] = alpha[3, 4] = 1.2
     alpha[5, 6] = 0.9  # may change in the teacher, but is not scored
     store.save_alpha(tiny_mouse.name, alpha)
-    cfg = DistillConfig(latent=16, epochs=1, batch_size=8, lookahead=2)
+    cfg = DistillConfig(latent=16, epochs=1, batch_size=8, lookahead=2, truth_weight=0.0)
     artifact = distill(tiny_root, tmp_path / "store", tmp_path / "artifact", cfg, progress=False)
     assert artifact.meta.provenance["evaluation_mask"] == [1 * 64 + 2, 3 * 64 + 4]
     assert np.flatnonzero(load_artifact(artifact.path).evaluation_mask).tolist() == [1 * 64 + 2, 3 * 64 + 4]
 
 
-TRUTH = DistillConfig(latent=64, epochs=30, batch_size=4, lookahead=4, truth_weight=1.0, outside_weight=0.1)
+TRUTH = DistillConfig(
+    latent=64, epochs=30, batch_size=4, lookahead=4
+)  # the default: true frames, mask-weighted
 
 
 def test_a_student_trained_on_the_true_stimuli_beats_one_trained_on_shuffled_responses(tiny_root):

@@ -351,7 +351,9 @@ def test_ctrl_c_on_replay_closes_its_socket_and_exits_130_in_one_line(
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "stream-decoder replay: interrupted"
 
 
-def test_demo_streams_clips_end_to_end_and_writes_its_summary(untrained_artifact, tiny_root, tmp_path):
+def test_demo_streams_clips_end_to_end_and_writes_its_summary(
+    untrained_artifact, tiny_root, tiny_mouse, tmp_path
+):
     from stream_decoder.stream.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(
@@ -368,6 +370,9 @@ def test_demo_streams_clips_end_to_end_and_writes_its_summary(untrained_artifact
     assert summary["daemon"]["rejected"] == {} and summary["daemon"]["lost"] == 0
     assert np.isfinite(summary["correlation_with_stimulus_all_pixels"])
     assert summary["correlation_with_stimulus_in_mask"] == summary["correlation_with_stimulus_all_pixels"]
+    beside = summary["beside_the_baseline"]  # every oracle clip, offline, the linear baseline beside
+    assert beside["clips"] == len(tiny_mouse.trials("oracle")) and beside["baseline"] > 0.2
+    assert beside["student_over_baseline"] == pytest.approx(beside["student"] / beside["baseline"])
     assert sorted(p.name for p in (tmp_path / "demo" / "view").iterdir()) == [
         "view.gif",
         "view.mp4",

@@ -12,8 +12,10 @@ class DistillConfig:
     batch_size: int = 8  # clips per step
     lr: float = 2e-3
     weight_decay: float = 0.05
-    truth_weight: float = 0.0  # 0: teacher targets only; 1: true frames only
-    outside_weight: float = 1.0  # loss weight of pixels outside the evaluation mask (those inside: 1)
+    # 1: the true frames only, the best measured on the demo mouse (bench_fidelity.py); 0: the
+    # teacher's reconstructions only (pure distillation); in between, a mix.
+    truth_weight: float = 1.0
+    outside_weight: float = 0.1  # loss weight of pixels outside the evaluation mask (those inside: 1)
     neuron_dropout: float = 0.1
     multi_plane: bool = False  # train on the rig's per-plane timing (from the simulator truth)
     validation_tier: str = "oracle"

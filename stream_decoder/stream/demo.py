@@ -16,6 +16,8 @@ import numpy as np
 
 from stream_decoder.data import MouseDataset, PlaneTiming, open_mouse, simulate
 from stream_decoder.decoder.artifact import load_artifact
+from stream_decoder.decoder.baseline import ensure_baseline
+from stream_decoder.decoder.evaluate import evaluate
 from stream_decoder.metrics import video_correlation
 from stream_decoder.paths import cache_dir
 from stream_decoder.runtime import open_backend
@@ -68,6 +70,24 @@ def demo_mouse(data: Path, fingerprint: str, may_simulate: bool) -> MouseDataset
     return mouse
 
 
+def beside_the_baseline(cfg: DemoConfig, data: Path, mask) -> dict:
+    """The student and the linear baseline (a ridge decoder on the true stimuli, fitted into the cache
+    on first use) on every clip of the demo's tier, as `stream-decoder evaluate` scores them."""
+    print(
+        "demo: scoring the student beside the linear baseline (fitted once into the cache)", file=sys.stderr
+    )
+    baseline = ensure_baseline(data, mask, open_mouse(data).name)
+    row = evaluate(cfg.artifact, data, baseline=baseline, tiers=(cfg.tier,), missing=())["groups"][cfg.tier]
+    return {
+        "tier": cfg.tier,
+        "clips": row["clips"],
+        "student": row["student"],
+        "baseline": row["baseline"],
+        "student_over_baseline": row["student"] / row["baseline"],
+        "teacher": "not run here: hours per clip on a CPU (bench/bench_teacher.py)",
+    }
+
+
 def run_demo(cfg: DemoConfig) -> dict:
     """Stream the clips through the daemon; write the movies and a summary; return the summary."""
     artifact = load_artifact(cfg.artifact)
@@ -97,11 +117,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     pairs = [(recon, truth) for recon, truth, _ in sink.frames if truth is not None]
     recons, truths = (np.stack(column) for column in zip(*pairs, strict=True))
     latency = np.asarray(figures.latencies) * 1e3
-    pixels = artifact.meta.provenance.get("evaluation_mask")
-    mask = None
-    if pixels is not None:
-        mask = np.zeros(recons[0].shape, bool)
-        mask.flat[pixels] = True
+    mask = artifact.evaluation_mask
     summary = {
         "demo": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "model": artifact.model_id,
@@ -114,6 +130,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         "correlation_with_stimulus_all_pixels": video_correlation(recons, truths, skip=0),
         # Where the recorded neurons see (the teacher's evaluation mask), as the benchmarks score it.
         "correlation_with_stimulus_in_mask": video_correlation(recons, truths, mask, skip=0),
+        "beside_the_baseline": beside_the_baseline(cfg, data, mask),
         # The daemon's counts include the few warm-up frames sent while the display attached.
         "daemon": {k: stats[k] for k in ("received", "accepted", "emitted", "lost", "rejected", "dropped")},
         "daemon_latency_ms": stats["latency_ms"],
