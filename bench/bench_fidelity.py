@@ -141,48 +141,49 @@ def examples(args, result: dict, baseline: Path) -> dict:
 
 def picture(result: dict, shown: dict, out: Path) -> None:
     groups = result["groups"]
-    fig = plt.figure(figsize=(13, 9))
-    ax = fig.add_subplot(2, 3, 1)
+    fig = plt.figure(figsize=(13, 10), layout="constrained")
+    plots, movies = fig.subfigures(2, 1, height_ratios=[1, 1.2])
+    axes = plots.subplots(1, 3)
     names = list(groups)
     x = np.arange(len(names))
     for offset, who in zip((-0.27, 0.0, 0.27), CONTESTANTS, strict=True):
-        ax.bar(x + offset, [groups[g].get(who, np.nan) for g in names], 0.27, label=who)
-    ax.set_xticks(x, names, rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel("masked video correlation")
-    ax.legend(fontsize=7)
-    ax = fig.add_subplot(2, 3, 2)
+        axes[0].bar(x + offset, [groups[g].get(who, np.nan) for g in names], 0.27, label=who)
+    axes[0].set_xticks(x, names, rotation=45, ha="right", fontsize=7)
+    axes[0].set_ylabel("masked video correlation")
+    axes[0].legend(fontsize=7)
     for g in names:
         fractions = list(groups[g]["missing"])
-        ax.plot([float(f) for f in fractions], [groups[g]["missing"][f] for f in fractions], "o-", label=g)
-    ax.set_xlabel("fraction of neurons missing at run time")
-    ax.set_ylabel("student correlation")
-    ax.legend(fontsize=6)
-    sweep = result.get("lookahead_sweep")
+        axes[1].plot(
+            [float(f) for f in fractions], [groups[g]["missing"][f] for f in fractions], "o-", label=g
+        )
+    axes[1].set_xlabel("fraction of neurons missing at run time")
+    axes[1].set_ylabel("student correlation")
+    axes[1].legend(fontsize=6)
+    sweep = result.get("lookahead_sweep") or {}
+    ls = sorted(sweep, key=int)
+    for tier in SWEEP_TIERS:
+        for who, style in (("student", "o-"), ("baseline", "s--")):
+            axes[2].plot(
+                [int(v) for v in ls], [sweep[v][tier][who] for v in ls], style, label=f"{tier}: {who}"
+            )
+    axes[2].set_ylabel("correlation with the stimulus")
+    axes[2].set_xlabel("lookahead L (frames)")
     if sweep:
-        ax = fig.add_subplot(2, 3, 3)
-        ls = sorted(sweep, key=int)
-        for tier in SWEEP_TIERS:
-            for who, style in (("student", "o-"), ("baseline", "s--")):
-                ax.plot(
-                    [int(v) for v in ls], [sweep[v][tier][who] for v in ls], style, label=f"{tier}: {who}"
-                )
-        ax.set_ylabel("correlation with the stimulus")
-        ax.set_xlabel("lookahead L (frames)")
-        ax.legend(fontsize=6)
+        axes[2].legend(fontsize=6)
     rows = [name for name in ("truth", "teacher", "baseline", "student") if name in shown]
     frames = shown["frames"]
+    grid = movies.subplots(len(rows), len(frames), squeeze=False)
     for row, name in enumerate(rows):
         for col, t in enumerate(frames):
-            ax = fig.add_subplot(2 * len(rows), len(frames), (len(rows) + row) * len(frames) + col + 1)
+            ax = grid[row][col]
             ax.imshow(shown[name][t], cmap="gray", vmin=0, vmax=255)
             ax.set_xticks([])
             ax.set_yticks([])
             if col == 0:
-                ax.set_ylabel(name, fontsize=7)
+                ax.set_ylabel(name, fontsize=8)
             if row == 0:
-                ax.set_title(f"frame {t}", fontsize=7)
+                ax.set_title(f"frame {t}", fontsize=8)
     fig.suptitle(f"{result['mouse']}: {result['kind']} {result['model']}, trial {shown['trial']}", fontsize=9)
-    fig.tight_layout()
     fig.savefig(out, dpi=90)
 
 

@@ -305,6 +305,19 @@ def test_replay_checks_the_data_fingerprint_of_a_model_without_a_neuron_set(tiny
     assert check_neuron_set({**info, "neuron_set": "f" * 16}, tiny_mouse, identity=False) == "neurons"
 
 
+@pytest.mark.parametrize("flag", ["--endpoint", "--control"])
+def test_replay_given_a_malformed_endpoint_says_so_in_one_line(tiny_root, capsys, flag):
+    from stream_decoder.cli import main
+
+    endpoints = {"activity": "tcp://127.0.0.1:5555"}
+    options = ("--control", "127.0.0.1:5557") if flag == "--control" else ("--control", "")
+    if flag == "--endpoint":
+        endpoints["activity"] = "127.0.0.1:5555"
+    assert main(replay_argv(tiny_root, endpoints, *options)) == 2
+    (error,) = capsys.readouterr().err.strip().splitlines()
+    assert error.startswith(f"stream-decoder replay: error: {flag} '127.0.0.1:") and "tcp://" in error
+
+
 def test_replay_on_a_taken_port_says_so_in_one_line(tiny_root, capsys):
     import zmq
 

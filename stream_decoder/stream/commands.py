@@ -227,8 +227,12 @@ def _serve(args) -> int:
 
 
 def _replay(args) -> int:
+    from stream_decoder.stream.config import check_endpoint
     from stream_decoder.stream.replay import ReplayOptions, Rig, fresh_session_id, replay
 
+    check_endpoint(args.endpoint, "--endpoint", allow_remote=True)
+    if args.control:
+        check_endpoint(args.control, "--control", allow_remote=True)
     options = ReplayOptions(
         speed=args.speed,
         jitter_ms=args.jitter_ms,
