@@ -1,0 +1,134 @@
+"""The linear baseline's figures: how many principal components it needs, how it grows with the
+number of neurons recorded (the paper's curve rises steeply; is ours flat?), and its fit time.
+
+    python bench/bench_baseline.py --data DATA --mask-from ARTIFACT [--fractions 0.125 0.25 0.5 1]
+        [--components 64 128 256 512]
+
+Each point is a ridge fit on the train tier (penalty chosen on its last 10 clips, as
+`stream-decoder baseline`) scored on the held-out groups in the artifact's evaluation mask.
+Neuron subsets are drawn at random (seed 0), the same subset at fit and at decoding. Writes
+bench/results/bench_baseline.json and bench_baseline.png.
+"""
+
+import argparse
+import dataclasses
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from common import RESULTS, write_result
+
+from stream_decoder.data import open_mouse
+from stream_decoder.decoder.artifact import load_artifact
+from stream_decoder.decoder.baseline import TrialClips
+from stream_decoder.decoder.config import RidgeConfig
+from stream_decoder.decoder.evaluate import clip_groups, decode_clip
+from stream_decoder.decoder.ridge import fit_ridge
+from stream_decoder.metrics import video_correlation
+
+GROUPS = ("oracle", "final_test_main", "gaussian_dots", "pink_noise", "drifting_gratings")
+TIERS = ("oracle", "live_test_bonus", "final_test_main", "final_test_bonus")
+
+
+class Subset(Sequence):
+    """The clips with only some neurons (columns), as a rig recording fewer of them would give."""
+
+    def __init__(self, clips: TrialClips, neurons: np.ndarray):
+        self.clips, self.neurons = clips, neurons
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int):
+        activity, behavior4, video = self.clips[index]
+        return activity[:, self.neurons], behavior4, video
+
+
+def score(model, held_out: TrialClips, neurons: np.ndarray, groups: dict, mask) -> dict[str, float]:
+    scores = {}
+    for group in GROUPS:
+        values = []
+        for trial in groups.get(group, []):
+            activity, behavior4, video = Subset(held_out, neurons)[held_out.trials.index(trial)]
+            end = len(video) - model.cfg.lookahead
+            decoded = decode_clip(model, activity, behavior4[:, :2], behavior4[:, 2:])
+            values.append(video_correlation(decoded[:end], video[:end], mask))
+        scores[group] = float(np.nanmean(values)) if values else float("nan")
+    return scores
+
+
+def point(clips, held_out, neurons, cfg, mask, groups) -> dict:
+    started = time.perf_counter()
+    model, report = fit_ridge(Subset(clips, neurons), cfg, mask, progress=False)
+    seconds = time.perf_counter() - started
+    result = {"neurons": len(neurons), "components": model.cfg.components, "fit_seconds": seconds}
+    result |= {"penalty": report["penalty"], "penalty_at_grid_edge": report["penalty_at_grid_edge"]}
+    result["groups"] = score(model, held_out, neurons, groups, mask)
+    print(result)
+    return result
+
+
+def picture(result: dict, out: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    for ax, sweep, key, label in (
+        (axes[0], result["components"], "components", "principal components"),
+        (axes[1], result["neurons"], "neurons", "neurons recorded"),
+    ):
+        xs = [p[key] for p in sweep]
+        for group in GROUPS:
+            ax.plot(xs, [p["groups"][group] for p in sweep], "o-", label=group)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(label)
+        ax.set_ylabel("baseline masked video correlation")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"linear baseline on {result['mouse']}", fontsize=9)
+    fig.savefig(out, dpi=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True, help="dataset root")
+    parser.add_argument("--mask-from", type=Path, required=True, help="artifact whose evaluation mask to use")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.125, 0.25, 0.5, 1.0])
+    parser.add_argument("--components", type=int, nargs="+", default=[64, 128, 256, 512])
+    args = parser.parse_args()
+
+    artifact = load_artifact(args.mask_from)
+    mask = artifact.evaluation_mask
+    mouse = open_mouse(args.data, artifact.meta.provenance.get("mouse"))
+    clips = TrialClips(mouse, mouse.trials("train"), multi_plane=False)
+    groups = clip_groups(mouse, TIERS)
+    held_out = TrialClips(mouse, sorted({t for g in GROUPS for t in groups.get(g, [])}, key=int), False)
+    everyone = np.arange(mouse.n_neurons)
+    default = RidgeConfig()
+    result = {"mouse": mouse.name, "mask_pixels": int(mask.sum()), "ridge": dataclasses.asdict(default)}
+    result["components"] = [
+        point(clips, held_out, everyone, dataclasses.replace(default, components=c), mask, groups)
+        for c in args.components
+    ]
+    rng = np.random.default_rng(0)
+    result["neurons"] = [
+        point(
+            clips,
+            held_out,
+            np.sort(rng.permutation(mouse.n_neurons)[: round(f * mouse.n_neurons)]),
+            default,
+            mask,
+            groups,
+        )
+        for f in args.fractions
+    ]
+    png = RESULTS / "bench_baseline.png"
+    picture(result, png)
+    write_result("bench_baseline", result | {"picture": png.name})
+
+
+if __name__ == "__main__":
+    main()
