@@ -97,7 +97,8 @@ def fit_ridge(
     model.set_read_in(_principal_components(model, clips, bar))
     fit_at, validation = _moments(model, clips, cfg.validation_clips, bar)
     bar.close()
-    scores = {p: _score(model, fit_at.solver(), p, validation, mask) for p in cfg.penalties}
+    solve = fit_at.solver()
+    scores = {p: _score(model, solve, p, validation, mask) for p in cfg.penalties}
     best = max(scores, key=lambda p: -np.inf if np.isnan(scores[p]) else scores[p])
     weights, bias = (fit_at + validation.moments).solver()(best)
     with torch.no_grad():
