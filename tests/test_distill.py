@@ -149,3 +149,38 @@ def test_the_loss_weights_the_evaluation_mask_above_the_rest_and_average_one():
     assert weights.mean().item() == pytest.approx(1.0)
     assert weights[15, 30].item() == pytest.approx(10 * weights[0, 0].item())
     assert torch.equal(pixel_weights(None, 0.1, (36, 64)), torch.ones(36, 64))
+
+
+def test_the_ensemble_generates_new_movies_with_each_neurons_recorded_noise(tiny_encoders, tiny_mouse):
+    from stream_decoder.data import PlaneTiming, student_inputs
+    from stream_decoder.decoder.synthetic import ensemble_rates, noise_scale, synthetic_clips
+    from stream_decoder.encoder import load_ensemble
+
+    encoders = [e.eval() for e in load_ensemble(tiny_encoders, {tiny_mouse.name: tiny_mouse})]
+    timing = PlaneTiming.single_plane(tiny_mouse.n_neurons)
+    recorded = [student_inputs(tiny_mouse, t, timing) for t in tiny_mouse.trials("train")[:4]]
+    made = synthetic_clips(encoders, tiny_mouse.name, recorded, 3, timing, noise_clips=4, progress=False)
+    sigma = noise_scale(encoders, tiny_mouse.name, recorded)
+    for activity, behavior, pupil, video in made:
+        assert activity.shape == recorded[0][0].shape and (activity >= 0).all()
+        assert not any(np.array_equal(video, r[3]) for r in recorded)  # a new movie, not a recorded one
+        rates = ensemble_rates(encoders, tiny_mouse.name, video, behavior, pupil)
+        above = activity > 0  # unclipped values: the rates plus the neuron's noise
+        spread = (activity - rates)[above].std() / sigma[np.nonzero(above)[1]].mean()
+        assert 0.7 < spread < 1.3
+        assert np.corrcoef(activity.ravel(), rates.ravel())[0, 1] > 0.3
+
+
+def test_distill_with_synthetic_pairs_trains_on_them_and_records_the_ensemble(
+    tiny_root, tiny_encoders, tmp_path
+):
+    cfg = DistillConfig(latent=16, epochs=1, batch_size=8, lookahead=2, synthetic_clips=4)
+    ensemble = tiny_encoders[0].parent
+    artifact = distill(tiny_root, None, tmp_path / "artifact", cfg, progress=False, ensemble=ensemble)
+    provenance = artifact.meta.provenance
+    assert provenance["ensemble"] == str(ensemble.resolve()) and provenance["distill"]["synthetic_clips"] == 4
+    assert provenance["train_pairs"] == len(provenance["train_trials"]) + 4
+    with pytest.raises(ValueError, match="give --ensemble"):
+        distill(tiny_root, None, tmp_path / "other", cfg, progress=False)
+    with pytest.raises(ValueError, match="need truth_weight 1"):
+        DistillConfig(synthetic_clips=4, truth_weight=0.5)

@@ -19,6 +19,8 @@ HELP = {
     "truth_weight": "0: teacher targets only; 1: true frames only; in between: a mix",
     "outside_weight": "loss weight of pixels outside the evaluation mask, relative to those inside",
     "neuron_dropout": "fraction of neurons silenced per training clip, so lost ROIs degrade gracefully",
+    "synthetic_clips": "training pairs the encoder ensemble (--ensemble) generates: new natural movies and "
+    "its predicted responses with each neuron's recorded noise",
     "multi_plane": "train on the rig's per-plane timing (sample-and-hold), as a multi-plane daemon feeds it",
     "validation_tier": "tier kept out of training and scored after it",
     "seed": "seed of initialisation, shuffling and dropout",
@@ -77,6 +79,7 @@ def register_distill(sub) -> None:
     )
     parser.add_argument("--teacher", type=Path, help="teacher store from `stream-decoder reconstruct`")
     parser.add_argument("--mask-from", type=Path, help="evaluation mask of this artifact (without --teacher)")
+    parser.add_argument("--ensemble", type=Path, help="encoder ensemble generating --synthetic-clips pairs")
     parser.add_argument("--out", type=Path, help="artifact directory (default: <cache>/artifacts/<mouse>)")
     parser.add_argument("--mouse", help="mouse folder name (default: the first under --data)")
     for field in fields(DistillConfig):
@@ -96,7 +99,7 @@ def distill_main(args) -> int:
     cfg = DistillConfig(**{f.name: getattr(args, f.name) for f in fields(DistillConfig)})
     out = args.out or cache_dir() / "artifacts" / (args.mouse or args.data.resolve().name)
     mask = load_artifact(args.mask_from).evaluation_mask if args.mask_from else None
-    artifact = distill(args.data, args.teacher, out, cfg, args.mouse, mask=mask)
+    artifact = distill(args.data, args.teacher, out, cfg, args.mouse, mask=mask, ensemble=args.ensemble)
     print(
         json.dumps(
             {

@@ -17,6 +17,7 @@ class DistillConfig:
     truth_weight: float = 1.0
     outside_weight: float = 0.1  # loss weight of pixels outside the evaluation mask (those inside: 1)
     neuron_dropout: float = 0.1
+    synthetic_clips: int = 0  # training pairs the encoder ensemble generates beside the recorded clips
     multi_plane: bool = False  # train on the rig's per-plane timing (from the simulator truth)
     validation_tier: str = "oracle"
     seed: int = 0
@@ -26,6 +27,10 @@ class DistillConfig:
             raise ValueError(f"truth_weight must be in [0, 1], got {self.truth_weight}")
         if not 0.0 <= self.outside_weight <= 1.0:
             raise ValueError(f"outside_weight must be in [0, 1], got {self.outside_weight}")
+        if self.synthetic_clips < 0:
+            raise ValueError(f"synthetic_clips must be >= 0, got {self.synthetic_clips}")
+        if self.synthetic_clips and self.truth_weight < 1:
+            raise ValueError("synthetic pairs have no teacher reconstruction: they need truth_weight 1")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
 

@@ -44,6 +44,13 @@ class Pairs:
     def __len__(self) -> int:
         return len(self.trials)
 
+    def extended(self, clips, prefix: str) -> "Pairs":
+        """These pairs and `clips` (activity, behaviour, pupil, video) after them, without teacher targets."""
+        columns = [torch.from_numpy(np.stack(c)).float() for c in zip(*clips, strict=True)]
+        tensors = (self.activity, self.behavior, self.pupil, self.truth)
+        joined = [torch.cat([mine, more]) for mine, more in zip(tensors, columns, strict=True)]
+        return Pairs(self.trials + [f"{prefix}{i}" for i in range(len(clips))], *joined)
+
     def take(self, index) -> "Pairs":
         trials = [self.trials[i] for i in index]
         tensors = (self.activity, self.behavior, self.pupil, self.truth)
@@ -133,6 +140,21 @@ def training_data(
     return TrainingData(mouse, timing, train, validation, mask)
 
 
+def with_synthetic_pairs(found: TrainingData, cfg: DistillConfig, ensemble: Path, progress: bool) -> Pairs:
+    """The recorded training pairs and `cfg.synthetic_clips` more made by the encoder ensemble."""
+    from stream_decoder.decoder.synthetic import synthetic_clips
+    from stream_decoder.encoder.checkpoint import load_ensemble
+
+    mouse = found.mouse
+    encoders = [e.eval().requires_grad_(False) for e in load_ensemble(ensemble, {mouse.name: mouse})]
+    at_30_hz = PlaneTiming.single_plane(mouse.n_neurons)
+    recorded = [student_inputs(mouse, trial, at_30_hz) for trial in found.train.trials]
+    made = synthetic_clips(
+        encoders, mouse.name, recorded, cfg.synthetic_clips, found.timing, seed=cfg.seed, progress=progress
+    )
+    return found.train.extended(made, prefix="synthetic-")
+
+
 def new_student(cfg: DistillConfig, train: Pairs) -> Student:
     """An untrained student whose normalisation is the training clips' statistics."""
     config = StudentConfig(
@@ -174,16 +196,21 @@ def distill(
     mouse_name: str | None = None,
     progress: bool = True,
     mask: np.ndarray | None = None,
+    ensemble: Path | None = None,
 ) -> Artifact:
     """Train a student on `data` (targets per `cfg.truth_weight`; `teacher` a store, or None for
     true stimuli only) and write it to `out` as an artifact. `mask`: the evaluation mask to use
-    where the teacher store has none (e.g. another artifact's)."""
+    where the teacher store has none (e.g. another artifact's). `ensemble`: the encoder ensemble
+    that generates `cfg.synthetic_clips` more training pairs."""
+    if cfg.synthetic_clips and ensemble is None:
+        raise ValueError(f"synthetic_clips {cfg.synthetic_clips} asks for generated pairs: give --ensemble")
     torch.manual_seed(cfg.seed)
     found = training_data(data, teacher, cfg, mask, mouse_name)
-    student = new_student(cfg, found.train)
+    student = new_student(cfg, found.train)  # normalised by the recorded clips alone
+    train = with_synthetic_pairs(found, cfg, ensemble, progress) if cfg.synthetic_clips else found.train
     train_student(
         student,
-        found.train,
+        train,
         cfg,
         pixel_weights(found.mask, cfg.outside_weight, student.cfg.frame_shape),
         progress,
@@ -193,8 +220,10 @@ def distill(
     provenance = {
         "distill": asdict(cfg),
         "teacher_store": portable_path(teacher) if teacher else None,
+        "ensemble": portable_path(ensemble) if cfg.synthetic_clips else None,
         "mouse": found.mouse.name,
         "train_trials": found.train.trials,
+        "train_pairs": len(train),  # the recorded trials and the synthetic pairs
         "validation": scores,
         "input_timing": {"n_planes": found.timing.n_planes, "volume_rate_hz": found.timing.volume_rate_hz},
         "evaluation_mask": None if found.mask is None else np.flatnonzero(found.mask).tolist(),
