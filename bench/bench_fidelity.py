@@ -101,13 +101,21 @@ def lookahead_sweep(args, mask) -> dict:
     lookahead, both scored on the held-out tiers in the same mask."""
     provenance = load_artifact(args.artifact).meta.provenance
     settings = DistillConfig(**provenance["distill"])
-    store = provenance.get("teacher_store")
+    store, ensemble = provenance.get("teacher_store"), provenance.get("ensemble")
     scores = {}
     for lookahead in args.lookaheads:
         cfg = dataclasses.replace(settings, lookahead=lookahead, epochs=args.sweep_epochs)
         with tempfile.TemporaryDirectory() as tmp:
             student, baseline = Path(tmp) / "student", Path(tmp) / "baseline"
-            distill(args.data, store and local_path(store), student, cfg, progress=False, mask=mask)
+            distill(
+                args.data,
+                store and local_path(store),
+                student,
+                cfg,
+                progress=False,
+                mask=mask,
+                ensemble=ensemble and local_path(ensemble),
+            )
             fit_baseline(args.data, baseline, RidgeConfig(lookahead=lookahead), mask, progress=False)
             groups = evaluate(student, args.data, args.teacher, baseline, tiers=SWEEP_TIERS, missing=())[
                 "groups"
