@@ -5,6 +5,8 @@ import time
 import numpy as np
 import pytest
 
+from stream_decoder.decoder.config import RidgeConfig
+
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
@@ -46,6 +48,22 @@ def untrained_artifact(tmp_path_factory, tiny_mouse):
     return save_artifact(
         folder, student, tiny_mouse.unit_ids, tiny_mouse.fingerprint(), neuron_set=tiny_mouse.neuron_set()
     ).path
+
+
+TINY_RIDGE = RidgeConfig(components=48, lags=4, lag_step=2, lookahead=4, validation_clips=4)
+
+
+@pytest.fixture(scope="session")
+def baseline(tmp_path_factory, tiny_root):
+    """The tiny mouse's linear baseline artifact (ridge on the true stimuli), exported to ONNX: a
+    decoder whose frames mean something, fitted in seconds."""
+    from stream_decoder.decoder.baseline import fit_baseline
+    from stream_decoder.runtime.export import export_artifact
+
+    out = tmp_path_factory.mktemp("baseline")
+    artifact = fit_baseline(tiny_root, out, TINY_RIDGE, progress=False)
+    export_artifact(out)
+    return artifact
 
 
 @pytest.fixture

@@ -7,26 +7,13 @@ from conftest import HANG_GUARD_S
 
 from stream_decoder.data import input_timing, student_inputs
 from stream_decoder.decoder.artifact import load_artifact
-from stream_decoder.decoder.baseline import TrialClips, fit_baseline
-from stream_decoder.decoder.config import RidgeConfig
+from stream_decoder.decoder.baseline import TrialClips
 from stream_decoder.decoder.evaluate import decode_clip, evaluate
 from stream_decoder.decoder.linear import LinearConfig, LinearDecoder
 from stream_decoder.decoder.ridge import Moments
 from stream_decoder.decoder.streaming import StepGraph
 from stream_decoder.metrics import video_correlation
 from stream_decoder.runtime import open_backend
-from stream_decoder.runtime.export import export_artifact
-
-TINY_RIDGE = RidgeConfig(components=48, lags=4, lag_step=2, lookahead=4, validation_clips=4)
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory, tiny_root):
-    """The tiny mouse's baseline artifact, fitted through fit_baseline and exported to ONNX."""
-    out = tmp_path_factory.mktemp("baseline")
-    artifact = fit_baseline(tiny_root, out, TINY_RIDGE, progress=False)
-    export_artifact(out)
-    return artifact
 
 
 def test_streaming_steps_equal_the_whole_clip_decoding():

@@ -11,15 +11,18 @@ import pytest
 from stream_decoder.data.sensorium import neuron_set_id
 from stream_decoder.stream.protocol import (
     CONTROL_COMMANDS,
+    FRAME_DTYPES,
     INPUT_DTYPES,
     REASONS,
     ReconHeader,
     Rejected,
     decode_activity,
+    decode_frame,
     decode_recon,
     decode_reply,
     decode_request,
     encode_activity,
+    encode_frame,
     encode_recon,
     encode_reply,
     encode_request,
@@ -149,6 +152,79 @@ def test_integer_payloads_are_never_non_finite():
     assert decode_activity(frames, N).values.max() == 65535
 
 
+H, W, PLANES = 6, 8, 2  # the image size and plane count of the loaded ROIs (not square: [W, H] is wrong)
+
+
+def frame_header(**changes) -> bytes:
+    fields = {"v": 1, "session": "s", "seq": 3, "t": 1.5, "dtype": "uint16", "shape": [H, W]}
+    fields.update(changes)
+    return msgpack.packb({k: v for k, v in fields.items() if v is not ...})
+
+
+def image_bytes(n=H * W, dtype="<u2") -> bytes:
+    return np.arange(n, dtype=dtype).tobytes()
+
+
+# docs/protocol.md §8.1, §8.2
+@pytest.mark.parametrize("dtype", sorted(FRAME_DTYPES))
+def test_frame_round_trip_without_copy(dtype):
+    image = (np.arange(H * W).reshape(H, W) * 700 - 9000).astype(FRAME_DTYPES[dtype])
+    frames = [
+        bytes(f)
+        for f in encode_frame(
+            "sess", 7, 12.25, image, plane=1, n_planes=3, behavior=(0.5, 2.0), pupil_center=(30.0, 20.0)
+        )
+    ]
+    msg = decode_frame(frames, (H, W), n_planes=PLANES)
+    assert (msg.session, msg.seq, msg.t, msg.plane, msg.n_planes) == ("sess", 7, 12.25, 1, 3)
+    assert msg.behavior == (0.5, 2.0) and msg.pupil_center == (30.0, 20.0)
+    assert msg.image.shape == (H, W) and msg.image.dtype == FRAME_DTYPES[dtype]
+    np.testing.assert_array_equal(msg.image, image)
+    assert np.shares_memory(msg.image, np.frombuffer(frames[2], np.uint8))  # a view, not a copy
+    assert not msg.image.flags.writeable
+
+
+# docs/protocol.md §8.1
+def test_frame_defaults_and_big_endian_images_go_out_little_endian():
+    msg = decode_frame([b"frame", frame_header(), image_bytes()], (H, W), n_planes=1)
+    assert (msg.plane, msg.n_planes, msg.behavior, msg.pupil_center) == (0, 1, None, None)
+    image = np.arange(H * W, dtype=">u2").reshape(H, W)
+    assert bytes(encode_frame("s", 0, 0.0, image)[2]) == image_bytes()
+
+
+BAD_FRAMES = {
+    "wrong topic": ([b"activity", frame_header(), image_bytes()], "topic"),
+    "transposed": ([b"frame", frame_header(shape=[W, H]), image_bytes()], "frame_shape"),
+    "smaller": ([b"frame", frame_header(shape=[H - 1, W]), image_bytes((H - 1) * W)], "frame_shape"),
+    "1-D shape": ([b"frame", frame_header(shape=[H * W]), image_bytes()], "bad_type"),
+    "float32": ([b"frame", frame_header(dtype="float32"), image_bytes()], "dtype"),
+    "short payload": ([b"frame", frame_header(), image_bytes(H * W - 1)], "payload_length"),
+    "plane of no ROI": ([b"frame", frame_header(plane=PLANES, n_planes=3), image_bytes()], "plane_range"),
+    "plane >= n_planes": ([b"frame", frame_header(plane=3, n_planes=3), image_bytes()], "bad_type"),
+    "NaN t": ([b"frame", frame_header(t=float("nan")), image_bytes()], "non_finite"),
+    "NaN behaviour": ([b"frame", frame_header(behavior=[1.0, float("nan")]), image_bytes()], "non_finite"),
+    "oversized": ([b"frame", frame_header(), image_bytes(H * W + 1)], "oversized"),
+}
+
+
+# docs/protocol.md §7, §8.1, §8.2
+@pytest.mark.parametrize("case", sorted(BAD_FRAMES))
+def test_each_bad_frame_is_rejected_under_its_reason(case):
+    frames, reason = BAD_FRAMES[case]
+    assert reason in REASONS
+    with pytest.raises(Rejected) as caught:
+        decode_frame(frames, (H, W), n_planes=PLANES)
+    assert caught.value.reason == reason
+
+
+# docs/protocol.md §8.1
+def test_encoding_a_frame_refuses_what_the_contract_does_not_allow():
+    with pytest.raises(ValueError, match="2-D"):
+        encode_frame("s", 0, 0.0, np.zeros(H * W, np.uint16))
+    with pytest.raises(ValueError, match="float32"):
+        encode_frame("s", 0, 0.0, np.zeros((H, W), np.float32))
+
+
 # docs/protocol.md §4
 def test_recon_round_trip_float_and_uint8():
     head = ReconHeader("s", 4, 10.0, 9, 9.7333, "abc123", 0.25)
@@ -230,11 +306,15 @@ def documented_keys(section: str) -> list[str]:
 
 
 def test_the_protocol_doc_names_every_key_reason_and_command_the_code_has():
-    # docs/protocol.md §3.1, §4, §5.1, §7: the doc is the contract, so nothing on the wire is missing from it
+    # docs/protocol.md §3.1, §4, §5.1, §7, §8.1: the doc is the contract: nothing on the wire is missing
     activity = msgpack.unpackb(
         encode_activity("s", 0, 0.0, np.zeros(2, np.float32), behavior=(0, 0), pupil_center=(0, 0))[1]
     )
     assert set(activity) == set(documented_keys("3.1"))
+    frame = msgpack.unpackb(
+        encode_frame("s", 0, 0.0, np.zeros((2, 2), np.uint16), behavior=(0, 0), pupil_center=(0, 0))[1]
+    )
+    assert set(frame) == set(documented_keys("8.1"))
     recon = msgpack.unpackb(
         encode_recon(ReconHeader("s", 0, 1.0, 0, 0.9, "m", 0.0), np.zeros((2, 2), "f4"))[1]
     )

@@ -1,13 +1,21 @@
 """The rig config is validated at start-up, naming the key that is wrong."""
 
-from dataclasses import replace
+import re
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 import zmq.auth
 
 from stream_decoder.runtime.backend import OPTIONS as BACKEND_OPTIONS
-from stream_decoder.stream.config import DaemonConfig, check_endpoint, config_warnings, load_config
+from stream_decoder.stream.config import (
+    DaemonConfig,
+    FrontEndSection,
+    check_endpoint,
+    config_warnings,
+    load_config,
+    load_frontend,
+)
 
 DEPLOY_EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "rig.toml"
 
@@ -26,6 +34,7 @@ def test_minimal_config_gets_loopback_defaults_and_relative_paths(tmp_path):
     assert cfg.endpoints.activity == "tcp://127.0.0.1:5555" and not cfg.endpoints.activity_bind
     assert cfg.endpoints.recon == "tcp://127.0.0.1:5556" and cfg.endpoints.control == "tcp://127.0.0.1:5557"
     assert cfg.stream.rate_hz == 30.0 and cfg.recorder.dir is None and not cfg.security.curve
+    assert cfg.frontend == FrontEndSection() and cfg.frontend.rois is None  # activity only
 
 
 def test_the_shipped_example_is_valid():
@@ -40,6 +49,17 @@ def test_the_shipped_example_names_every_option_of_every_backend():
     for kind, options in BACKEND_OPTIONS.items():
         for name in options:
             assert f"# {name} = " in text, f"deploy/rig.toml does not document the {kind} option {name}"
+
+
+def test_the_shipped_example_shows_every_frontend_key_with_its_default():
+    """rig.toml's [frontend] names each key; those without a default (the ROIs...) commented out."""
+    text = DEPLOY_EXAMPLE.read_text()
+    assert "\n[frontend]\n" in text, "deploy/rig.toml has no [frontend] section"
+    section = text.split("\n[frontend]\n")[1].split("\n[")[0]
+    for f in fields(FrontEndSection):
+        shown = rf"^{'# ' if f.default is None else ''}{f.name} = "
+        assert re.search(shown, section, re.M), f"deploy/rig.toml [frontend] does not show {f.name}"
+    assert load_config(DEPLOY_EXAMPLE).frontend == FrontEndSection()  # the values shown are the defaults
 
 
 @pytest.mark.parametrize(
@@ -138,6 +158,14 @@ def test_realtime_settings_are_read(tmp_path):
         ('[model]\nartifact = "a"\n[realtime]\ncpus = 1\n', r"\[realtime\] cpus must be a list of int"),
         ('[model]\nartifact = "a"\n[realtime]\ncpus = [0, "1"]\n', r"\[realtime\] cpus item must be int"),
         ('[model]\nartifact = "a"\n[realtime]\ncpus = [4096]\n', r"cpus \[4096\] are not cores"),
+        (
+            '[model]\nartifact = "a"\n[frontend]\nneuropil = 0.5\n',
+            r"unknown key\(s\) \['neuropil'\] in \[frontend\]; known: \['rois', ",
+        ),
+        ('[model]\nartifact = "a"\n[frontend]\nvolume_rate_hz = 0\n', r"volume_rate_hz must be > 0, got 0"),
+        ('[model]\nartifact = "a"\n[frontend]\nvolume_rate_hz = -7.5\n', r"volume_rate_hz must be > 0"),
+        ('[model]\nartifact = "a"\n[frontend]\nreference_frames = 2.5\n', r"reference_frames must be int"),
+        ('[model]\nartifact = "a"\n[frontend]\nrois = ""\n', r"\[frontend\] rois must be Path"),
     ],
 )
 def test_bad_configs_name_what_is_wrong(tmp_path, text, message):
@@ -155,6 +183,72 @@ def test_missing_files_are_named(tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="server_secret_key: no file"):
         load_config(write(tmp_path, text))
+
+
+FRONTEND = (
+    '[frontend]\nrois = "rois.npz"\nreferences = "references.npy"\nvolume_rate_hz = 8\n'
+    "neuropil_coefficient = 0.5\nfft_workers = 2\n"
+)
+
+
+def rois_and_references(folder: Path) -> Path:
+    folder.mkdir(exist_ok=True)
+    (folder / "rois.npz").write_bytes(b"")  # only their presence is checked when the config loads
+    (folder / "references.npy").write_bytes(b"")
+    return folder
+
+
+def test_a_frontend_section_takes_raw_frames_with_paths_relative_to_the_config(tmp_path):
+    cfg = load_config(write(rois_and_references(tmp_path), '[model]\nartifact = "a"\n' + FRONTEND))
+    front = cfg.frontend
+    assert front.rois == tmp_path / "rois.npz" and front.references == tmp_path / "references.npy"
+    assert front.volume_rate_hz == 8.0 and isinstance(front.volume_rate_hz, float)
+    assert front.neuropil_coefficient == 0.5 and front.fft_workers == 2
+    assert front.dark_level == 0.0 and front.reference_frames == 30  # the rest keep their defaults
+
+
+@pytest.mark.parametrize("key", ["rois", "references"])
+def test_a_missing_rois_or_references_file_is_one_line_naming_it(tmp_path, key):
+    rois_and_references(tmp_path)
+    (tmp_path / f"{key}.{'npz' if key == 'rois' else 'npy'}").unlink()
+    with pytest.raises(FileNotFoundError, match=rf"\[frontend\] {key}: no file") as caught:
+        load_config(write(tmp_path, '[model]\nartifact = "a"\n' + FRONTEND))
+    assert str(tmp_path / "rig.toml") in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_serve_frontend_reads_a_file_holding_only_a_frontend_table(tmp_path):
+    folder = rois_and_references(tmp_path / "mouse1")  # paths relative to that file, not to the cwd
+    (folder / "frontend.toml").write_text(FRONTEND)
+    front = load_frontend(folder / "frontend.toml")
+    assert front.rois == folder / "rois.npz" and front.references == folder / "references.npy"
+    assert front.volume_rate_hz == 8.0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[model]\nartifact = "a"\n' + FRONTEND,
+            r"expected only a \[frontend\] table, got \['frontend', 'model'\]",
+        ),
+        ('rois = "rois.npz"\n', r"expected only a \[frontend\] table, got \['rois'\]"),  # no table header
+        ("[frontend]\nrois = 3\n", r"\[frontend\] rois must be Path, got 3"),
+        ("[frontend]\nvolume_rate_hz = 0\n", r"\[frontend\] volume_rate_hz must be > 0"),
+        ("[frontend]\nvolume_rate_hz = 8\n", r"\[frontend\] rois is unset"),  # raw frames, no ROIs
+        ("[frontend\n", r"not valid TOML"),
+    ],
+)
+def test_serve_frontend_refuses_anything_but_a_valid_frontend_table(tmp_path, text, message):
+    path = rois_and_references(tmp_path) / "frontend.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as caught:
+        load_frontend(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_serve_frontend_names_a_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"front-end config .*nope\.toml does not exist"):
+        load_frontend(tmp_path / "nope.toml")
 
 
 def test_curve_config_with_real_certificates(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import stream_decoder
 
-STAGES = ("data", "encoder", "teacher", "decoder", "runtime", "stream")
+STAGES = ("data", "frontend", "encoder", "teacher", "decoder", "runtime", "stream")
 PACKAGE = Path(stream_decoder.__file__).parent
 
 

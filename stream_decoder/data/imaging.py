@@ -99,11 +99,26 @@ def calcium(spikes: np.ndarray, indicator: Indicator, cfg: ImagingConfig) -> np.
     return dff / (1.0 + dff / cfg.saturation_dff)
 
 
-def _interpolate(values: np.ndarray, times: np.ndarray, at: np.ndarray) -> np.ndarray:
+def scan_phase(rng: np.random.Generator, timing: PlaneTiming) -> float:
+    """Where in its volume the scan is when a trial starts: the clock is not locked to the stimulus."""
+    return float(rng.uniform(0.0, 1.0 / timing.volume_rate_hz))
+
+
+def sample_times(phase: float, plane_offset_s: float, timing: PlaneTiming, start: float, stop: float):
+    """Trial times (s) at which one plane is sampled between `start` and `stop`."""
+    return np.arange(start + phase + plane_offset_s, stop, 1.0 / timing.volume_rate_hz)
+
+
+def interpolate(values: np.ndarray, times: np.ndarray, at: np.ndarray) -> np.ndarray:
     """values (K, n) known at increasing times (K,), linearly interpolated at `at` (clamped)."""
     right = np.clip(np.searchsorted(times, at, side="right"), 1, len(times) - 1)
     weight = np.clip((at - times[right - 1]) / (times[right] - times[right - 1]), 0.0, 1.0)[:, None]
     return (1 - weight) * values[right - 1] + weight * values[right]
+
+
+def trial_grid(first_frame: int, n_all: int) -> np.ndarray:
+    """Trial time (s) of each 30 Hz frame of everything shown; the clip starts at 0."""
+    return (np.arange(n_all) - first_frame) / FRAME_RATE_HZ
 
 
 def record(
@@ -120,21 +135,20 @@ def record(
 
     The scan clock is not locked to the stimulus: each trial starts at a random volume phase."""
     period = 1.0 / timing.volume_rate_hz
-    phase = float(rng.uniform(0.0, period))
-    grid = (np.arange(len(dff)) - first_frame) / FRAME_RATE_HZ  # trial time of each dF/F frame
+    phase = scan_phase(rng, timing)
+    grid = trial_grid(first_frame, len(dff))
     frames = np.arange(n_frames) / FRAME_RATE_HZ
     gamma = np.exp(-period / cfg.tau_decay_s[0])  # deconvolution assumes the typical indicator
     scale = timing.volume_rate_hz / cfg.spike_dff[0]  # events -> roughly spikes per second
     responses = np.empty((n_frames, dff.shape[1]), dtype=np.float32)
     for plane in range(timing.n_planes):
         neurons = timing.neurons_of(plane)
-        start = grid[0] + phase + timing.plane_offsets_s[plane]
-        times = np.arange(start, grid[-1], period)
+        times = sample_times(phase, timing.plane_offsets_s[plane], timing, grid[0], grid[-1])
         noise = indicator.noise_dff[neurons]
         samples = (
-            _interpolate(dff[:, neurons], grid, times) + rng.normal(0, 1, (len(times), len(neurons))) * noise
+            interpolate(dff[:, neurons], grid, times) + rng.normal(0, 1, (len(times), len(neurons))) * noise
         )
         events = samples[1:] - gamma * samples[:-1]
         events = np.maximum(events - cfg.event_threshold_sd * noise * np.hypot(1, gamma), 0.0) * scale
-        responses[:, neurons] = _interpolate(events, times[1:], frames)
+        responses[:, neurons] = interpolate(events, times[1:], frames)
     return responses, phase

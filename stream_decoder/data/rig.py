@@ -25,6 +25,19 @@ class Recording:
     scan_phase_s: float
 
 
+@dataclass(frozen=True, eq=False)
+class Calcium:
+    """One trial before imaging, on the 30 Hz grid of everything shown (grey pre-roll, the clip,
+    a grey post-roll): what the microscope then samples, plane by plane."""
+
+    rates: np.ndarray  # (T_all, N) Hz
+    spikes: np.ndarray  # (T_all, N) spikes per frame
+    dff: np.ndarray  # (T_all, N) the indicator's dF/F
+    behavior: Behavior  # (T_all)
+    first_frame: int  # index of the clip's first frame
+    n_frames: int  # frames of the clip
+
+
 @dataclass(eq=False)
 class SyntheticMouse:
     cfg: SimulationConfig
@@ -82,9 +95,9 @@ class SyntheticMouse:
             "depth_um": self.depth_um,
         }
 
-    def record(self, video: np.ndarray, rng: np.random.Generator) -> Recording:
-        """Show a movie (T, 36, 64) after a grey pre-roll, with freshly simulated behaviour, and
-        record the population; a short grey post-roll lets the last frames be resampled."""
+    def watch(self, video: np.ndarray, rng: np.random.Generator) -> Calcium:
+        """Show a movie (T, 36, 64) after a grey pre-roll, with freshly simulated behaviour; a short
+        grey post-roll lets the last frames be resampled."""
         pre = self.cfg.preroll_frames
         post = int(np.ceil(FRAME_RATE_HZ / self.cfg.imaging.volume_rate_hz)) + 2
         n = len(video)
@@ -94,7 +107,13 @@ class SyntheticMouse:
         rates = self.population.rates(
             shown, screen_shift(behavior.pupil_center, self.cfg.behavior), running_state(behavior.running)
         )
-        dff = calcium(spike_counts(rates, rng, self.cfg.imaging), self.indicator, self.cfg.imaging)
-        responses, phase = record(dff, pre, n, self.timing, self.indicator, self.cfg.imaging, rng)
+        spikes = spike_counts(rates, rng, self.cfg.imaging)
+        return Calcium(rates, spikes, calcium(spikes, self.indicator, self.cfg.imaging), behavior, pre, n)
+
+    def record(self, video: np.ndarray, rng: np.random.Generator) -> Recording:
+        """Show a movie and record the population as the rig's deconvolved responses."""
+        seen = self.watch(video, rng)
+        pre, n = seen.first_frame, seen.n_frames
+        responses, phase = record(seen.dff, pre, n, self.timing, self.indicator, self.cfg.imaging, rng)
         trial = slice(pre, pre + n)
-        return Recording(responses, rates[trial], behavior[trial], phase)
+        return Recording(responses, seen.rates[trial], seen.behavior[trial], phase)

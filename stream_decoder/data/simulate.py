@@ -8,9 +8,11 @@ memory stays bounded whatever the preset.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -19,8 +21,11 @@ from .presets import SimulationConfig, TrialPlan, preset_config
 from .rig import Recording, SyntheticMouse
 from .sensorium import CLIP_FRAMES, FRAME_RATE_HZ
 from .stimuli import HELD_OUT_PHOTOGRAPHS, TRAINING_PHOTOGRAPHS, render
-from .truth import TruthWriter
+from .truth import Truth, TruthWriter, load_truth
 from .writer import MouseWriter
+
+if TYPE_CHECKING:
+    from .microscope import Microscope, RawFrame
 
 
 @dataclass(frozen=True)
@@ -69,17 +74,54 @@ def mouse_name(cfg: SimulationConfig, seed: int) -> str:
     return f"synthetic-{cfg.preset}-n{cfg.population.n_neurons}-seed{seed}"
 
 
+def trial_video(spec: TrialSpec, seed: int) -> tuple[np.ndarray, list[dict]]:
+    """A trial's movie and its parts; a repeat renders its clip again from the clip's own seed."""
+    return render(spec.kind, np.random.default_rng([seed, 3, spec.video_id]), spec.n_frames, spec.photographs)
+
+
+def trial_generator(seed: int, trial: int) -> np.random.Generator:
+    """The generator of a trial's behaviour, spikes and imaging noise."""
+    return np.random.default_rng([seed, 4, trial])
+
+
 def recorded_trials(
     mouse: SyntheticMouse, specs: list[TrialSpec], seed: int
 ) -> Iterator[tuple[TrialSpec, np.ndarray, list[dict], Recording]]:
-    """Render and record each planned trial in turn: (spec, video, its parts, recording).
-
-    A repeat renders its clip again from the clip's own seed (identical, and nothing to keep)."""
+    """Render and record each planned trial in turn: (spec, video, its parts, recording)."""
     for spec in specs:
-        video, parts = render(
-            spec.kind, np.random.default_rng([seed, 3, spec.video_id]), spec.n_frames, spec.photographs
+        video, parts = trial_video(spec, seed)
+        yield spec, video, parts, mouse.record(video, trial_generator(seed, spec.trial))
+
+
+def rebuild_mouse(mouse_path: str | Path) -> tuple[SyntheticMouse, Truth]:
+    """The simulated mouse behind a synthetic dataset folder, from the truth beside it."""
+    truth = load_truth(mouse_path)
+    sim = truth.simulation
+    imaging = sim["imaging"]
+    cfg = preset_config(
+        sim["preset"],
+        n_neurons=sim["n_neurons"],
+        n_planes=imaging["n_planes"],
+        volume_rate_hz=imaging["volume_rate_hz"],
+    )
+    if json.loads(json.dumps(asdict(cfg))) != sim["config"]:
+        raise ValueError(
+            f"{truth.path}: simulated with a configuration this version's preset {sim['preset']!r} "
+            "does not reproduce; simulate the dataset again"
         )
-        yield spec, video, parts, mouse.record(video, np.random.default_rng([seed, 4, spec.trial]))
+    return SyntheticMouse.create(cfg, sim["seed"]), truth
+
+
+def raw_trial(microscope: Microscope, truth: Truth, trial: str | int) -> Iterator[RawFrame]:
+    """The raw frames of one recorded trial: the same calcium and scan phase as its responses."""
+    from .microscope import trial_frames  # scipy.ndimage: only for raw frames
+
+    record = truth.trials[str(trial)]
+    spec = TrialSpec(**{f.name: record[f.name] for f in fields(TrialSpec)})
+    seed = truth.simulation["seed"]
+    video, _ = trial_video(spec, seed)
+    _, _, frames = trial_frames(microscope, video, trial_generator(seed, spec.trial), spec.trial)
+    return frames
 
 
 def simulate(

@@ -2,12 +2,14 @@
 
 Each neuron holds its latest value and the rig time it was acquired (its age is the difference
 to the tick). Before its first value of a session a neuron holds 0, as `data.held_responses` gives
-the distillation; behaviour holds the model's training mean until the rig sends some. Single-plane
-input is decoded once per message; multi-plane input on a grid of rig time, tick k at k / rate_hz:
-a tick is complete, and emitted with each neuron's latest value acquired at or before it, once a
-message from a later tick arrives.
+the distillation (a neuron the raw-frame front end has no ROI for: its training mean); behaviour
+holds the model's training mean until the rig sends some. Single-plane input is decoded once per
+message; multi-plane input on a grid of rig time, tick k at k / rate_hz: a tick is complete, and
+emitted with each neuron's latest value acquired at or before it, once a message from a later
+tick arrives.
 """
 
+import itertools
 import math
 
 import numpy as np
@@ -21,11 +23,33 @@ RECENT_SESSIONS = 16  # replaced sessions remembered, so a late message cannot f
 RESTART_AFTER_REFUSED = 30
 
 
+def contiguous_runs(neurons: np.ndarray) -> list[tuple[int, int, int]]:
+    """(first neuron, start, stop) of each run of consecutive indices in a sorted index array: the
+    activity messages (docs/protocol.md §3.3) that carry values for these neurons."""
+    if neurons.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(neurons) != 1) + 1
+    bounds = np.concatenate([[0], breaks, [neurons.size]])
+    return [(int(neurons[a]), int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+
+
 class Assembler:
     def __init__(
-        self, n_neurons: int, resting_behavior: np.ndarray, rate_hz: float, max_catchup_ticks: int = 30
+        self,
+        n_neurons: int,
+        resting_behavior: np.ndarray,
+        rate_hz: float,
+        max_catchup_ticks: int = 30,
+        resting_activity: np.ndarray | None = None,
     ):
+        """`resting_activity`: what each neuron holds before its first value (default 0; the front
+        end holds neurons without an ROI at their training mean)."""
         self.resting_behavior = np.asarray(resting_behavior, np.float32).copy()
+        self.resting_activity = (
+            np.zeros(n_neurons, np.float32)
+            if resting_activity is None
+            else np.asarray(resting_activity, np.float32).copy()
+        )
         self.rate_hz = rate_hz
         self.max_catchup_ticks = max_catchup_ticks
         self.activity = np.zeros(n_neurons, np.float32)
@@ -127,7 +151,7 @@ class Assembler:
         self.session = msg.session
         self.last_seq = msg.seq
         self._refused = 0
-        self.activity[:] = 0.0
+        self.activity[:] = self.resting_activity
         self.behavior[:] = self.resting_behavior
         self.acquired[:] = -np.inf
         self.newest = None

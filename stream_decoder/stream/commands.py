@@ -1,4 +1,5 @@
-"""CLI verbs of the streaming stage: serve (the rig daemon), replay (a rig simulator), view (a display)."""
+"""CLI verbs of the streaming stage: serve (the rig daemon), replay (a rig simulator), view (a display),
+bridge (real acquisition software in)."""
 
 import argparse
 import contextlib
@@ -24,6 +25,12 @@ def register(sub) -> None:
     p.add_argument("--artifact", type=Path, help="override [model] artifact")
     p.add_argument("--backend", help="override [model] backend: onnxruntime, torch or tensorrt")
     p.add_argument("--record", type=Path, help="override [recorder] dir: record the session there")
+    p.add_argument(
+        "--frontend",
+        type=Path,
+        help="a TOML file whose [frontend] section replaces the config's: take raw frames too "
+        "(stream-decoder microscope writes one for a synthetic mouse)",
+    )
     p.set_defaults(func=_serve)
 
     p = sub.add_parser(
@@ -62,6 +69,18 @@ def register(sub) -> None:
     p.set_defaults(func=_replay)
 
     p = sub.add_parser(
+        "microscope",
+        help="write a synthetic mouse's ROIs and motion references, for serving its raw frames",
+        description="The simulator's cell footprints as ROIs (rois.npz, the documented format: what "
+        "a lab's offline segmentation gives), each plane's motion reference (references.npy) and "
+        "frontend.toml, the [frontend] section a rig config needs for `replay --raw`.",
+    )
+    p.add_argument("--data", type=Path, required=True, help="synthetic dataset root or mouse folder")
+    p.add_argument("--mouse", type=int, default=0, help="which mouse of the dataset root (name order)")
+    p.add_argument("--out", type=Path, required=True, help="folder to write into")
+    p.set_defaults(func=_microscope)
+
+    p = sub.add_parser(
         "view",
         help="show reconstructed frames live (window, or GIF/MP4 + PNG strip)",
         description="Subscribe to the daemon's frames; show them in a window where a display "
@@ -92,6 +111,8 @@ def register(sub) -> None:
     p.add_argument("--no-window", action="store_true", help="write movies even where a display exists")
     _curve_arguments(p)
     p.set_defaults(func=_view)
+
+    _register_bridge(sub)
 
     p = sub.add_parser(
         "demo",
@@ -160,6 +181,13 @@ def _plan_arguments(p: argparse.ArgumentParser, data_required: bool = True) -> N
     p.add_argument("--volume-rate", type=float, help="volumes per second (default 30 / planes)")
     p.add_argument("--rig-timing", action="store_true", help="the mouse's own plane timing (simulator truth)")
     p.add_argument("--restart-after", type=int, default=0, help="rig restarts (new session) after N messages")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="raw two-photon frames (`frame` messages) the synthetic mouse's microscope takes of these "
+        "clips, per plane at its own imaging rate, instead of activity; the daemon needs a [frontend] "
+        "(stream-decoder microscope writes one)",
+    )
 
 
 def _curve_arguments(p: argparse.ArgumentParser) -> None:
@@ -180,12 +208,23 @@ def _curve(args):
 
 def _plan(args):
     from stream_decoder.data import open_mouse
-    from stream_decoder.stream.replay import ReplayPlan, plane_timing, select_trials
+    from stream_decoder.stream.replay import RawSource, ReplayPlan, plane_timing, select_trials
 
     mouse = open_mouse(args.data, args.mouse)
     trials = select_trials(mouse, args.tier, args.trials, args.clips)
-    timing = plane_timing(mouse, args.planes, args.volume_rate, args.rig_timing)
-    return ReplayPlan(mouse, trials, timing, args.gap_s)
+    timing = plane_timing(mouse, args.planes, args.volume_rate, args.rig_timing or args.raw)
+    return ReplayPlan(mouse, trials, timing, args.gap_s, RawSource.of(mouse) if args.raw else None)
+
+
+def _microscope(args) -> int:
+    from stream_decoder.data import open_mouse
+    from stream_decoder.stream.raw_input import write_microscope
+    from stream_decoder.stream.replay import RawSource
+
+    mouse = open_mouse(args.data, args.mouse)
+    for path in write_microscope(RawSource.of(mouse).microscope, args.out):
+        print(f"microscope: wrote {path}", file=sys.stderr)
+    return 0
 
 
 @contextlib.contextmanager
@@ -206,7 +245,7 @@ def _stop_on(*signals: signal.Signals) -> Iterator[threading.Event]:
 
 
 def _serve(args) -> int:
-    from stream_decoder.stream.config import load_config
+    from stream_decoder.stream.config import load_config, load_frontend
     from stream_decoder.stream.daemon import serve
 
     cfg = load_config(args.config)
@@ -221,6 +260,8 @@ def _serve(args) -> int:
         )
     if args.record:
         cfg = replace(cfg, recorder=replace(cfg.recorder, dir=args.record))
+    if args.frontend:
+        cfg = replace(cfg, frontend=load_frontend(args.frontend))
     with _stop_on(signal.SIGTERM, signal.SIGINT) as stop:
         serve(cfg, stop)
     return 0
@@ -302,4 +343,119 @@ def _view(args) -> int:
         raise KeyboardInterrupt  # the movies are written: now the CLI's one line and exit code 130
     if not figures.received and args.wait_s is not None:  # (else the window was closed: nothing wrong)
         raise RuntimeError(f"no frame from {args.endpoint} within {args.wait_s:g} s; is serve running there?")
+    return 0
+
+
+def _register_bridge(sub) -> None:
+    p = sub.add_parser(
+        "bridge",
+        help="publish the raw frames of real acquisition software (Scanbox, TIFF files) to the daemon",
+        description="Read the frames a microscope's software hands out and publish them as `frame` "
+        "messages (docs/protocol.md), like a rig: from Scanbox's memory-mapped file, or from the "
+        "TIFF files ScanImage and others write into a folder. Frame k of an acquisition is stamped "
+        "t0 + k / --rate-hz and shows plane k % --planes. Runs until Ctrl-C or SIGTERM "
+        "(see deploy/README.md, Rig bridges).",
+    )
+    sources = p.add_subparsers(dest="source", metavar="<source>", required=True)
+    scanbox = sources.add_parser(
+        "scanbox",
+        help="read Scanbox's memory-mapped file (its mmap option)",
+        description="Take each frame Scanbox puts into its memory-mapped file, hand the buffer back "
+        "and publish the frame. Each acquisition is a session of its own; frames Scanbox could not "
+        "put in (the buffer was still full) are counted, and the daemon sees them as lost.",
+    )
+    scanbox.add_argument(
+        "path", type=Path, metavar="FILE", help="Scanbox's memory-mapped file (scanbox.mmap)"
+    )
+    scanbox.add_argument("--channel", choices=("A", "B"), default="A", help="which PMT channel to publish")
+    scanbox.add_argument(
+        "--no-invert",
+        action="store_true",
+        help="publish the stored values (Scanbox stores 65535 minus the PMT value; by default the "
+        "bridge turns them back)",
+    )
+    scanbox.add_argument("--once", action="store_true", help="exit when the first acquisition stops")
+    _bridge_arguments(scanbox, poll_s=0.001)
+    tiff = sources.add_parser(
+        "tiff",
+        help="watch a folder for the TIFF files an acquisition writes (ScanImage and others)",
+        description="Publish every page of the TIFF files that appear in FOLDER, in name order, as "
+        "soon as each page is complete in its file; a file still being written is read again on "
+        "the next poll. One page is one plane of one channel. Files already there at the start are "
+        "an earlier acquisition's: left alone unless --include-existing.",
+    )
+    tiff.add_argument("path", type=Path, metavar="FOLDER", help="the folder the acquisition writes into")
+    tiff.add_argument("--pattern", default="*.tif*", help="which files of the folder to read (glob)")
+    tiff.add_argument("--include-existing", action="store_true", help="publish the files already there too")
+    _bridge_arguments(tiff, poll_s=0.05)
+
+
+def _bridge_arguments(p: argparse.ArgumentParser, poll_s: float) -> None:
+    p.add_argument("--rate-hz", type=float, required=True, help="the imaging frame rate (planes per second)")
+    p.add_argument("--planes", type=int, default=1, help="imaging planes, interleaved frame by frame")
+    p.add_argument(
+        "--t0", type=float, help="rig time of frame 0 (default: this host's clock at the first frame)"
+    )
+    p.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="where to publish")
+    p.add_argument("--connect", action="store_true", help="connect, not bind (daemon with activity_bind)")
+    p.add_argument("--session", help="session id (default: a fresh <source>-<time>-<random> per run)")
+    p.add_argument("--wait-s", type=float, default=30.0, help="how long to wait for the daemon to subscribe")
+    p.add_argument("--poll-s", type=float, default=poll_s, help="sleep between polls that found nothing")
+    _curve_arguments(p)
+    p.set_defaults(func=_bridge)
+
+
+def _open_bridge(args, rig):
+    if args.source == "scanbox":
+        from stream_decoder.stream.scanbox import ScanboxBridge
+
+        return ScanboxBridge(
+            args.path,
+            rig,
+            args.rate_hz,
+            args.planes,
+            t0=args.t0,
+            channel=args.channel,
+            invert=not args.no_invert,
+        )
+    from stream_decoder.stream.tiff_watch import TiffFolderBridge
+
+    return TiffFolderBridge(
+        args.path,
+        rig,
+        args.rate_hz,
+        args.planes,
+        pattern=args.pattern,
+        t0=args.t0,
+        include_existing=args.include_existing,
+    )
+
+
+def _bridge(args) -> int:
+    from stream_decoder.stream.config import check_endpoint
+    from stream_decoder.stream.protocol import FRAME
+    from stream_decoder.stream.replay import Rig, fresh_session_id
+
+    check_endpoint(args.endpoint, "--endpoint", allow_remote=True)
+    session = args.session or fresh_session_id(args.source)
+    with Rig(args.endpoint, bind=not args.connect, session=session, curve=_curve(args)) as rig:
+        bridge = _open_bridge(args, rig)
+        print(
+            f"bridge: {args.source} {args.path}, session {session}; waiting for a subscriber to frames "
+            f"on {args.endpoint}",
+            file=sys.stderr,
+        )
+        if not rig.wait_for_subscriber(args.wait_s, topic=FRAME):
+            raise RuntimeError(
+                f"no daemon subscribed to frames on {args.endpoint} within {args.wait_s:g} s; is serve "
+                "running, with [frontend] rois set?"
+            )
+        with _stop_on(signal.SIGTERM, signal.SIGINT) as stop:
+            if args.source == "scanbox":
+                bridge.run(stop, args.poll_s, once=args.once)
+            else:
+                bridge.run(stop, args.poll_s)
+    print(f"bridge: {bridge.report()}", file=sys.stderr)
+    if stop.is_set():
+        raise KeyboardInterrupt  # stopped between two polls: now the CLI's one line and exit code 130
     return 0

@@ -142,6 +142,37 @@ class RealtimeConfig:
 
 
 @dataclass(frozen=True)
+class FrontEndSection:
+    """[frontend]: raw `frame` messages in (docs/protocol.md §8). Unset `rois`: activity only.
+
+    Plain fields here (the config stays cheap to import); `frontend.FrontEndConfig` is built from
+    them when the daemon starts, and validates them again."""
+
+    rois: Path | None = None  # an .npz, a suite2p output folder or an .nwb file (docs/internals.md, ROIs)
+    references: Path | None = (
+        None  # .npy (planes, H, W) motion references; unset: built from the first frames
+    )
+    volume_rate_hz: float | None = None  # frames per second of each plane; unset: the model's input timing
+    dark_level: float = 0.0  # detector output with no light, ADU (ScanImage's channel offset)
+    neuropil_coefficient: float = 0.7
+    max_shift_fraction: float = 0.1
+    reference_frames: int = 30
+    min_peak_sd: float = 8.0
+    tau_decay_s: float = 0.8
+    spike_dff: float = 0.25
+    event_threshold_sd: float = 1.0
+    fft_workers: int = 1
+
+    def __post_init__(self):
+        if self.rois is not None and not self.rois.exists():
+            raise FileNotFoundError(f"[frontend] rois: no file or folder {self.rois}")
+        if self.references is not None and not self.references.is_file():
+            raise FileNotFoundError(f"[frontend] references: no file {self.references}")
+        if self.volume_rate_hz is not None and not self.volume_rate_hz > 0:
+            raise ValueError(f"[frontend] volume_rate_hz must be > 0, got {self.volume_rate_hz}")
+
+
+@dataclass(frozen=True)
 class LogConfig:
     interval_s: float = 10.0  # each kind of problem is logged at most once per interval; stats every interval
 
@@ -158,6 +189,7 @@ class DaemonConfig:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     recorder: RecorderConfig = field(default_factory=RecorderConfig)
     realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
+    frontend: FrontEndSection = field(default_factory=FrontEndSection)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -175,6 +207,27 @@ def load_config(path: Path, **overrides) -> DaemonConfig:
         return replace(config, **overrides)
     except (ValueError, FileNotFoundError) as exc:
         raise type(exc)(f"{path}: {exc}") from None
+
+
+def load_frontend(path: Path) -> FrontEndSection:
+    """The [frontend] section of a TOML file (`serve --frontend`), validated as in a rig config; its
+    `rois` must be set, since without them the daemon would take no raw frames."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"front-end config {path} does not exist")
+    try:
+        table = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    if set(table) != {"frontend"}:
+        raise ValueError(f"{path}: expected only a [frontend] table, got {sorted(table)}")
+    try:
+        section = _build(FrontEndSection, table["frontend"], "frontend", path.parent)
+    except (ValueError, FileNotFoundError) as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+    if section.rois is None:
+        raise ValueError(f"{path}: [frontend] rois is unset: name the ROIs the raw frames are extracted with")
+    return section
 
 
 def check_endpoint(endpoint: str, what: str, allow_remote: bool) -> None:

@@ -25,6 +25,8 @@ from stream_decoder.stream.config import DaemonConfig, config_warnings
 from stream_decoder.stream.forecast import ArrivalForecast
 from stream_decoder.stream.protocol import (
     CONTROL_COMMANDS,
+    FRAME,
+    FRAME_DTYPES,
     INPUT_DTYPES,
     RECON_DTYPES,
     VERSION,
@@ -32,6 +34,7 @@ from stream_decoder.stream.protocol import (
     ReconHeader,
     Rejected,
     decode_activity,
+    decode_frame,
     decode_request,
     encode_recon,
     encode_reply,
@@ -90,20 +93,31 @@ class Daemon:
         self.stats = DaemonStats()
         self.forecast = ArrivalForecast(cfg.stream.prefetch_ms / 1e3)
         self.log = RateLimitedLog(log, cfg.log.interval_s, clock)
+        self.input_timing = meta.provenance.get("input_timing")  # None: the artifact records none
+        state = backend.artifact.state_dict
+        self.raw = None
+        if cfg.frontend.rois is not None:
+            from stream_decoder.stream.raw_input import RawInput  # scipy and the ROI readers: only when used
+
+            self.raw = RawInput(
+                cfg.frontend, self.n_neurons, state["activity_mean"].numpy(), self.input_timing
+            )
         self.assembler = Assembler(
             self.n_neurons,
-            backend.artifact.state_dict["behavior_mean"].numpy(),
+            state["behavior_mean"].numpy(),
             cfg.stream.rate_hz,
             cfg.stream.max_catchup_ticks,
+            None if self.raw is None else self.raw.resting,
         )
         self.frame_out = FrameOut(cfg.stream.output_dtype, tuple(meta.frame_shape))
         self.tick_seq = 0
-        self.input_timing = meta.provenance.get("input_timing")  # None: the artifact records none
         planes = None if self.input_timing is None else self.input_timing["n_planes"]
         self.watch = InputWatch(self.stats.warnings, self.log, self.assembler, planes)
         self.ctx = ctx or zmq.Context()
         self._own_ctx = ctx is None
-        self.sockets = open_sockets(self.ctx, cfg, self.n_neurons)
+        self.sockets = open_sockets(
+            self.ctx, cfg, self.n_neurons, None if self.raw is None else self.raw.frame_shape
+        )
         self.poller = zmq.Poller()
         for sock in (self.sockets.activity, self.sockets.control, *self.sockets.monitors):
             self.poller.register(sock, zmq.POLLIN)
@@ -194,7 +208,10 @@ class Daemon:
             received = time.perf_counter()
             self.forecast.arrived(self.clock())
             try:
-                self.handle_activity(frames, received)
+                if self.raw is not None and memoryview(frames[0]) == FRAME:
+                    self.handle_frame(frames, received)
+                else:
+                    self.handle_activity(frames, received)
             except Exception as exc:  # one bad tick must not end the session: count, log, carry on
                 self.stats.dropped["internal_error"] += 1
                 self.log.warning("internal_error", "internal_error", error=f"{type(exc).__name__}: {exc}")
@@ -206,12 +223,37 @@ class Daemon:
         self.stats.received += 1
         try:
             msg = decode_activity(frames, self.n_neurons)
-            new_session, missed = self.assembler.admit(msg)
+            admitted = self.assembler.admit(msg)
         except Rejected as exc:
-            self.stats.rejected[exc.reason] += 1
-            self.log.warning(f"rejected.{exc.reason}", "rejected", reason=exc.reason, detail=exc.detail)
+            self._rejected(exc)
             return
         self.stats.accepted += 1
+        self._decode(msg, [msg], admitted, received)
+
+    def handle_frame(self, frames, received: float) -> None:
+        """Validate one raw frame, run it through the front end, decode its plane's activity."""
+        self.stats.received += 1
+        try:
+            raw = decode_frame(frames, self.raw.frame_shape, self.raw.n_planes)
+            admitted = self.assembler.admit(raw)
+        except Rejected as exc:
+            self._rejected(exc)
+            return
+        try:
+            parts = self.raw.parts(raw)
+            self.stats.accepted += 1
+        except Rejected as exc:  # in sequence but unusable: counted as rejected, time still moves on
+            self._rejected(exc)
+            parts = [self.raw.held(raw)]
+        self._decode(raw, parts, admitted, received)
+
+    def _rejected(self, exc: Rejected) -> None:
+        self.stats.rejected[exc.reason] += 1
+        self.log.warning(f"rejected.{exc.reason}", "rejected", reason=exc.reason, detail=exc.detail)
+
+    def _decode(self, msg, parts: list[Activity], admitted: tuple[bool, int], received: float) -> None:
+        """Emit the frames `msg` completes and apply its `parts` (one per contiguous neuron run)."""
+        new_session, missed = admitted
         if new_session:
             self._new_session(msg)
         if missed:
@@ -221,7 +263,8 @@ class Daemon:
         self.watch.message(msg)
         try:
             if msg.n_planes == 1:
-                self.assembler.apply(msg)
+                for part in parts:
+                    self.assembler.apply(part)
                 self._emit(msg.t, received)
             else:
                 ticks, skipped = self.assembler.due_ticks(msg.t)
@@ -229,10 +272,12 @@ class Daemon:
                     self.stats.dropped["catchup_ticks"] += skipped
                 for tick in ticks:
                     self._emit(self.assembler.tick_time(tick), received)
-                self.assembler.apply(msg)
+                for part in parts:
+                    self.assembler.apply(part)
         finally:  # recorded after the frame is out, so the disk copy never delays it
             if self.recorder is not None:
-                self.recorder.activity(msg, time.time())
+                for part in parts:
+                    self.recorder.activity(part, time.time())
 
     def _new_session(self, msg: Activity) -> None:
         self.backend.reset()
@@ -302,6 +347,14 @@ class Daemon:
                 "lookahead": meta.lookahead,
                 "rate_hz": self.cfg.stream.rate_hz,
                 "input_dtypes": list(INPUT_DTYPES),
+                "inputs": ["activity"] if self.raw is None else ["activity", "frame"],
+                "frame_input": None
+                if self.raw is None
+                else {
+                    "shape": list(self.raw.frame_shape),
+                    "n_planes": self.raw.n_planes,
+                    "dtypes": list(FRAME_DTYPES),
+                },
                 "output_dtype": self.cfg.stream.output_dtype,
                 "backend": self.backend.name,
                 "version": VERSION,
@@ -316,6 +369,8 @@ class Daemon:
         summary = self.stats.snapshot()
         summary["session"] = self.assembler.session
         summary["recorder_dropped"] = self.recorder.dropped if self.recorder is not None else 0
+        if self.raw is not None:
+            summary["frontend"] = self.raw.stats()
         return summary
 
     def _peer_event(self, monitor: zmq.Socket) -> None:

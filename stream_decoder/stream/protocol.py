@@ -14,6 +14,7 @@ import numpy as np
 
 VERSION = 1
 ACTIVITY = b"activity"
+FRAME = b"frame"
 RECON = b"recon"
 INPUT_DTYPES = {
     "float32": np.dtype("<f4"),
@@ -21,11 +22,13 @@ INPUT_DTYPES = {
     "int16": np.dtype("<i2"),
     "uint16": np.dtype("<u2"),
 }
+FRAME_DTYPES = {"uint16": np.dtype("<u2"), "int16": np.dtype("<i2")}
 RECON_DTYPES = {"uint8": np.dtype("u1"), "float32": np.dtype("<f4")}
 # A v1 header is a few hundred bytes; anything this large is not a header.
 MAX_HEADER_BYTES = 4096
 # Largest payload item: the bound on an activity payload is `n_neurons * MAX_ITEMSIZE`.
 MAX_ITEMSIZE = max(d.itemsize for d in INPUT_DTYPES.values())
+MAX_FRAME_ITEMSIZE = max(d.itemsize for d in FRAME_DTYPES.values())  # a frame payload: at most H * W * this
 
 # Why a message was rejected; the keys of the daemon's `rejected` counters.
 REASONS = (
@@ -43,6 +46,9 @@ REASONS = (
     "duplicate",  # seq equal to the last accepted one of the session
     "out_of_order",  # seq below the last accepted one of the session (late or reordered)
     "old_session",  # a message from a session that has already been replaced
+    "frame_shape",  # a `frame` whose [H, W] is not the image size of the loaded ROIs
+    "plane_range",  # a `frame` of a plane the loaded ROIs do not cover
+    "reference_mismatch",  # a `frame` that matches the motion reference nowhere within the shift bound
 )
 
 
@@ -64,6 +70,20 @@ class Activity:
     t: float  # echoed exactly as received (an int stays an int)
     values: np.ndarray
     first: int = 0
+    plane: int = 0
+    n_planes: int = 1
+    behavior: tuple[float, float] | None = None
+    pupil_center: tuple[float, float] | None = None
+
+
+@dataclass(slots=True)
+class Frame:
+    """One decoded `frame` message: one plane's raw image, a read-only view of the payload."""
+
+    session: str
+    seq: int
+    t: float
+    image: np.ndarray  # (H, W) uint16 or int16
     plane: int = 0
     n_planes: int = 1
     behavior: tuple[float, float] | None = None
@@ -135,13 +155,28 @@ def _check_version(header: dict) -> None:
         raise Rejected("version", f"protocol version {v} (this end speaks {VERSION})")
 
 
-def decode_activity(frames: Sequence, n_neurons: int) -> Activity:
-    """Validate and decode an `activity` message for a model of `n_neurons` neurons, without copying."""
-    _check_frames(frames, ACTIVITY)
+@dataclass(slots=True)
+class _Common:
+    """The header keys every rig message has (docs/protocol.md §3.1, §8.1)."""
+
+    session: str
+    seq: int
+    t: float
+    dtype_name: str
+    shape: list
+    plane: int
+    n_planes: int
+    behavior: tuple[float, float] | None
+    pupil_center: tuple[float, float] | None
+
+
+def _common_header(frames: Sequence, topic: bytes, max_payload: int, ndim: int) -> tuple[_Common, dict]:
+    """The common keys checked, and the whole header for the keys of one message kind."""
+    _check_frames(frames, topic)
     payload = memoryview(frames[2])
-    if payload.nbytes > n_neurons * MAX_ITEMSIZE:
-        raise Rejected("oversized", f"payload of {payload.nbytes} bytes > {n_neurons * MAX_ITEMSIZE}")
-    header = _unpack_map(memoryview(frames[1]), "activity header")
+    if payload.nbytes > max_payload:
+        raise Rejected("oversized", f"payload of {payload.nbytes} bytes > {max_payload}")
+    header = _unpack_map(memoryview(frames[1]), f"{topic.decode()} header")
     _check_version(header)
     session = _require(header, "session", lambda x: isinstance(x, str), "a str")
     seq = _require(header, "seq", lambda x: _is_int(x) and x >= 0, "an int >= 0")
@@ -150,42 +185,94 @@ def decode_activity(frames: Sequence, n_neurons: int) -> Activity:
     shape = _require(
         header,
         "shape",
-        lambda x: isinstance(x, list | tuple) and len(x) == 1 and _is_int(x[0]) and x[0] > 0,
-        "[n] with n > 0",
+        lambda x: isinstance(x, list | tuple) and len(x) == ndim and all(_is_int(s) and s > 0 for s in x),
+        "[n] with n > 0" if ndim == 1 else "[H, W] with H, W > 0",
     )
-    first = _optional(header, "first", 0, lambda x: _is_int(x) and x >= 0, "an int >= 0")
     n_planes = _optional(header, "n_planes", 1, lambda x: _is_int(x) and x >= 1, "an int >= 1")
     plane = _optional(
         header, "plane", 0, lambda x: _is_int(x) and 0 <= x < n_planes, f"an int in [0, {n_planes})"
     )
     behavior = _optional(header, "behavior", None, _is_pair, "[pupil, speed]")
     pupil_center = _optional(header, "pupil_center", None, _is_pair, "[x, y]")
-    dtype = INPUT_DTYPES.get(dtype_name)
-    if dtype is None:
-        raise Rejected("dtype", f"dtype {dtype_name!r:.40} not in {sorted(INPUT_DTYPES)}")
-    n = shape[0]
-    if payload.nbytes != n * dtype.itemsize:
-        raise Rejected(
-            "payload_length",
-            f"payload {payload.nbytes} bytes, shape [{n}] {dtype_name} needs {n * dtype.itemsize}",
-        )
-    if first + n > n_neurons:
-        raise Rejected(
-            "neuron_range", f"neurons {first}..{first + n - 1} outside the model's 0..{n_neurons - 1}"
-        )
-    values = np.frombuffer(payload, dtype=dtype)
-    if not _all_finite(t, values, behavior, pupil_center):
-        raise Rejected("non_finite", "NaN or infinity in t, the values or the behaviour")
-    return Activity(
+    common = _Common(
         session,
         seq,
         t,
-        values,
-        first,
+        dtype_name,
+        list(shape),
         plane,
         n_planes,
         None if behavior is None else tuple(behavior),
         None if pupil_center is None else tuple(pupil_center),
+    )
+    return common, header
+
+
+def _payload_values(frames: Sequence, common: _Common, allowed: dict[str, np.dtype]) -> np.ndarray:
+    """The payload as a flat read-only array of the header's dtype, its length checked."""
+    dtype = allowed.get(common.dtype_name)
+    if dtype is None:
+        raise Rejected("dtype", f"dtype {common.dtype_name!r:.40} not in {sorted(allowed)}")
+    payload = memoryview(frames[2])
+    n = int(np.prod(common.shape))
+    if payload.nbytes != n * dtype.itemsize:
+        raise Rejected(
+            "payload_length",
+            f"payload {payload.nbytes} bytes, shape {common.shape} {common.dtype_name} needs "
+            f"{n * dtype.itemsize}",
+        )
+    return np.frombuffer(payload, dtype=dtype)
+
+
+def decode_activity(frames: Sequence, n_neurons: int) -> Activity:
+    """Validate and decode an `activity` message for a model of `n_neurons` neurons, without copying."""
+    common, header = _common_header(frames, ACTIVITY, n_neurons * MAX_ITEMSIZE, ndim=1)
+    first = _optional(header, "first", 0, lambda x: _is_int(x) and x >= 0, "an int >= 0")
+    values = _payload_values(frames, common, INPUT_DTYPES)
+    n = common.shape[0]
+    if first + n > n_neurons:
+        raise Rejected(
+            "neuron_range", f"neurons {first}..{first + n - 1} outside the model's 0..{n_neurons - 1}"
+        )
+    if not _all_finite(common.t, values, common.behavior, common.pupil_center):
+        raise Rejected("non_finite", "NaN or infinity in t, the values or the behaviour")
+    return Activity(
+        common.session,
+        common.seq,
+        common.t,
+        values,
+        first,
+        common.plane,
+        common.n_planes,
+        common.behavior,
+        common.pupil_center,
+    )
+
+
+def decode_frame(frames: Sequence, frame_shape: tuple[int, int], n_planes: int) -> Frame:
+    """Validate and decode a `frame` message for ROIs drawn on `frame_shape` images of `n_planes`
+    planes, without copying."""
+    height, width = frame_shape
+    max_payload = height * width * MAX_FRAME_ITEMSIZE
+    common, _ = _common_header(frames, FRAME, max_payload, ndim=2)
+    values = _payload_values(frames, common, FRAME_DTYPES)
+    if tuple(common.shape) != (height, width):
+        raise Rejected(
+            "frame_shape", f"frame of shape {common.shape}, the ROIs are drawn on [{height}, {width}]"
+        )
+    if common.plane >= n_planes:
+        raise Rejected("plane_range", f"plane {common.plane}, the ROIs cover planes 0..{n_planes - 1}")
+    if not _all_finite(common.t, values, common.behavior, common.pupil_center):
+        raise Rejected("non_finite", "NaN or infinity in t or the behaviour")
+    return Frame(
+        common.session,
+        common.seq,
+        common.t,
+        values.reshape(height, width),
+        common.plane,
+        common.n_planes,
+        common.behavior,
+        common.pupil_center,
     )
 
 
@@ -194,6 +281,24 @@ def _all_finite(t, values: np.ndarray, *pairs) -> bool:
     if values.dtype.kind == "f" and not (isfinite(values.min()) and isfinite(values.max())):
         return False
     return isfinite(t) and all(p is None or (isfinite(p[0]) and isfinite(p[1])) for p in pairs)
+
+
+def _rig_header(session, seq, t, dtype_name, shape, plane, n_planes, behavior, pupil_center) -> dict:
+    header = {
+        "v": VERSION,
+        "session": session,
+        "seq": int(seq),
+        "t": t,
+        "dtype": dtype_name,
+        "shape": [int(s) for s in shape],
+        "plane": int(plane),
+        "n_planes": int(n_planes),
+    }
+    if behavior is not None:
+        header["behavior"] = [float(behavior[0]), float(behavior[1])]
+    if pupil_center is not None:
+        header["pupil_center"] = [float(pupil_center[0]), float(pupil_center[1])]
+    return header
 
 
 def encode_activity(
@@ -210,22 +315,28 @@ def encode_activity(
 ) -> list:
     """The three frames of an `activity` message (what a rig sends)."""
     name = _dtype_name(values.dtype, INPUT_DTYPES)
-    header = {
-        "v": VERSION,
-        "session": session,
-        "seq": int(seq),
-        "t": t,
-        "dtype": name,
-        "shape": [int(values.size)],
-        "first": int(first),
-        "plane": int(plane),
-        "n_planes": int(n_planes),
-    }
-    if behavior is not None:
-        header["behavior"] = [float(behavior[0]), float(behavior[1])]
-    if pupil_center is not None:
-        header["pupil_center"] = [float(pupil_center[0]), float(pupil_center[1])]
+    header = _rig_header(session, seq, t, name, [values.size], plane, n_planes, behavior, pupil_center)
+    header["first"] = int(first)
     return [ACTIVITY, msgpack.packb(header), _payload(values, INPUT_DTYPES[name])]
+
+
+def encode_frame(
+    session: str,
+    seq: int,
+    t: float,
+    image: np.ndarray,
+    *,
+    plane: int = 0,
+    n_planes: int = 1,
+    behavior: Sequence[float] | None = None,
+    pupil_center: Sequence[float] | None = None,
+) -> list:
+    """The three frames of a `frame` message: one plane's raw image (uint16 or int16, [H, W])."""
+    if image.ndim != 2:
+        raise ValueError(f"a raw frame is 2-D [H, W], got shape {image.shape}")
+    name = _dtype_name(image.dtype, FRAME_DTYPES)
+    header = _rig_header(session, seq, t, name, image.shape, plane, n_planes, behavior, pupil_center)
+    return [FRAME, msgpack.packb(header), _payload(image, FRAME_DTYPES[name])]
 
 
 def encode_recon(header: ReconHeader, frame: np.ndarray) -> list:

@@ -10,11 +10,13 @@ to find the ground-truth frame of each reconstruction. Each run is a session of 
 (`fresh_session_id`), and `check_neuron_set` refuses data whose neurons the served model does not read.
 """
 
-import itertools
+import contextlib
 import logging
 import math
+import queue
 import random
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,18 +26,24 @@ import zmq
 from tqdm import tqdm
 
 from stream_decoder.data import FRAME_RATE_HZ, TIME_TOLERANCE_S, MouseDataset, PlaneTiming, plane_samples
+from stream_decoder.data.microscope import Microscope, MicroscopeConfig
 from stream_decoder.data.planes import frame_of
+from stream_decoder.data.simulate import raw_trial, rebuild_mouse
+from stream_decoder.data.truth import Truth
+from stream_decoder.stream.assembly import contiguous_runs
 from stream_decoder.stream.client import CurveKeys
-from stream_decoder.stream.protocol import ACTIVITY, INPUT_DTYPES, encode_activity
+from stream_decoder.stream.protocol import ACTIVITY, FRAME, INPUT_DTYPES, encode_activity, encode_frame
 from stream_decoder.stream.sockets import attach
 from stream_decoder.stream.stats import kv
 
 log = logging.getLogger(__name__)
-SUBSCRIBE = b"\x01" + ACTIVITY  # what an XPUB receives when a subscriber asks for activity
+# What an XPUB receives when a subscriber asks for activity, or for raw frames.
+SUBSCRIPTIONS = {ACTIVITY: b"\x01" + ACTIVITY, FRAME: b"\x01" + FRAME}
 
 
 class Rig:
-    """An activity publisher that numbers its messages per session, like a rig's acquisition software.
+    """A publisher of activity or raw frames that numbers its messages per session, like a rig's
+    acquisition software.
 
     XPUB (wire-compatible with PUB) so that it can wait until the daemon has subscribed before
     the first message: a PUB drops everything sent before a subscriber is attached.
@@ -64,11 +72,11 @@ class Rig:
         self.session = session
         self.seq = 0
 
-    def wait_for_subscriber(self, timeout_s: float) -> bool:
-        """True once someone subscribed to `activity`; False after `timeout_s` without."""
+    def wait_for_subscriber(self, timeout_s: float, topic: bytes = ACTIVITY) -> bool:
+        """True once someone subscribed to `topic`; False after `timeout_s` without."""
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
-            if self.sock.poll(int(left * 1000)) and self.sock.recv() == SUBSCRIBE:
+            if self.sock.poll(int(left * 1000)) and self.sock.recv() == SUBSCRIPTIONS[topic]:
                 return True
         return False
 
@@ -76,6 +84,13 @@ class Rig:
         """Publish one activity message (fields: first, plane, n_planes, behavior, pupil_center)."""
         seq = self.seq
         self.sock.send_multipart(encode_activity(self.session, seq, t, values, **fields))
+        self.seq += 1
+        return seq
+
+    def send_frame(self, image: np.ndarray, t: float, **fields) -> int:
+        """Publish one raw `frame` message (fields: plane, n_planes, behavior, pupil_center)."""
+        seq = self.seq
+        self.sock.send_multipart(encode_frame(self.session, seq, t, image, **fields))
         self.seq += 1
         return seq
 
@@ -140,15 +155,37 @@ class PlannedMessage:
     frame: int  # 30 Hz frame of the clip whose responses and behaviour the message carries
     plane: int
     first: int
-    values: np.ndarray
+    values: np.ndarray | None  # activity of neurons first.., or None for a raw frame
     behavior: np.ndarray  # (2,) pupil dilation, running speed
     pupil_center: np.ndarray  # (2,)
+    image: np.ndarray | None = None  # a raw frame of the plane (`replay --raw`)
+
+
+@dataclass(frozen=True, eq=False)
+class RawSource:
+    """The raw frames of a synthetic mouse: its microscope and the truth beside the dataset."""
+
+    microscope: Microscope
+    truth: Truth
+
+    @classmethod
+    def of(cls, dataset: MouseDataset, cfg: MicroscopeConfig | None = None) -> "RawSource":
+        mouse, truth = rebuild_mouse(dataset.path)
+        return cls(Microscope(mouse, cfg), truth)
 
 
 class ReplayPlan:
-    """Clips played back to back (`gap_s` apart), each sampled per plane by `timing`."""
+    """Clips played back to back (`gap_s` apart), each sampled per plane by `timing`; or, with
+    `raw`, the raw frames the synthetic mouse's microscope took of them, at its own timing."""
 
-    def __init__(self, dataset: MouseDataset, trials: list[str], timing: PlaneTiming, gap_s: float = 0.0):
+    def __init__(
+        self,
+        dataset: MouseDataset,
+        trials: list[str],
+        timing: PlaneTiming,
+        gap_s: float = 0.0,
+        raw: RawSource | None = None,
+    ):
         if not trials:
             raise ValueError(f"{dataset.path}: no trials to replay")
         if len(timing.plane) != dataset.n_neurons:
@@ -161,9 +198,13 @@ class ReplayPlan:
         self.lengths = [dataset.length(trial) for trial in self.trials]
         durations = np.asarray(self.lengths) / FRAME_RATE_HZ + gap_s
         self.starts = np.concatenate([[0.0], np.cumsum(durations)[:-1]])
-        self.runs = [_contiguous_runs(timing.neurons_of(p)) for p in range(timing.n_planes)]
+        self.runs = [contiguous_runs(timing.neurons_of(p)) for p in range(timing.n_planes)]
+        self.raw = raw
 
     def messages(self) -> Iterator[PlannedMessage]:
+        if self.raw is not None:
+            yield from self._raw_messages()
+            return
         for i, trial in enumerate(self.trials):
             clip = self.dataset.clip(trial)
             if not np.isfinite(clip.responses).all():
@@ -185,9 +226,35 @@ class ReplayPlan:
                         clip.pupil_center[frame],
                     )
 
+    def _raw_messages(self) -> Iterator[PlannedMessage]:
+        for i, trial in enumerate(self.trials):
+            clip = self.dataset.clip(trial)
+            for raw in raw_trial(self.raw.microscope, self.raw.truth, trial):
+                if not 0 <= raw.t < self.lengths[i] / FRAME_RATE_HZ:
+                    continue  # the grey before and after the clip
+                frame = int(frame_of(raw.t))
+                yield PlannedMessage(
+                    float(self.starts[i] + raw.t),
+                    i,
+                    frame,
+                    raw.plane,
+                    0,
+                    None,
+                    clip.behavior[frame],
+                    clip.pupil_center[frame],
+                    raw.image,
+                )
+
     def message_times(self) -> np.ndarray:
         """Plan time of every message in send order: entry k is what seq k carries (before a restart)."""
-        return np.array([m.time for m in self.messages()], dtype=np.float64)
+        if self.raw is None:
+            return np.array([m.time for m in self.messages()], dtype=np.float64)
+        times = []  # from the microscope's schedule at each trial's scan phase, without rendering
+        for i, trial in enumerate(self.trials):
+            phase = self.raw.truth.trials[trial]["scan_phase_s"]
+            end = self.lengths[i] / FRAME_RATE_HZ
+            times += [self.starts[i] + t for t, _ in self.raw.microscope.schedule(phase, 0.0, end) if t < end]
+        return np.array(times, dtype=np.float64)
 
     def locate(self, plan_time: float) -> tuple[int, int] | None:
         """(clip, frame) shown at `plan_time`, or None outside every clip."""
@@ -196,15 +263,6 @@ class ReplayPlan:
             return None
         frame = int(frame_of(plan_time - self.starts[i]))
         return (i, frame) if frame < self.lengths[i] else None
-
-
-def _contiguous_runs(neurons: np.ndarray) -> list[tuple[int, int, int]]:
-    """(first neuron, start, stop) of each run of consecutive indices in a sorted index array."""
-    if neurons.size == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(neurons) != 1) + 1
-    bounds = np.concatenate([[0], breaks, [neurons.size]])
-    return [(int(neurons[a]), int(a), int(b)) for a, b in itertools.pairwise(bounds)]
 
 
 @dataclass(frozen=True)
@@ -234,6 +292,43 @@ class ReplayReport:
     seconds: float = 0.0
 
 
+RENDER_AHEAD = 90  # raw frames rendered ahead of the paced sender (a few seconds of imaging)
+
+
+def ahead(items: Iterator, depth: int) -> Iterator:
+    """`items` produced by a thread up to `depth` ahead of the consumer, so producing them (raw
+    frames take milliseconds to render) never delays a paced send. Errors arrive in order."""
+    buffer: queue.Queue = queue.Queue(depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    with contextlib.suppress(queue.Full):
+                        buffer.put((item, None), timeout=0.1)
+                        break
+                if stop.is_set():
+                    return
+            buffer.put((done, None))
+        except Exception as exc:
+            buffer.put((done, exc))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = buffer.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+
+
 def replay(plan: ReplayPlan, rig: Rig, options: ReplayOptions, progress: bool = True) -> ReplayReport:
     """Publish the plan through `rig`, paced by acquisition time / speed."""
     rng = random.Random(options.seed)
@@ -248,7 +343,8 @@ def replay(plan: ReplayPlan, rig: Rig, options: ReplayOptions, progress: bool = 
     else:
         t0, start = options.t0, time.monotonic()
     # Closed however the loop ends, so an interrupt leaves a finished bar line, not a torn one.
-    with tqdm(plan.messages(), desc="replay", unit="msg", disable=not progress) as bar:
+    messages = plan.messages() if plan.raw is None else ahead(plan.messages(), RENDER_AHEAD)
+    with tqdm(messages, desc="replay", unit="msg", disable=not progress) as bar:
         for k, msg in enumerate(bar):
             if options.restart_after and k == options.restart_after:
                 rig.restart(f"{session}-restart")
@@ -261,15 +357,16 @@ def replay(plan: ReplayPlan, rig: Rig, options: ReplayOptions, progress: bool = 
                 rig.skip()
                 report.dropped += 1
                 continue
-            rig.send(
-                msg.values.astype(dtype, copy=False),
-                t0 + msg.time,
-                first=msg.first,
-                plane=msg.plane,
-                n_planes=plan.timing.n_planes,
-                behavior=msg.behavior,
-                pupil_center=msg.pupil_center,
-            )
+            common = {
+                "plane": msg.plane,
+                "n_planes": plan.timing.n_planes,
+                "behavior": msg.behavior,
+                "pupil_center": msg.pupil_center,
+            }
+            if msg.image is not None:
+                rig.send_frame(msg.image, t0 + msg.time, **common)
+            else:
+                rig.send(msg.values.astype(dtype, copy=False), t0 + msg.time, first=msg.first, **common)
             report.sent += 1
     report.seconds = time.monotonic() - start
     return report

@@ -17,7 +17,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
 from stream_decoder.stream.config import DaemonConfig
-from stream_decoder.stream.protocol import ACTIVITY, MAX_HEADER_BYTES, MAX_ITEMSIZE
+from stream_decoder.stream.protocol import ACTIVITY, FRAME, MAX_FRAME_ITEMSIZE, MAX_HEADER_BYTES, MAX_ITEMSIZE
 
 CONTROL_MAX_BYTES = 64 * 1024  # control requests are tiny maps
 PEER_EVENTS = {
@@ -54,13 +54,17 @@ def publish(sock: zmq.Socket, frames: list) -> None:
     sock.send(frames[-1], _NOBLOCK)
 
 
-def activity_frame_limit(n_neurons: int, configured: int) -> int:
-    """ZMQ_MAXMSGSIZE for the activity socket: configured, else 4x the largest legal payload.
+def activity_frame_limit(n_neurons: int, configured: int, frame_shape: tuple[int, int] | None = None) -> int:
+    """ZMQ_MAXMSGSIZE for the activity socket: configured, else 4x the largest legal payload (an
+    activity vector, or a raw frame where the front end is on).
 
     The slack lets slightly oversized messages through to be rejected and counted as `oversized`;
     beyond it libzmq cuts the sender off before the bytes reach memory.
     """
-    return configured or max(4 * n_neurons * MAX_ITEMSIZE, 4 * MAX_HEADER_BYTES)
+    largest = n_neurons * MAX_ITEMSIZE
+    if frame_shape is not None:
+        largest = max(largest, frame_shape[0] * frame_shape[1] * MAX_FRAME_ITEMSIZE)
+    return configured or max(4 * largest, 4 * MAX_HEADER_BYTES)
 
 
 @dataclass
@@ -105,13 +109,18 @@ class DaemonSockets:
             self.authenticator.stop()
 
 
-def open_sockets(ctx: zmq.Context, cfg: DaemonConfig, n_neurons: int) -> DaemonSockets:
-    """Create, secure, limit and bind/connect the daemon's sockets; errors name the endpoint."""
+def open_sockets(
+    ctx: zmq.Context, cfg: DaemonConfig, n_neurons: int, frame_shape: tuple[int, int] | None = None
+) -> DaemonSockets:
+    """Create, secure, limit and bind/connect the daemon's sockets; errors name the endpoint.
+    `frame_shape`: raw frames of this size come in too (the front end is on)."""
     ep, st = cfg.endpoints, cfg.stream
     activity = ctx.socket(zmq.SUB)
-    activity.setsockopt(zmq.MAXMSGSIZE, activity_frame_limit(n_neurons, st.max_message_bytes))
+    activity.setsockopt(zmq.MAXMSGSIZE, activity_frame_limit(n_neurons, st.max_message_bytes, frame_shape))
     activity.setsockopt(zmq.RCVHWM, st.recv_hwm)
     activity.setsockopt(zmq.SUBSCRIBE, ACTIVITY)
+    if frame_shape is not None:
+        activity.setsockopt(zmq.SUBSCRIBE, FRAME)
     recon = ctx.socket(zmq.PUB)
     recon.setsockopt(zmq.SNDHWM, st.send_hwm)
     recon.setsockopt(zmq.MAXMSGSIZE, CONTROL_MAX_BYTES)  # a PUB only ever receives subscriptions

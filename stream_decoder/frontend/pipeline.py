@@ -1,0 +1,98 @@
+"""The front end: a raw frame of one plane in, that plane's neurons' activity out.
+
+Per plane: motion correction -> ROI extraction with neuropil subtraction -> dF/F and online
+deconvolution, each stage its own module, each usable on a stack offline (`process_stack`) and
+one frame at a time online (`step`), with the same numbers. Its state (the reference, baselines,
+noise estimates) belongs to the field of view, not to a session: it lives as long as the process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .deconvolution import DeconvolutionConfig, Deconvolver
+from .extraction import ExtractionConfig, Extractor
+from .motion import MotionConfig, MotionCorrector, NoMatch
+from .rois import RoiSet
+
+__all__ = ["FrontEnd", "FrontEndConfig", "NoMatch", "PlaneOutput"]
+
+
+@dataclass(frozen=True)
+class FrontEndConfig:
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
+    deconvolution: DeconvolutionConfig = field(default_factory=DeconvolutionConfig)
+
+
+@dataclass(frozen=True, eq=False)
+class PlaneOutput:
+    neurons: np.ndarray  # model neuron of each value, increasing (ROIs feeding no neuron left out)
+    values: np.ndarray  # float32 activity on the dataset's scale
+    dy: float
+    dx: float
+
+
+class PlaneFrontEnd:
+    def __init__(self, rois: RoiSet, plane: int, dt_s: float, cfg: FrontEndConfig, reference=None):
+        self.motion = MotionCorrector(rois.frame_shape, cfg.motion, reference)
+        self.extractor = Extractor(rois, plane, cfg.extraction)
+        self.deconvolver = Deconvolver(self.extractor.members.size, dt_s, cfg.deconvolution)
+        neuron = self.extractor.neuron
+        mapped = np.flatnonzero(neuron >= 0)
+        self.take = mapped[np.argsort(neuron[mapped], kind="stable")]  # ROI of each output, by neuron
+        self.neurons = neuron[self.take]
+
+    def step(self, image: np.ndarray) -> PlaneOutput:
+        registered, shift = self.motion.step(image)
+        f, fneu = self.extractor.step(registered)
+        events = self.deconvolver.step(self.extractor.corrected(f, fneu))
+        return PlaneOutput(self.neurons, events[self.take], shift.dy, shift.dx)
+
+
+class FrontEnd:
+    """All planes of one field of view. `dt_s`: seconds between two frames of the same plane."""
+
+    def __init__(
+        self,
+        rois: RoiSet,
+        dt_s: float,
+        cfg: FrontEndConfig | None = None,
+        references: list[np.ndarray] | None = None,
+    ):
+        if dt_s <= 0:
+            raise ValueError(f"front end: a plane's sampling interval must be > 0 s, got {dt_s}")
+        self.rois = rois
+        self.cfg = cfg = cfg or FrontEndConfig()
+        if references is not None and len(references) != rois.n_planes:
+            raise ValueError(f"{len(references)} motion references for {rois.n_planes} planes")
+        self.planes = [
+            PlaneFrontEnd(rois, p, dt_s, cfg, None if references is None else references[p])
+            for p in range(rois.n_planes)
+        ]
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return self.rois.frame_shape
+
+    @property
+    def n_planes(self) -> int:
+        return self.rois.n_planes
+
+    @property
+    def bound_hits(self) -> int:
+        return sum(p.motion.bound_hits for p in self.planes)
+
+    def step(self, plane: int, image: np.ndarray) -> PlaneOutput:
+        """One raw frame of `plane`; raises NoMatch for a frame unlike the plane's reference."""
+        return self.planes[plane].step(image)
+
+    def process_stack(self, plane: int, stack: np.ndarray) -> np.ndarray:
+        """Offline: (T, the plane's neurons in `planes[plane].neurons` order) activity of a stack
+        of one plane's raw frames."""
+        front = self.planes[plane]
+        registered, _ = front.motion.register(stack)
+        f, fneu = front.extractor.stack(registered)
+        return front.deconvolver.run(front.extractor.corrected(f, fneu))[:, front.take]

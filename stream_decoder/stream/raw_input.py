@@ -1,0 +1,166 @@
+"""Raw `frame` messages in (docs/protocol.md §8): the daemon's front end, set up from [frontend].
+
+A frame of one plane goes through the front end (motion correction, ROI extraction, deconvolution)
+and comes out as that plane's activity, split into the contiguous runs of the model's neuron order
+that `activity` messages would carry (§3.3), so everything after it is the activity path.
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from stream_decoder.data.microscope import Microscope
+from stream_decoder.frontend import FrontEnd, FrontEndConfig, NoMatch
+from stream_decoder.frontend.deconvolution import DeconvolutionConfig
+from stream_decoder.frontend.extraction import ExtractionConfig
+from stream_decoder.frontend.motion import MotionConfig
+from stream_decoder.frontend.roi_sources import load_rois, save_npz
+from stream_decoder.frontend.rois import RoiSet
+from stream_decoder.stream.assembly import contiguous_runs
+from stream_decoder.stream.config import FrontEndSection
+from stream_decoder.stream.protocol import Activity, Frame, Rejected
+from stream_decoder.stream.stats import kv
+
+log = logging.getLogger(__name__)
+EMPTY = np.zeros(0, np.float32)
+
+
+def frontend_config(section: FrontEndSection) -> FrontEndConfig:
+    s = section
+    return FrontEndConfig(
+        MotionConfig(s.max_shift_fraction, reference_frames=s.reference_frames, min_peak_sd=s.min_peak_sd,
+                     fft_workers=s.fft_workers),
+        ExtractionConfig(s.neuropil_coefficient, dark_level=s.dark_level),
+        DeconvolutionConfig(s.tau_decay_s, s.spike_dff, s.event_threshold_sd),
+    )  # fmt: skip
+
+
+def load_references(path, n_planes: int, frame_shape: tuple[int, int]) -> list[np.ndarray]:
+    """Motion references from an .npy of shape (planes, H, W) (or (H, W) for one plane)."""
+    try:
+        stack = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"[frontend] references {path}: not a numeric .npy ({exc})") from None
+    if stack.ndim == 2:
+        stack = stack[None]
+    if stack.shape != (n_planes, *frame_shape):
+        raise ValueError(
+            f"[frontend] references {path}: shape {stack.shape}, the ROIs need ({n_planes}, "
+            f"{frame_shape[0]}, {frame_shape[1]}): one reference image per plane"
+        )
+    return list(stack.astype(np.float32))
+
+
+class RawInput:
+    def __init__(
+        self, section: FrontEndSection, n_neurons: int, activity_mean: np.ndarray, input_timing: dict | None
+    ):
+        rois = load_rois(section.rois)
+        if rois.n_rois and rois.neuron.max() >= n_neurons:
+            raise ValueError(
+                f"[frontend] rois {section.rois}: an ROI feeds neuron {rois.neuron.max()}, "
+                f"the model reads {n_neurons}: ROIs of another mouse or session"
+            )
+        rate = section.volume_rate_hz or (input_timing or {}).get("volume_rate_hz")
+        if rate is None:
+            raise ValueError(
+                "[frontend] volume_rate_hz is unset and the model records no input timing: "
+                "set it to the frames per second of each plane"
+            )
+        references = (
+            None
+            if section.references is None
+            else load_references(section.references, rois.n_planes, rois.frame_shape)
+        )
+        self.frontend = FrontEnd(rois, 1.0 / rate, frontend_config(section), references)
+        self.runs = [contiguous_runs(plane.neurons) for plane in self.frontend.planes]
+        self.unmapped = rois.unmapped_neurons(n_neurons)
+        self.resting = np.zeros(n_neurons, np.float32)
+        self.resting[self.unmapped] = np.asarray(activity_mean, np.float32)[self.unmapped]
+        self.frames = 0
+        log.info(
+            kv(
+                "frontend",
+                rois=rois.n_rois,
+                planes=rois.n_planes,
+                frame_shape=f"{rois.frame_shape[0]}x{rois.frame_shape[1]}",
+                plane_rate_hz=rate,
+                neurons_without_roi=self.unmapped.size,
+                reference="loaded" if references is not None else f"first {section.reference_frames} frames",
+            )
+        )
+        if self.unmapped.size:
+            log.warning(
+                kv(
+                    "neurons_without_roi",
+                    count=self.unmapped.size,
+                    first=self.unmapped[:8].tolist(),
+                    held_at="their training mean",
+                )
+            )
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return self.frontend.frame_shape
+
+    @property
+    def n_planes(self) -> int:
+        return self.frontend.n_planes
+
+    def parts(self, raw: Frame) -> list[Activity]:
+        """The plane's activity as activity messages; Rejected(reference_mismatch) for a frame
+        unlike the plane's reference."""
+        try:
+            out = self.frontend.step(raw.plane, raw.image)
+        except NoMatch as exc:
+            raise Rejected("reference_mismatch", str(exc)) from None
+        self.frames += 1
+        runs = self.runs[raw.plane] or [(0, 0, 0)]
+        return [self._part(raw, out.values[a:b], first) for first, a, b in runs]
+
+    def held(self, raw: Frame) -> Activity:
+        """A frame whose values are unusable, as a message carrying none: time still moves on."""
+        return self._part(raw, EMPTY, 0)
+
+    @staticmethod
+    def _part(raw: Frame, values: np.ndarray, first: int) -> Activity:
+        return Activity(
+            raw.session,
+            raw.seq,
+            raw.t,
+            values,
+            first,
+            raw.plane,
+            raw.n_planes,
+            raw.behavior,
+            raw.pupil_center,
+        )
+
+    def stats(self) -> dict:
+        return {
+            "frames": self.frames,
+            "bound_hits": self.frontend.bound_hits,
+            "neurons_without_roi": int(self.unmapped.size),
+        }
+
+
+def write_microscope(microscope: Microscope, out: Path) -> list[Path]:
+    """A synthetic mouse's ROIs, motion references and the [frontend] section serving them."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    footprints = microscope.footprints
+    rois = RoiSet.from_matrix(footprints.matrix, footprints.plane, footprints.frame_shape)
+    references = np.stack([microscope.reference_image(p) for p in range(rois.n_planes)])
+    paths = [out / "rois.npz", out / "references.npy", out / "frontend.toml"]
+    save_npz(rois, paths[0])
+    np.save(paths[1], references)
+    paths[2].write_text(
+        "# The [frontend] section of a rig config serving this synthetic mouse's raw frames.\n"
+        "[frontend]\n"
+        f'rois = "{paths[0].name}"  # relative to this file\'s folder\n'
+        f'references = "{paths[1].name}"\n'
+        f"dark_level = {microscope.cfg.offset_adu}\n"
+        f"volume_rate_hz = {microscope.timing.volume_rate_hz}\n"
+    )
+    return paths

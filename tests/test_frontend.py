@@ -1,0 +1,297 @@
+"""Raw frames in: the synthetic microscope, the front end's stages against its truth, and the
+daemon decoding `frame` messages (docs/protocol.md §8)."""
+
+import numpy as np
+import pytest
+from conftest import HANG_GUARD_S
+
+from stream_decoder.data import PlaneTiming
+from stream_decoder.data.microscope import Microscope
+from stream_decoder.data.simulate import raw_trial, rebuild_mouse
+from stream_decoder.frontend import FrontEnd, FrontEndConfig, NoMatch, RoiSet
+from stream_decoder.frontend.extraction import ExtractionConfig
+from stream_decoder.frontend.motion import MotionConfig, MotionCorrector
+from stream_decoder.metrics import video_correlation
+from stream_decoder.stream.config import DaemonConfig, FrontEndSection, LogConfig, ModelConfig
+from stream_decoder.stream.protocol import FRAME, encode_frame
+from stream_decoder.stream.raw_input import write_microscope
+
+DARK = 200.0  # MicroscopeConfig.offset_adu
+
+
+@pytest.fixture(scope="module")
+def microscope(tiny_mouse):
+    mouse, truth = rebuild_mouse(tiny_mouse.path)
+    return Microscope(mouse), truth
+
+
+@pytest.fixture(scope="module")
+def plane0(microscope, tiny_mouse):
+    """Plane 0's raw frames of three training clips in a row."""
+    mic, truth = microscope
+    return [
+        f for trial in tiny_mouse.trials("train")[:3] for f in raw_trial(mic, truth, trial) if f.plane == 0
+    ]
+
+
+def true_rois(mic: Microscope) -> RoiSet:
+    fp = mic.footprints
+    return RoiSet.from_matrix(fp.matrix, fp.plane, fp.frame_shape)
+
+
+def front_end(mic: Microscope) -> FrontEnd:
+    cfg = FrontEndConfig(extraction=ExtractionConfig(dark_level=DARK))
+    references = [mic.reference_image(p) for p in range(mic.timing.n_planes)]
+    return FrontEnd(true_rois(mic), 1 / mic.timing.volume_rate_hz, cfg, references)
+
+
+def correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a - a.mean(0), b - b.mean(0)
+    return (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0) + 1e-12)
+
+
+# ---- the synthetic microscope ----
+
+
+def test_raw_frames_are_the_recorded_trial_imaged(microscope, tiny_mouse):
+    mic, truth = microscope
+    trial = tiny_mouse.trials("train")[0]
+    frames = list(raw_trial(mic, truth, trial))
+    timing = mic.timing
+    phase = truth.trials[trial]["scan_phase_s"]
+    period = 1 / timing.volume_rate_hz
+    start = -mic.mouse.cfg.preroll_frames / 30  # the grey before the clip is imaged too
+    for f in frames[:6]:  # each plane sampled at the trial's scan phase, as its responses were
+        volumes = (f.t - start - phase - timing.plane_offsets_s[f.plane]) / period
+        assert volumes == pytest.approx(round(volumes), abs=1e-6)
+    assert {f.plane for f in frames} == set(range(timing.n_planes))
+    assert all(f.image.dtype == np.uint16 and f.image.shape == (512, 512) for f in frames)
+    spikes = sum(f.spikes.sum() for f in frames)
+    assert spikes > 0 and all(f.dff.shape == f.spikes.shape for f in frames)
+
+
+# ---- motion correction ----
+
+
+def test_motion_is_estimated_within_0_2_px_of_the_truth(microscope, plane0):
+    mic, _ = microscope
+    motion = MotionCorrector(mic.cfg.frame_shape, MotionConfig(), mic.reference_image(0))
+    estimated = np.array([(s.dy, s.dx) for s in (motion.step(f.image)[1] for f in plane0)])
+    true = np.array([f.shift_px for f in plane0])
+    assert np.abs(true).max() > 2  # the brain did move
+    assert np.abs(estimated - true).max() < 0.2
+
+
+def test_an_online_reference_registers_to_the_first_frames_position(microscope, plane0):
+    mic, _ = microscope
+    motion = MotionCorrector(mic.cfg.frame_shape, MotionConfig(reference_frames=10))
+    estimated = np.array([(s.dy, s.dx) for s in (motion.step(f.image)[1] for f in plane0)])
+    assert motion.ready
+    relative = estimated[10:] - np.array([f.shift_px for f in plane0[10:]])
+    # relative to a reference at the first frames' mean position: a constant offset, then 0.2 px
+    assert np.abs(relative - np.median(relative, axis=0)).max() < 0.2
+
+
+def test_a_shift_beyond_the_bound_is_clamped_and_counted(microscope, plane0):
+    mic, _ = microscope
+    motion = MotionCorrector(
+        mic.cfg.frame_shape, MotionConfig(max_shift_fraction=0.02), mic.reference_image(0)
+    )
+    assert motion.bound == 10
+    far = np.roll(plane0[0].image, 9, axis=1)  # 9 px more than the brain's own shift: beyond 10
+    assert plane0[0].shift_px[1] + 9 > 10.5
+    _, shift = motion.step(far)
+    assert shift.at_bound and motion.bound_hits == 1
+    assert shift.dx == motion.bound
+
+
+def test_a_frame_unlike_the_reference_matches_nowhere(microscope, plane0):
+    mic, _ = microscope
+    motion = MotionCorrector(mic.cfg.frame_shape, MotionConfig(), mic.reference_image(0))
+    shutter_closed = np.random.default_rng(0).normal(DARK, 5, mic.cfg.frame_shape).astype(np.uint16)
+    with pytest.raises(NoMatch, match="matches the motion reference nowhere"):
+        motion.step(shutter_closed)
+    with pytest.raises(ValueError, match="motion reference of shape"):
+        MotionCorrector(mic.cfg.frame_shape, MotionConfig(), np.zeros((8, 8)))
+
+
+# ---- extraction and deconvolution ----
+
+
+def isolated(mic: Microscope, plane: int, spacing_um: float = 24.0, edge_um: float = 40.0) -> np.ndarray:
+    """Neurons of `plane` with no other soma within `spacing_um` (four soma radii), and not at
+    the image's edge (where the motion moves them in and out of view)."""
+    xy = mic.mouse.cortex_xy_um[mic.timing.neurons_of(plane)]
+    distance = np.hypot(*(xy[:, None] - xy[None]).transpose(2, 0, 1))
+    np.fill_diagonal(distance, np.inf)
+    inside = np.all(np.abs(xy) < mic.mouse.cfg.population.fov_um / 2 - edge_um, axis=1)
+    return (distance.min(1) > spacing_um) & inside
+
+
+def test_extracted_traces_follow_the_true_calcium_of_isolated_cells(microscope, plane0):
+    mic, _ = microscope
+    plane = front_end(mic).planes[0]
+    dff = []
+    for f in plane0:
+        registered, _ = plane.motion.step(f.image)
+        plane.deconvolver.step(plane.extractor.corrected(*plane.extractor.step(registered)))
+        dff.append(plane.deconvolver.previous)
+    skip = 40  # the baselines settle
+    est, true = np.array(dff)[skip:], np.array([f.dff for f in plane0])[skip:]
+    noise = mic.mouse.indicator.noise_dff[mic.timing.neurons_of(0)]
+    active = true.std(0) > 4 * noise  # calcium well above the noise of one sample
+    chosen = isolated(mic, 0) & active
+    assert chosen.sum() >= 20
+    assert np.min(correlations(est, true)[chosen]) > 0.9
+
+
+def test_deconvolved_activity_follows_the_true_spikes(microscope, plane0):
+    mic, _ = microscope
+    fe = front_end(mic)
+    events = np.array([fe.step(0, f.image).values for f in plane0])[40:]
+    spikes = np.array([f.spikes for f in plane0])[40:]
+    c = correlations(events, spikes)[isolated(mic, 0)]
+    assert np.nanmedian(c) > 0.6
+
+
+def test_the_front_end_gives_activity_on_the_datasets_scale(microscope, plane0, tiny_mouse):
+    # the decoder was trained on the dataset's responses: the front end must speak the same units
+    mic, _ = microscope
+    fe = front_end(mic)
+    events = np.array([fe.step(0, f.image).values for f in plane0])[40:]
+    neurons = fe.planes[0].neurons
+    responses = np.concatenate([tiny_mouse.clip(t).responses for t in tiny_mouse.trials("train")[:3]])
+    ratio_mean = np.median(events.mean(0) / np.maximum(responses[:, neurons].mean(0), 1e-3))
+    ratio_sd = np.median(events.std(0) / np.maximum(responses[:, neurons].std(0), 1e-3))
+    assert 0.5 < ratio_mean < 2 and 0.5 < ratio_sd < 2
+
+
+def test_offline_on_a_stack_and_online_frame_by_frame_agree(microscope, plane0):
+    mic, _ = microscope
+    stack = np.stack([f.image for f in plane0[:40]])
+    offline = front_end(mic).process_stack(0, stack)
+    online_fe = front_end(mic)
+    online = np.array([online_fe.step(0, image).values for image in stack])
+    np.testing.assert_allclose(offline, online, rtol=1e-4, atol=1e-3)
+    assert offline.shape == (40, online_fe.planes[0].neurons.size)
+
+
+# ---- the daemon ----
+
+
+@pytest.fixture
+def frontend_section(microscope, tmp_path):
+    mic, _ = microscope
+    write_microscope(mic, tmp_path)
+    return FrontEndSection(
+        rois=tmp_path / "rois.npz",
+        references=tmp_path / "references.npy",
+        dark_level=DARK,
+        volume_rate_hz=mic.timing.volume_rate_hz,
+    )
+
+
+def raw_message(frame, seq: int, t: float, image: np.ndarray | None = None) -> list:
+    image = frame.image if image is None else image
+    return encode_frame("raw", seq, t, image, plane=frame.plane, n_planes=3)
+
+
+def test_the_daemon_decodes_raw_frames_and_counts_bad_ones(
+    step_daemon, frontend_section, microscope, tiny_mouse
+):
+    # docs/protocol.md §5.2, §7, §8
+    mic, truth = microscope
+    stepped = step_daemon(frontend=frontend_section)
+    daemon = stepped.daemon
+    info = daemon.reply("info")
+    assert info["inputs"] == ["activity", "frame"] and info["frame_input"]["shape"] == [512, 512]
+    stepped.attach(stepped.display)
+    frames = list(raw_trial(mic, truth, tiny_mouse.trials("train")[0]))[:12]
+    sock = stepped.rig.sock
+    good = lambda k: raw_message(frames[k], k, 100.0 + frames[k].t)  # noqa: E731
+    bad = {
+        "frame_shape": encode_frame("raw", 0, 0.0, np.zeros((64, 64), np.uint16)),
+        "dtype": [FRAME, good(0)[1].replace(b"uint16", b"uint32"), good(0)[2]],
+        "plane_range": encode_frame("raw", 0, 0.0, frames[0].image, plane=5, n_planes=8),
+        "non_finite": encode_frame("raw", 0, float("nan"), frames[0].image),
+    }
+    for k in range(6):
+        sock.send_multipart(good(k))
+    for message in bad.values():
+        sock.send_multipart(message)
+    shutter = np.full((512, 512), DARK, np.uint16)
+    sock.send_multipart(raw_message(frames[6], 6, 100.0 + frames[6].t, image=shutter))
+    for k in range(7, 12):
+        sock.send_multipart(good(k))
+    stepped.deliver(12 + len(bad))
+    stats = daemon.reply("stats")
+    assert stats["rejected"] == {**dict.fromkeys(bad, 1), "reference_mismatch": 1}
+    assert stats["frontend"]["frames"] == 11 and stats["accepted"] >= 11
+    assert stats["lost"] == 0  # the shutter frame was in sequence: no gap
+    assert stats["emitted"] > 0 and daemon.assembler.session == "raw"
+    # every good frame's plane got its values from the front end, in the model's order
+    assert np.isfinite(daemon.assembler.activity).all()
+
+
+def test_neurons_without_an_roi_are_named_and_held_at_their_training_mean(
+    step_daemon, microscope, tmp_path, untrained_artifact, caplog
+):
+    from stream_decoder.decoder.artifact import load_artifact
+    from stream_decoder.frontend.roi_sources import save_npz
+
+    mic, _ = microscope
+    rois = true_rois(mic)
+    rois = RoiSet(rois.frame_shape, rois.n_planes, rois.plane, rois.offsets, rois.pixel, rois.weight,
+                  np.where(rois.neuron == 7, -1, rois.neuron))  # fmt: skip
+    save_npz(rois, tmp_path / "rois.npz")
+    stepped = step_daemon(frontend=FrontEndSection(rois=tmp_path / "rois.npz", volume_rate_hz=7.5))
+    mean = load_artifact(untrained_artifact).state_dict["activity_mean"].numpy()
+    assert stepped.daemon.raw.unmapped.tolist() == [7]
+    assert stepped.daemon.raw.resting[7] == mean[7] and stepped.daemon.raw.resting[8] == 0
+    assert any(
+        "neurons_without_roi" in r.getMessage() and "count=1" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_replay_raw_to_serve_to_view_decodes_what_the_activity_decodes(
+    baseline, microscope, tiny_mouse, tmp_path
+):
+    """The same clip replayed twice through the daemon serving the linear baseline: as raw frames
+    (through the front end) and as the dataset's own activity at the same plane timing."""
+    from stream_decoder.runtime import open_backend
+    from stream_decoder.stream.loopback import Loopback, private_endpoints
+    from stream_decoder.stream.replay import RawSource, ReplayOptions, ReplayPlan
+    from stream_decoder.stream.viewer import MovieSink
+
+    mic, truth = microscope
+    write_microscope(mic, tmp_path)
+    section = FrontEndSection(
+        rois=tmp_path / "rois.npz",
+        references=tmp_path / "references.npy",
+        volume_rate_hz=7.5,
+        dark_level=DARK,
+    )
+    trials = tiny_mouse.trials("oracle")[:1]
+    timing = PlaneTiming.for_mouse(tiny_mouse.path)
+    plans = {
+        "raw": ReplayPlan(tiny_mouse, trials, timing, raw=RawSource(mic, truth)),
+        "activity": ReplayPlan(tiny_mouse, trials, timing),
+    }
+    decoded = {}
+    with private_endpoints() as endpoints:
+        cfg = DaemonConfig(ModelConfig(baseline.path), endpoints, log=LogConfig(60.0), frontend=section)
+        with Loopback(cfg, open_backend(baseline.path, "onnxruntime"), timeout_s=HANG_GUARD_S) as loop:
+            for name, plan in plans.items():
+                ticks = 280  # of the clip's 300 ticks: those emitted before its last plane sample
+                sink = MovieSink(tmp_path / name, keep=ticks)
+                loop.play(plan, ReplayOptions(speed=0, t0=0.0), sink, ticks)
+                decoded[name] = {round(t * 30): (r, s) for r, s, t in sink.frames if s is not None}
+    common = sorted(set(decoded["raw"]) & set(decoded["activity"]))[30:]
+    raw, activity = (np.stack([decoded[k][t][0] for t in common]) for k in ("raw", "activity"))
+    stimulus = np.stack([decoded["raw"][t][1] for t in common])
+    mask = baseline.evaluation_mask
+    between = video_correlation(raw, activity, mask, skip=0)
+    assert between > 0.6
+    assert video_correlation(raw, stimulus, mask, skip=0) > 0.5 * video_correlation(
+        activity, stimulus, mask, skip=0
+    )
