@@ -93,12 +93,12 @@ def rig_process(
     rig.close(linger_ms=2000)
 
 
-def relay_process(in_endpoint: str, out_endpoint: str):
+def relay_process(in_endpoint: str, out_endpoint: str, topic: bytes = b"activity"):
     """The floor: forward every message unchanged (as a `recon` topic), no decoding."""
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, 10_000)
-    sub.subscribe(b"activity")
+    sub.subscribe(topic)
     sub.connect(in_endpoint)
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, 300)

@@ -2,8 +2,8 @@
 
 The neuropil of an ROI is the ring around it (from `neuropil_gap_px` beyond its radius outwards
 until it holds `neuropil_pixels` pixels), leaving out every pixel of any ROI, as suite2p builds
-it. Soma weights are the ROI's own (normalised to sum 1), neuropil weights uniform; both sit in
-one (2R x pixels) CSR matrix, so a frame costs one product.
+it, drawn on 2 x 2 bins of the frame. Soma weights are the ROI's own (normalised to sum 1),
+neuropil weights uniform; both sit in one CSR matrix, so a frame costs one product.
 """
 
 from __future__ import annotations
@@ -25,18 +25,27 @@ class ExtractionConfig:
     neuropil_gap_px: float = 2.0  # ring starts this far outside the ROI's radius
     neuropil_pixels: int = 350  # ring grows until it holds this many pixels (suite2p's min_neuropil_pixels)
     neuropil_max_radius_px: float = 60.0  # ...or reaches this radius
+    neuropil_bin: int = 2  # rings are drawn on the frame binned this many px square
 
     def __post_init__(self):
-        if not 0 <= self.neuropil_coefficient <= 1.5 or self.neuropil_pixels < 1:
-            raise ValueError("[frontend] need 0 <= neuropil_coefficient <= 1.5 and neuropil_pixels >= 1")
+        if not 0 <= self.neuropil_coefficient <= 1.5 or self.neuropil_pixels < 1 or self.neuropil_bin < 1:
+            raise ValueError(
+                "[frontend] need 0 <= neuropil_coefficient <= 1.5, neuropil_pixels >= 1 and neuropil_bin >= 1"
+            )
 
 
 def neuropil_masks(rois: RoiSet, members: np.ndarray, cfg: ExtractionConfig) -> list[np.ndarray]:
-    """Flat pixel indices of each member ROI's neuropil ring, no ROI's pixel in it."""
+    """Indices into the binned image (`neuropil_bin` px square bins) of each member ROI's neuropil
+    ring: the bins nearest the ROI beyond its radius plus the gap, none touching any ROI."""
     height, width = rois.frame_shape
+    b = cfg.neuropil_bin
+    bh, bw = height // b, width // b
     taken = np.zeros(height * width, bool)
     for r in members:
         taken[rois.roi_pixels(r)[0]] = True
+    taken = taken.reshape(height, width)[: bh * b, : bw * b].reshape(bh, b, bw, b).any(axis=(1, 3)).ravel()
+    wanted = max(1, round(cfg.neuropil_pixels / b**2))
+    reach = int(min(cfg.neuropil_max_radius_px, max(height, width)) / b)
     rings = []
     for r in members:
         pixels, weights = rois.roi_pixels(r)
@@ -44,31 +53,33 @@ def neuropil_masks(rois: RoiSet, members: np.ndarray, cfg: ExtractionConfig) -> 
             rings.append(np.zeros(0, np.int64))
             continue
         y, x = np.divmod(pixels, width)
-        cy, cx = (
-            np.average(y, weights=np.abs(weights) + 1e-12),
-            np.average(x, weights=np.abs(weights) + 1e-12),
-        )
-        inner = np.sqrt(pixels.size / np.pi) + cfg.neuropil_gap_px
-        reach = int(min(cfg.neuropil_max_radius_px, max(height, width)))
-        y0, y1 = max(0, int(cy) - reach), min(height, int(cy) + reach + 1)
-        x0, x1 = max(0, int(cx) - reach), min(width, int(cx) + reach + 1)
+        w = np.abs(weights) + 1e-12
+        cy, cx = (np.average(y, weights=w) + 0.5) / b - 0.5, (np.average(x, weights=w) + 0.5) / b - 0.5
+        inner = (np.sqrt(pixels.size / np.pi) + cfg.neuropil_gap_px) / b
+        y0, y1 = max(0, int(cy) - reach), min(bh, int(cy) + reach + 1)
+        x0, x1 = max(0, int(cx) - reach), min(bw, int(cx) + reach + 1)
         gy, gx = np.mgrid[y0:y1, x0:x1]
         distance = np.hypot(gy - cy, gx - cx).ravel()
-        flat = (gy * width + gx).ravel()
+        flat = (gy * bw + gx).ravel()
         free = (distance >= inner) & ~taken[flat]
-        order = np.argsort(distance[free], kind="stable")[: cfg.neuropil_pixels]
+        order = np.argsort(distance[free], kind="stable")[:wanted]
         rings.append(np.sort(flat[free][order]))
     return rings
 
 
 class Extractor:
-    """Fluorescence of the ROIs of one plane: `step` for a frame, `stack` for many; one matrix."""
+    """Fluorescence of the ROIs of one plane: `step` for a frame, `stack` for many; one matrix.
+
+    Its columns are the frame's pixels, then the bins of the binned frame the neuropil rings are
+    drawn on (a smooth signal: binning keeps every photon and quarters the ring's nonzeros)."""
 
     def __init__(self, rois: RoiSet, plane: int, cfg: ExtractionConfig):
         self.cfg = cfg
         self.members = rois.of_plane(plane)
         self.neuron = rois.neuron[self.members]
-        height, width = rois.frame_shape
+        self.shape = height, width = rois.frame_shape
+        b = cfg.neuropil_bin
+        self.binned = (height // b, width // b)
         rings = neuropil_masks(rois, self.members, cfg)
         rows, cols, values = [], [], []
         n = self.members.size
@@ -80,27 +91,42 @@ class Extractor:
             values.append(weights / total if total > 0 else weights)
             ring = rings[i]
             rows.append(np.full(ring.size, n + i))
-            cols.append(ring)
+            cols.append(height * width + ring)
             values.append(np.full(ring.size, 1.0 / max(ring.size, 1), np.float32))
         self.matrix = sp.csr_matrix(
             (
                 np.concatenate(values).astype(np.float32) if n else np.zeros(0, np.float32),
                 (np.concatenate(rows) if n else [], np.concatenate(cols) if n else []),
             ),
-            shape=(2 * n, height * width),
+            shape=(2 * n, height * width + self.binned[0] * self.binned[1]),
         )
         self.matrix.sort_indices()
-        self.ring_pixels = np.array([ring.size for ring in rings])
+        self._input = np.empty(self.matrix.shape[1], np.float32)
+        self.ring_pixels = np.array([ring.size for ring in rings]) * b**2
+
+    def _columns(self, image: np.ndarray) -> np.ndarray:
+        """The product's input for one frame: its pixels, then its bins' means (kept buffer)."""
+        b, (bh, bw) = self.cfg.neuropil_bin, self.binned
+        pixels = self.shape[0] * self.shape[1]
+        self._input[:pixels] = image.ravel()
+        bins = self._input[pixels:].reshape(bh, bw)
+        bins[...] = 0.0
+        for dy in range(b):  # b * b strided adds: far cheaper than a reshaped mean
+            for dx in range(b):
+                bins += image[dy : bh * b : b, dx : bw * b : b]
+        bins *= np.float32(1.0 / b**2)
+        return self._input
 
     def step(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(F, Fneu) of each ROI in one registered frame."""
-        both = self.matrix @ image.ravel()
+        both = self.matrix @ self._columns(image)
         n = self.members.size
         return both[:n], both[n:]
 
     def stack(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(T, R) F and Fneu of a stack of registered frames: one sparse-dense product."""
-        both = (self.matrix @ images.reshape(len(images), -1).T).T
+        columns = np.stack([self._columns(image).copy() for image in images])
+        both = (self.matrix @ columns.T).T
         n = self.members.size
         return both[:, :n], both[:, n:]
 

@@ -158,6 +158,7 @@ class FrontEndSection:
     max_shift_fraction: float = 0.1
     reference_frames: int = 30
     min_peak_sd: float = 8.0
+    estimate_px: int = 256  # shift from the frame's central square this wide; 0: the whole frame
     tau_decay_s: float = 0.8
     spike_dff: float = 0.25
     event_threshold_sd: float = 1.0

@@ -30,7 +30,7 @@ def frontend_config(section: FrontEndSection) -> FrontEndConfig:
     s = section
     return FrontEndConfig(
         MotionConfig(s.max_shift_fraction, reference_frames=s.reference_frames, min_peak_sd=s.min_peak_sd,
-                     fft_workers=s.fft_workers),
+                     estimate_px=s.estimate_px, fft_workers=s.fft_workers),
         ExtractionConfig(s.neuropil_coefficient, dark_level=s.dark_level),
         DeconvolutionConfig(s.tau_decay_s, s.spike_dff, s.event_threshold_sd),
     )  # fmt: skip
