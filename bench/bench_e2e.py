@@ -66,18 +66,22 @@ def free_tcp_endpoint() -> str:
 
 
 def rig_process(
-    endpoint: str, run: str, n_neurons: int, rate_hz: float, count: int, display_ready, done, send_log
+    endpoint: str, run: str, bank: int | str, rate_hz: float, count: int, display_ready, done, send_log
 ):
-    """Publish warm-up messages until the display sees frames, then `count` paced messages."""
+    """Publish warm-up messages until the display sees frames, then `count` paced messages: activity
+    of `bank` neurons (random vectors), or, for a path, the raw frames (`frame` messages) saved there."""
+    from stream_decoder.stream.protocol import ACTIVITY, FRAME
     from stream_decoder.stream.replay import Rig
 
+    raw = isinstance(bank, str)
+    messages = np.load(bank) if raw else np.random.default_rng(0).random((BANK, bank), dtype=np.float32)
     rig = Rig(endpoint, session=f"warmup-{run}", hwm=0)
-    if not rig.wait_for_subscriber(WARMUP_LIMIT_S):
+    send = rig.send_frame if raw else rig.send
+    if not rig.wait_for_subscriber(WARMUP_LIMIT_S, topic=FRAME if raw else ACTIVITY):
         raise RuntimeError(f"nothing subscribed to {endpoint}")
-    bank = np.random.default_rng(0).random((BANK, n_neurons), dtype=np.float32)
     give_up = time.monotonic() + WARMUP_LIMIT_S
     while not display_ready.is_set() and time.monotonic() < give_up:
-        rig.send(bank[rig.seq % BANK], time.perf_counter())
+        send(messages[rig.seq % len(messages)], time.perf_counter())
         display_ready.wait(0.02)
     rig.restart(run)
     sent = np.empty(count)
@@ -87,7 +91,7 @@ def rig_process(
         if wait > 0:
             time.sleep(wait)
         sent[k] = t = time.perf_counter()
-        rig.send(bank[k % BANK], t)
+        send(messages[k % len(messages)], t)
     send_log.put(sent.tolist())
     done.set()
     rig.close(linger_ms=2000)
@@ -156,8 +160,9 @@ def cpu_steal_s() -> float:
     return int(fields[8]) / os.sysconf("SC_CLK_TCK")
 
 
-def run_block(in_ep: str, out_ep: str, n_neurons: int, rate_hz: float, seconds: float) -> Block:
-    """One paced run through whatever serves in_ep -> out_ep (a new session each time)."""
+def run_block(in_ep: str, out_ep: str, n_neurons: int | str, rate_hz: float, seconds: float) -> Block:
+    """One paced run through whatever serves in_ep -> out_ep (a new session each time); `n_neurons`
+    a path: the raw frames saved there (`rig_process`)."""
     run = f"bench-{rate_hz:g}hz-{time.monotonic_ns()}"
     count = max(2, round(rate_hz * seconds))
     spawn = mp.get_context("spawn")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.fft as fft
-from bench_e2e import free_tcp_endpoint, receive, relay_process, summarise
+from bench_e2e import free_tcp_endpoint, relay_process, run_block, summarise
 from common import RESULTS, write_result
 from tqdm import tqdm
 
@@ -41,19 +41,13 @@ from stream_decoder.data.microscope import Microscope, trial_frames
 from stream_decoder.data.presets import preset_config
 from stream_decoder.data.rig import SyntheticMouse
 from stream_decoder.data.stimuli import TRAINING_PHOTOGRAPHS, natural_movie
-from stream_decoder.frontend import FrontEnd, FrontEndConfig, RoiSet
-from stream_decoder.frontend.extraction import ExtractionConfig
 from stream_decoder.frontend.motion import MotionConfig
+from stream_decoder.frontend.synthetic import simulator_front_end
 from stream_decoder.paths import cache_dir
 
 DEMO_ARTIFACT = Path(__file__).parents[1] / "stream_decoder" / "assets" / "demo"
 WARMUP_LIMIT_S = 60.0
 TARGET_P99_MS = 5.0  # the whole front end, per frame, on this 2-core machine
-
-
-def rois_of(mic: Microscope) -> RoiSet:
-    fp = mic.footprints
-    return RoiSet.from_matrix(fp.matrix, fp.plane, fp.frame_shape)
 
 
 def sample_frames(mic: Microscope, count: int, seed: int = 0) -> list[np.ndarray]:
@@ -80,12 +74,7 @@ def paced(step, items, rate_hz: float) -> list:
 
 
 def stage_costs(mic: Microscope, frames: list[np.ndarray], rate_hz: float, estimate_px: int = 0) -> dict:
-    cfg = FrontEndConfig(
-        MotionConfig(estimate_px=estimate_px), ExtractionConfig(dark_level=mic.cfg.offset_adu)
-    )
-    fe = FrontEnd(
-        rois_of(mic), 1 / mic.timing.volume_rate_hz, cfg, [mic.reference_image(0)] * mic.timing.n_planes
-    )
+    fe = simulator_front_end(mic, MotionConfig(estimate_px=estimate_px))
     plane = fe.planes[0]
 
     def timed(image):
@@ -141,55 +130,6 @@ def stage_costs(mic: Microscope, frames: list[np.ndarray], rate_hz: float, estim
 # ---- 2. end to end ----
 
 
-def raw_rig_process(endpoint: str, run: str, frames_path: str, rate_hz: float, count: int, ready, done, log):
-    from stream_decoder.stream.protocol import FRAME
-    from stream_decoder.stream.replay import Rig
-
-    bank = np.load(frames_path)
-    rig = Rig(endpoint, session=f"warmup-{run}", hwm=0)
-    if not rig.wait_for_subscriber(WARMUP_LIMIT_S, topic=FRAME):
-        raise RuntimeError(f"nothing subscribed to frames on {endpoint}")
-    give_up = time.monotonic() + WARMUP_LIMIT_S
-    while not ready.is_set() and time.monotonic() < give_up:
-        rig.send_frame(bank[rig.seq % len(bank)], time.perf_counter())
-        ready.wait(0.05)
-    rig.restart(run)
-    sent = np.empty(count)
-    start = time.perf_counter() + 0.1
-    for k in range(count):
-        wait = start + k / rate_hz - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
-        sent[k] = t = time.perf_counter()
-        rig.send_frame(bank[k % len(bank)], t)
-    log.put(sent.tolist())
-    done.set()
-    rig.close(linger_ms=2000)
-
-
-def raw_block(in_ep: str, out_ep: str, frames_path: str, rate_hz: float, seconds: float):
-    from bench_e2e import Block
-
-    run = f"raw-{time.monotonic_ns()}"
-    count = round(rate_hz * seconds)
-    spawn = mp.get_context("spawn")
-    ready, done, log = spawn.Event(), spawn.Event(), spawn.Queue()
-    rig = spawn.Process(
-        target=raw_rig_process, args=(in_ep, run, frames_path, rate_hz, count, ready, done, log)
-    )
-    rig.start()
-    try:
-        latency, arrival = receive(
-            out_ep, run, count, ready, done, time.monotonic() + WARMUP_LIMIT_S + 2 * seconds
-        )
-        sent = np.asarray(log.get(timeout=30))
-    finally:
-        rig.join(10)
-        if rig.is_alive():
-            rig.kill()
-    return Block(latency, arrival, sent)
-
-
 def end_to_end(seconds: float, blocks: int, folder: Path) -> dict:
     import subprocess
 
@@ -222,12 +162,10 @@ def end_to_end(seconds: float, blocks: int, folder: Path) -> dict:
         with ControlClient(daemon_eps["control"], timeout_s=60.0) as control:
             control.request("ping")
             for _ in tqdm(range(blocks), desc="end to end", unit="block"):
-                runs["daemon"].append(
-                    raw_block(daemon_eps["activity"], daemon_eps["recon"], str(frames_path), 30.0, seconds)
-                )
-                runs["floor"].append(
-                    raw_block(floor_eps["activity"], floor_eps["recon"], str(frames_path), 30.0, seconds)
-                )
+                for name, eps in (("daemon", daemon_eps), ("floor", floor_eps)):
+                    runs[name].append(
+                        run_block(eps["activity"], eps["recon"], str(frames_path), 30.0, seconds)
+                    )
             stats = control.request("stats")
     finally:
         daemon.terminate()
@@ -247,10 +185,13 @@ def end_to_end(seconds: float, blocks: int, folder: Path) -> dict:
 # ---- 3. fidelity ----
 
 
-def fidelity(data: Path, clips: int, folder: Path) -> dict:
+def fidelity(data: Path, extracted: Path | None, clips: int, folder: Path) -> dict:
+    """`extracted`: the mouse with the front end's training responses (`microscope --training-data`):
+    a ridge baseline fitted on them decodes the raw frames too."""
     from stream_decoder.data.simulate import raw_trial, rebuild_mouse
     from stream_decoder.decoder.artifact import load_artifact
-    from stream_decoder.decoder.baseline import ensure_baseline
+    from stream_decoder.decoder.baseline import ensure_baseline, fit_baseline
+    from stream_decoder.decoder.config import RidgeConfig
     from stream_decoder.metrics import video_correlation
     from stream_decoder.runtime import open_backend
     from stream_decoder.stream.config import DaemonConfig, FrontEndSection, LogConfig, ModelConfig
@@ -270,6 +211,9 @@ def fidelity(data: Path, clips: int, folder: Path) -> dict:
     student = load_artifact(DEMO_ARTIFACT)
     mask = student.evaluation_mask
     models = {"student": DEMO_ARTIFACT, "ridge": ensure_baseline(data, mask)}
+    if extracted is not None:  # fitted here: ensure_baseline keeps one baseline per mouse name
+        models["ridge_on_extracted"] = folder / "ridge-on-extracted"
+        fit_baseline(extracted, models["ridge_on_extracted"], RidgeConfig(), mask, progress=False)
     trials = mouse_ds.trials("final_test_main")[:clips]
     timing = PlaneTiming.for_mouse(mouse_ds.path)
     plans = {
@@ -284,6 +228,8 @@ def fidelity(data: Path, clips: int, folder: Path) -> dict:
             cfg = DaemonConfig(ModelConfig(path, "torch"), endpoints, log=LogConfig(60.0), frontend=section)
             with Loopback(cfg, open_backend(path, "torch"), timeout_s=60.0) as loop:
                 for source, plan in plans.items():
+                    if model == "ridge_on_extracted" and source == "activity":
+                        continue  # trained for raw frames in
                     sink = MovieSink(folder / f"{model}-{source}", keep=ticks)
                     loop.play(plan, ReplayOptions(speed=0, t0=0.0), sink, ticks)
                     pairs = [(r, s) for r, s, _ in sink.frames if s is not None]
@@ -291,8 +237,12 @@ def fidelity(data: Path, clips: int, folder: Path) -> dict:
                     scores[f"{model}_{source}"] = video_correlation(recon, stim, mask, skip=30)
                     pictures[f"{model}_{source}"] = (recon[150], stim[150])
     scores = {k: float(v) for k, v in scores.items()}
-    for model in models:
+    for model in ("student", "ridge"):
         scores[f"{model}_raw_over_activity"] = scores[f"{model}_raw"] / scores[f"{model}_activity"]
+    if extracted is not None:  # raw frames into a model trained on them, against activity into ridge
+        scores["ridge_on_extracted_raw_over_ridge_activity"] = (
+            scores["ridge_on_extracted_raw"] / scores["ridge_activity"]
+        )
     scale = front_end_scale(mic, truth, mouse_ds, trials[0], raw_trial)
     return {
         "trials": trials,
@@ -304,10 +254,7 @@ def fidelity(data: Path, clips: int, folder: Path) -> dict:
 
 def front_end_scale(mic, truth, mouse_ds, trial, raw_trial) -> dict:
     """Per-neuron mean and sd of the front end's activity over the dataset's, plane 0, one clip."""
-    cfg = FrontEndConfig(extraction=ExtractionConfig(dark_level=mic.cfg.offset_adu))
-    fe = FrontEnd(
-        rois_of(mic), 1 / mic.timing.volume_rate_hz, cfg, [mic.reference_image(p) for p in range(3)]
-    )
+    fe = simulator_front_end(mic)
     out = [fe.step(f.plane, f.image).values for f in raw_trial(mic, truth, trial) if f.plane == 0]
     events = np.array(out[20:])
     responses = mouse_ds.clip(trial).responses[:, fe.planes[0].neurons]
@@ -361,11 +308,11 @@ def picture(result: dict, examples: dict, path: Path) -> None:
             ax.set_axis_off()
         ax = fig.add_subplot(grid[1, 3])
         scores = result["fidelity"]["correlation_in_mask"]
-        models = ["student", "ridge"]
-        x = np.arange(2)
-        ax.bar(x - 0.2, [scores[f"{m}_activity"] for m in models], 0.4, label="activity in")
+        models = [m for m in ("student", "ridge", "ridge_on_extracted") if f"{m}_raw" in scores]
+        x = np.arange(len(models))
+        ax.bar(x - 0.2, [scores.get(f"{m}_activity", np.nan) for m in models], 0.4, label="activity in")
         ax.bar(x + 0.2, [scores[f"{m}_raw"] for m in models], 0.4, label="raw frames in")
-        ax.set_xticks(x, models)
+        ax.set_xticks(x, [m.replace("_on_", "\non ") for m in models], fontsize=8)
         ax.set_ylabel("masked video correlation")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -383,6 +330,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds of raw frames per e2e block")
     parser.add_argument("--blocks", type=int, default=2, help="alternating daemon / floor blocks")
     parser.add_argument("--clips", type=int, default=4, help="held-out clips for the fidelity part")
+    parser.add_argument(
+        "--extracted",
+        type=Path,
+        help="the demo mouse with front-end training responses (stream-decoder microscope "
+        "--training-data writes <out>/data): a baseline fitted on it decodes raw frames too",
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["stages", "e2e", "fidelity"])
     args = parser.parse_args()
     result, examples = {"target_p99_ms": TARGET_P99_MS}, {}
@@ -404,7 +357,9 @@ def main() -> None:
             result["end_to_end"] = end_to_end(args.seconds, args.blocks, folder / "e2e")
         if "fidelity" not in args.skip:
             (folder / "fidelity").mkdir()
-            result["fidelity"], examples = fidelity(args.data, args.clips, folder / "fidelity")
+            result["fidelity"], examples = fidelity(
+                args.data, args.extracted, args.clips, folder / "fidelity"
+            )
     out = write_result("bench_frontend", result)
     if "stages" in result:
         picture(result, examples, RESULTS / "bench_frontend.png")

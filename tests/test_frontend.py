@@ -8,9 +8,9 @@ from conftest import HANG_GUARD_S
 from stream_decoder.data import PlaneTiming
 from stream_decoder.data.microscope import Microscope
 from stream_decoder.data.simulate import raw_trial, rebuild_mouse
-from stream_decoder.frontend import FrontEnd, FrontEndConfig, NoMatch, RoiSet
-from stream_decoder.frontend.extraction import ExtractionConfig
+from stream_decoder.frontend import FrontEnd, NoMatch, RoiSet
 from stream_decoder.frontend.motion import MotionConfig, MotionCorrector
+from stream_decoder.frontend.synthetic import simulator_front_end, simulator_rois, write_extracted_dataset
 from stream_decoder.metrics import video_correlation
 from stream_decoder.stream.config import DaemonConfig, FrontEndSection, LogConfig, ModelConfig
 from stream_decoder.stream.protocol import FRAME, encode_frame
@@ -34,15 +34,8 @@ def plane0(microscope, tiny_mouse):
     ]
 
 
-def true_rois(mic: Microscope) -> RoiSet:
-    fp = mic.footprints
-    return RoiSet.from_matrix(fp.matrix, fp.plane, fp.frame_shape)
-
-
 def front_end(mic: Microscope) -> FrontEnd:
-    cfg = FrontEndConfig(extraction=ExtractionConfig(dark_level=DARK))
-    references = [mic.reference_image(p) for p in range(mic.timing.n_planes)]
-    return FrontEnd(true_rois(mic), 1 / mic.timing.volume_rate_hz, cfg, references)
+    return simulator_front_end(mic)
 
 
 def correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -241,7 +234,7 @@ def test_neurons_without_an_roi_are_named_and_held_at_their_training_mean(
     from stream_decoder.frontend.roi_sources import save_npz
 
     mic, _ = microscope
-    rois = true_rois(mic)
+    rois = simulator_rois(mic)
     rois = RoiSet(rois.frame_shape, rois.n_planes, rois.plane, rois.offsets, rois.pixel, rois.weight,
                   np.where(rois.neuron == 7, -1, rois.neuron))  # fmt: skip
     save_npz(rois, tmp_path / "rois.npz")
@@ -296,3 +289,20 @@ def test_replay_raw_to_serve_to_view_decodes_what_the_activity_decodes(
     assert video_correlation(raw, stimulus, mask, skip=0) > 0.5 * video_correlation(
         activity, stimulus, mask, skip=0
     )
+
+
+def test_training_trials_extracted_from_raw_frames_make_a_dataset(microscope, tiny_mouse, tmp_path):
+    # what `microscope --training-data` writes: the representation raw frames give, to train on
+    from stream_decoder.data import open_mouse
+
+    mic, truth = microscope
+    folder = write_extracted_dataset(
+        simulator_front_end(mic), mic, truth, tiny_mouse.path, tmp_path, limit=2, progress=False
+    )
+    extracted = open_mouse(folder)
+    assert extracted.neuron_set() == tiny_mouse.neuron_set()
+    first, third = tiny_mouse.trials("train")[0], tiny_mouse.trials("train")[2]
+    ours, recorded = extracted.clip(first).responses, tiny_mouse.clip(first).responses
+    assert ours.shape == recorded.shape and not np.array_equal(ours, recorded)
+    assert np.median(correlations(ours[30:], recorded[30:])) > 0.4  # the same spikes, other noise
+    np.testing.assert_array_equal(extracted.clip(third).responses, tiny_mouse.clip(third).responses)

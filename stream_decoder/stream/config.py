@@ -197,12 +197,7 @@ class DaemonConfig:
 def load_config(path: Path, **overrides) -> DaemonConfig:
     """Read and validate a rig config; `overrides` replace whole sections (e.g. from the command line)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"rig config {path} does not exist")
-    try:
-        table = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    table = _read_toml(path, "rig config")
     try:
         config = _build(DaemonConfig, table, "", path.parent)
         return replace(config, **overrides)
@@ -210,16 +205,20 @@ def load_config(path: Path, **overrides) -> DaemonConfig:
         raise type(exc)(f"{path}: {exc}") from None
 
 
+def _read_toml(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+
+
 def load_frontend(path: Path) -> FrontEndSection:
     """The [frontend] section of a TOML file (`serve --frontend`), validated as in a rig config; its
     `rois` must be set, since without them the daemon would take no raw frames."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"front-end config {path} does not exist")
-    try:
-        table = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    table = _read_toml(path, "front-end config")
     if set(table) != {"frontend"}:
         raise ValueError(f"{path}: expected only a [frontend] table, got {sorted(table)}")
     try:

@@ -16,7 +16,7 @@ from stream_decoder.frontend.deconvolution import DeconvolutionConfig
 from stream_decoder.frontend.extraction import ExtractionConfig
 from stream_decoder.frontend.motion import MotionConfig
 from stream_decoder.frontend.roi_sources import load_rois, save_npz
-from stream_decoder.frontend.rois import RoiSet
+from stream_decoder.frontend.synthetic import simulator_rois
 from stream_decoder.stream.assembly import contiguous_runs
 from stream_decoder.stream.config import FrontEndSection
 from stream_decoder.stream.protocol import Activity, Frame, Rejected
@@ -149,8 +149,7 @@ def write_microscope(microscope: Microscope, out: Path) -> list[Path]:
     """A synthetic mouse's ROIs, motion references and the [frontend] section serving them."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    footprints = microscope.footprints
-    rois = RoiSet.from_matrix(footprints.matrix, footprints.plane, footprints.frame_shape)
+    rois = simulator_rois(microscope)
     references = np.stack([microscope.reference_image(p) for p in range(rois.n_planes)])
     paths = [out / "rois.npz", out / "references.npy", out / "frontend.toml"]
     save_npz(rois, paths[0])
