@@ -35,29 +35,54 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "replay",
-        help="play a Sensorium-format mouse the way a rig publishes it",
+        help="play a Sensorium-format mouse, or a recorded session, the way a rig publishes it",
         description="Publish a dataset's responses as activity messages: per plane at the "
         "imaging rate with acquisition timestamps and behaviour, in real time or faster, "
-        "with optional jitter, drops and a rig restart. Binds the endpoint like a rig.",
+        "with optional jitter, drops and a rig restart. Binds the endpoint like a rig. "
+        "With --recording instead of --data, play back what a daemon recorded ([recorder] dir): "
+        "each recorded session as a new session, its messages at their recorded relative times "
+        "with their values and behaviour, to re-examine an experiment or decode it with another "
+        "model. A recording names no neurons: only their count is checked against the served model.",
     )
-    _plan_arguments(p)
+    p.add_argument(
+        "--data", type=Path, metavar="DIR", help="dataset root or mouse folder (Sensorium) to play"
+    )
+    p.add_argument(
+        "--recording",
+        type=Path,
+        metavar="DIR",
+        help="instead of --data: a folder the daemon recorded sessions into, to play back (--mouse to "
+        "--raw are options of --data)",
+    )
+    p.add_argument(
+        "--session-index",
+        type=int,
+        metavar="K",
+        help="with --recording: play only its K-th session (0: the first; default: all, in order)",
+    )
+    p.add_argument(
+        "--session-name", metavar="ID", help="with --recording: play only the session(s) of this id"
+    )
+    dataset_only = _plan_arguments(p)
     p.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="where to publish")
     p.add_argument("--connect", action="store_true", help="connect, not bind (daemon with activity_bind)")
     p.add_argument("--speed", type=float, default=1.0, help="1 real time, 2 twice as fast, 0 flat out")
     p.add_argument("--jitter-ms", type=float, default=0.0, help="std of a random delay added to each send")
     p.add_argument("--drop", type=float, default=0.0, help="probability a message is lost (seq skipped)")
-    p.add_argument("--t0", type=float, help="rig clock at the first frame (default: now, whole seconds)")
+    p.add_argument("--t0", type=float, help="rig clock at the first frame (default: now, on a 30 Hz boundary)")
     p.add_argument("--dtype", choices=sorted(INPUT_DTYPES), default="float32", help="payload dtype")
     p.add_argument(
         "--session",
-        help="session id (default: a fresh replay-<time>-<random> per run; the restart appends -restart)",
+        help="session id (default: a fresh replay-<time>-<random> per run; the restart appends -restart, "
+        "a recording's session K > 0 appends -K)",
     )
     p.add_argument("--wait-s", type=float, default=30.0, help="how long to wait for the daemon to subscribe")
     p.add_argument(
         "--control",
         default="tcp://127.0.0.1:5557",
         help="the daemon's control socket, asked first whether its model reads the data's neurons "
-        "(count and neuron set, docs/protocol.md §5.3; '' skips)",
+        "(count and neuron set, docs/protocol.md §5.3; with --recording the count only: the model "
+        "must read at least the neurons recorded; '' skips)",
     )
     p.add_argument(
         "--ignore-neuron-set",
@@ -66,7 +91,9 @@ def register(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of jitter and drops")
     _curve_arguments(p)
-    p.set_defaults(func=_replay)
+    p.set_defaults(
+        func=_replay, dataset_only=[(a.dest, a.option_strings[0], a.default) for a in dataset_only]
+    )
 
     p = sub.add_parser(
         "microscope",
@@ -78,6 +105,15 @@ def register(sub) -> None:
     p.add_argument("--data", type=Path, required=True, help="synthetic dataset root or mouse folder")
     p.add_argument("--mouse", type=int, default=0, help="which mouse of the dataset root (name order)")
     p.add_argument("--out", type=Path, required=True, help="folder to write into")
+    p.add_argument(
+        "--training-data",
+        action="store_true",
+        help="also write <out>/data: the mouse with its training trials' responses extracted by the "
+        "front end from their raw frames, to train a model on the representation raw frames give "
+        "(baseline / distill --data <out>/data); about 7 s a trial",
+    )
+    p.add_argument("--trials", type=int, help="with --training-data: only the first N training trials")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing <out>/data")
     p.set_defaults(func=_microscope)
 
     p = sub.add_parser(
@@ -93,7 +129,7 @@ def register(sub) -> None:
     )
     p.add_argument("--endpoint", default="tcp://127.0.0.1:5556", help="the daemon's recon socket")
     p.add_argument("--data", type=Path, help="the dataset being replayed, for ground truth")
-    _plan_arguments(p, data_required=False)
+    _plan_arguments(p)
     p.add_argument("--frames", type=int, help="stop after this many frames")
     p.add_argument(
         "--wait-s",
@@ -169,25 +205,36 @@ def _demo(args) -> int:
     return 0
 
 
-def _plan_arguments(p: argparse.ArgumentParser, data_required: bool = True) -> None:
-    if data_required:
-        p.add_argument("--data", type=Path, required=True, help="dataset root or mouse folder (Sensorium)")
-    p.add_argument("--mouse", type=int, default=0, help="which mouse of the dataset root (name order)")
-    p.add_argument("--tier", default="oracle", help="tier to play")
-    p.add_argument("--trials", nargs="+", help="trial ids to play instead of a tier")
-    p.add_argument("--clips", type=int, help="play at most this many clips")
-    p.add_argument("--gap-s", type=float, default=0.0, help="rig time between clips")
-    p.add_argument("--planes", type=int, default=1, help="imaging planes (split by cell depth); 1: 30 Hz")
-    p.add_argument("--volume-rate", type=float, help="volumes per second (default 30 / planes)")
-    p.add_argument("--rig-timing", action="store_true", help="the mouse's own plane timing (simulator truth)")
-    p.add_argument("--restart-after", type=int, default=0, help="rig restarts (new session) after N messages")
+def _plan_arguments(p: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The options of a dataset's plan; returns those that only a dataset's plan reads."""
+    dataset_only = [
+        p.add_argument("--mouse", type=int, default=0, help="which mouse of the dataset root (name order)"),
+        p.add_argument("--tier", default="oracle", help="tier to play"),
+        p.add_argument("--trials", nargs="+", help="trial ids to play instead of a tier"),
+        p.add_argument("--clips", type=int, help="play at most this many clips"),
+        p.add_argument(
+            "--planes", type=int, default=1, help="imaging planes (split by cell depth); 1: 30 Hz"
+        ),
+        p.add_argument("--volume-rate", type=float, help="volumes per second (default 30 / planes)"),
+        p.add_argument(
+            "--rig-timing", action="store_true", help="the mouse's own plane timing (simulator truth)"
+        ),
+        p.add_argument(
+            "--raw",
+            action="store_true",
+            help="raw two-photon frames (`frame` messages) the synthetic mouse's microscope takes of "
+            "these clips, per plane at its own imaging rate, instead of activity; the daemon needs a "
+            "[frontend] (stream-decoder microscope writes one)",
+        ),
+    ]
     p.add_argument(
-        "--raw",
-        action="store_true",
-        help="raw two-photon frames (`frame` messages) the synthetic mouse's microscope takes of these "
-        "clips, per plane at its own imaging rate, instead of activity; the daemon needs a [frontend] "
-        "(stream-decoder microscope writes one)",
+        "--gap-s",
+        type=float,
+        default=0.0,
+        help="rig time between clips (between a recording's sessions: rounded up to whole 30 Hz frames)",
     )
+    p.add_argument("--restart-after", type=int, default=0, help="rig restarts (new session) after N messages")
+    return dataset_only
 
 
 def _curve_arguments(p: argparse.ArgumentParser) -> None:
@@ -222,8 +269,17 @@ def _microscope(args) -> int:
     from stream_decoder.stream.replay import RawSource
 
     mouse = open_mouse(args.data, args.mouse)
-    for path in write_microscope(RawSource.of(mouse).microscope, args.out):
+    source = RawSource.of(mouse)
+    for path in write_microscope(source.microscope, args.out):
         print(f"microscope: wrote {path}", file=sys.stderr)
+    if args.training_data:
+        from stream_decoder.frontend.synthetic import simulator_front_end, write_extracted_dataset
+
+        fe = simulator_front_end(source.microscope)
+        folder = write_extracted_dataset(
+            fe, source.microscope, source.truth, mouse.path, args.out / "data", args.trials, args.overwrite
+        )
+        print(f"microscope: wrote {folder}", file=sys.stderr)
     return 0
 
 
@@ -283,14 +339,13 @@ def _replay(args) -> int:
         dtype=args.dtype,
         seed=args.seed,
     )
-    plan = _plan(args)
+    plan = _replay_plan(args)
     if args.control:
-        _check_model(args.control, plan.dataset, _curve(args), args.ignore_neuron_set)
+        _check_model(args.control, plan, _curve(args), args.ignore_neuron_set)
     session = args.session or fresh_session_id()
     with Rig(args.endpoint, bind=not args.connect, session=session, curve=_curve(args)) as rig:
         print(
-            f"replay: {len(plan.trials)} clips of {plan.dataset.name}, {plan.timing.n_planes} plane(s), "
-            f"session {session}; waiting for a subscriber on {args.endpoint}",
+            f"replay: {plan.describe()}, session {session}; waiting for a subscriber on {args.endpoint}",
             file=sys.stderr,
         )
         if not rig.wait_for_subscriber(args.wait_s):
@@ -306,10 +361,31 @@ def _replay(args) -> int:
     return 0
 
 
-def _check_model(endpoint: str, mouse, curve, ignore_neuron_set: bool) -> None:
+def _replay_plan(args):
+    """The plan of --data, or the playback of --recording: exactly one of them."""
+    if (args.data is None) == (args.recording is None):
+        raise ValueError(
+            "give one thing to play: --data DIR (a dataset) or --recording DIR (a recorded session)"
+        )
+    if args.data is not None:
+        if args.session_index is not None or args.session_name is not None:
+            raise ValueError(
+                "--session-index and --session-name pick a session of --recording, not of --data"
+            )
+        return _plan(args)
+    given = [flag for dest, flag, default in args.dataset_only if getattr(args, dest) != default]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)}: options of --data; --recording plays its sessions as they were recorded"
+        )
+    from stream_decoder.stream.playback import PlaybackPlan
+
+    return PlaybackPlan.open(args.recording, args.session_index, args.session_name, args.gap_s)
+
+
+def _check_model(endpoint: str, plan, curve, ignore_neuron_set: bool) -> None:
     """Refuse to play data the served model cannot take; carry on if nobody answers (no daemon yet)."""
     from stream_decoder.stream.client import ControlClient
-    from stream_decoder.stream.replay import check_neuron_set
 
     with ControlClient(endpoint, timeout_s=2.0, curve=curve) as control:
         try:
@@ -317,7 +393,7 @@ def _check_model(endpoint: str, mouse, curve, ignore_neuron_set: bool) -> None:
         except TimeoutError:
             print(f"replay: no answer from {endpoint}; not checking the model", file=sys.stderr)
             return
-    checked = check_neuron_set(info, mouse, identity=not ignore_neuron_set)
+    checked = plan.check_model(info, identity=not ignore_neuron_set)
     print(f"replay: the served model {info.get('model')} fits the data ({checked} checked)", file=sys.stderr)
 
 

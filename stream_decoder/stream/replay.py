@@ -6,7 +6,8 @@ rig restart (a new session). A plane whose neurons are not one contiguous range 
 order goes out as one message per contiguous run, all with the plane's acquisition time.
 
 `ReplayPlan` is the schedule (which clip frame every message carries); the viewer rebuilds it
-to find the ground-truth frame of each reconstruction. Each run is a session of its own
+to find the ground-truth frame of each reconstruction. `replay` plays a recording's
+`playback.PlaybackPlan` the same way. Each run is a session of its own
 (`fresh_session_id`), and `check_neuron_set` refuses data whose neurons the served model does not read.
 """
 
@@ -20,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import zmq
@@ -151,14 +153,16 @@ def check_neuron_set(info: dict, mouse: MouseDataset, identity: bool = True) -> 
 @dataclass(frozen=True)
 class PlannedMessage:
     time: float  # seconds from the plan's start (the rig adds its clock origin)
-    clip: int  # index into plan.trials
-    frame: int  # 30 Hz frame of the clip whose responses and behaviour the message carries
+    clip: int | None  # index into plan.trials; None: a recording's message (no clip behind it)
+    frame: int | None  # 30 Hz frame of the clip whose responses and behaviour the message carries
     plane: int
     first: int
     values: np.ndarray | None  # activity of neurons first.., or None for a raw frame
-    behavior: np.ndarray  # (2,) pupil dilation, running speed
-    pupil_center: np.ndarray  # (2,)
+    behavior: np.ndarray | None  # (2,) pupil dilation, running speed; None: not sent
+    pupil_center: np.ndarray | None  # (2,); None: not sent
     image: np.ndarray | None = None  # a raw frame of the plane (`replay --raw`)
+    n_planes: int = 1
+    session: int = 0  # the plan's session: where it changes, the rig starts over under a new id
 
 
 @dataclass(frozen=True, eq=False)
@@ -224,6 +228,7 @@ class ReplayPlan:
                         sample.values[start:stop],
                         clip.behavior[frame],
                         clip.pupil_center[frame],
+                        n_planes=self.timing.n_planes,
                     )
 
     def _raw_messages(self) -> Iterator[PlannedMessage]:
@@ -243,6 +248,7 @@ class ReplayPlan:
                     clip.behavior[frame],
                     clip.pupil_center[frame],
                     raw.image,
+                    self.timing.n_planes,
                 )
 
     def message_times(self) -> np.ndarray:
@@ -263,6 +269,13 @@ class ReplayPlan:
             return None
         frame = int(frame_of(plan_time - self.starts[i]))
         return (i, frame) if frame < self.lengths[i] else None
+
+    def describe(self) -> str:
+        return f"{len(self.trials)} clips of {self.dataset.name}, {self.timing.n_planes} plane(s)"
+
+    def check_model(self, info: dict, identity: bool = True) -> str:
+        """`check_neuron_set` against the daemon's `info`: what was compared."""
+        return check_neuron_set(info, self.dataset, identity)
 
 
 @dataclass(frozen=True)
@@ -329,12 +342,21 @@ def ahead(items: Iterator, depth: int) -> Iterator:
         stop.set()
 
 
-def replay(plan: ReplayPlan, rig: Rig, options: ReplayOptions, progress: bool = True) -> ReplayReport:
-    """Publish the plan through `rig`, paced by acquisition time / speed."""
+class Plan(Protocol):
+    """What `replay` plays: a dataset's `ReplayPlan`, or a recording's `playback.PlaybackPlan`."""
+
+    raw: RawSource | None  # raw frames take time to render: `replay` renders them ahead of the sender
+
+    def messages(self) -> Iterator[PlannedMessage]: ...
+
+
+def replay(plan: Plan, rig: Rig, options: ReplayOptions, progress: bool = True) -> ReplayReport:
+    """Publish the plan through `rig`, paced by acquisition time / speed. The plan's session k > 0
+    goes out as `<rig session>-k`."""
     rng = random.Random(options.seed)
     dtype = INPUT_DTYPES[options.dtype]
     report = ReplayReport()
-    session = rig.session
+    session, part = rig.session, 0
     if options.t0 is None:
         # Stamp with this host's clock, starting on a 30 Hz boundary so multi-plane times land on
         # the daemon's grid as they do in the data; then `t` is the send time give or take jitter.
@@ -346,6 +368,10 @@ def replay(plan: ReplayPlan, rig: Rig, options: ReplayOptions, progress: bool = 
     messages = plan.messages() if plan.raw is None else ahead(plan.messages(), RENDER_AHEAD)
     with tqdm(messages, desc="replay", unit="msg", disable=not progress) as bar:
         for k, msg in enumerate(bar):
+            if msg.session != part:
+                part = msg.session
+                rig.restart(f"{session}-{part}")
+                log.info(kv("plan_session", session=rig.session, after=k))
             if options.restart_after and k == options.restart_after:
                 rig.restart(f"{session}-restart")
                 report.restarts += 1
@@ -359,7 +385,7 @@ def replay(plan: ReplayPlan, rig: Rig, options: ReplayOptions, progress: bool = 
                 continue
             common = {
                 "plane": msg.plane,
-                "n_planes": plan.timing.n_planes,
+                "n_planes": msg.n_planes,
                 "behavior": msg.behavior,
                 "pupil_center": msg.pupil_center,
             }
