@@ -227,6 +227,14 @@ def test_the_daemon_decodes_raw_frames_and_counts_bad_ones(
     assert np.isfinite(daemon.assembler.activity).all()
 
 
+def test_a_reference_of_another_size_is_refused_at_start_up(step_daemon, frontend_section):
+    np.save(frontend_section.references, np.zeros((3, 256, 256), np.float32))
+    with pytest.raises(
+        ValueError, match=r"references .*shape \(3, 256, 256\), the ROIs need \(3, 512, 512\)"
+    ):
+        step_daemon(frontend=frontend_section)
+
+
 def test_neurons_without_an_roi_are_named_and_held_at_their_training_mean(
     step_daemon, microscope, tmp_path, untrained_artifact, caplog
 ):

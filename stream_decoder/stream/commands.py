@@ -69,7 +69,7 @@ def register(sub) -> None:
     p.add_argument("--speed", type=float, default=1.0, help="1 real time, 2 twice as fast, 0 flat out")
     p.add_argument("--jitter-ms", type=float, default=0.0, help="std of a random delay added to each send")
     p.add_argument("--drop", type=float, default=0.0, help="probability a message is lost (seq skipped)")
-    p.add_argument("--t0", type=float, help="rig clock at the first frame (default: now, on a 30 Hz boundary)")
+    p.add_argument("--t0", type=float, help="rig clock at the first frame (default: now, on the 30 Hz grid)")
     p.add_argument("--dtype", choices=sorted(INPUT_DTYPES), default="float32", help="payload dtype")
     p.add_argument(
         "--session",

@@ -4,7 +4,8 @@ One thread, one poller over the activity SUB, the control REP and the socket mon
 messages it sleeps in the poller, waking once a few milliseconds before the next message is due to
 prefetch the model into the CPU caches (`[stream] prefetch_ms`). The hot path per message: zero-copy
 receive, header checks, a copy of the values into the preallocated neuron vector, one `step`, one
-non-blocking publish, a memcpy into the recorder's open chunk.
+non-blocking publish, a memcpy into the recorder's open chunk. A raw `frame` message (with a
+`[frontend]`) first goes through the front end (`raw_input`, about 3 ms), then the same path.
 Nothing in it waits on a subscriber or the disk, and no input can stop it: every bad message is
 counted under its reason, and even an unexpected error in handling one message is counted and
 logged, and the next message is served.

@@ -53,6 +53,9 @@ def load_references(path, n_planes: int, frame_shape: tuple[int, int]) -> list[n
 
 
 class RawInput:
+    """The daemon's front end for its model: the ROIs checked against the model's neurons, the
+    plane rate from [frontend] or the model's input timing, what unmapped neurons hold."""
+
     def __init__(
         self, section: FrontEndSection, n_neurons: int, activity_mean: np.ndarray, input_timing: dict | None
     ):
