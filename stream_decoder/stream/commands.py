@@ -156,7 +156,8 @@ def register(sub) -> None:
         description="Decode held-out clips of the demo dataset live with the bundled demo "
         "student: a rig replay, the daemon and a display run together on private endpoints "
         "at the rig's 30 Hz. Simulates the demo dataset first if it is missing. Writes "
-        "view.gif, view.mp4, view_strip.png (decoded beside the stimulus) and summary.json.",
+        "view.gif, view.mp4, view_strip.png (decoded beside the stimulus), summary.json, run.npz (every "
+        "frame, for the report) and report.html.",
     )
     p.add_argument("--artifact", type=Path, help="student artifact (default: the bundled demo student)")
     p.add_argument(
@@ -173,12 +174,39 @@ def register(sub) -> None:
     p.add_argument("--clips", type=int, default=2, help="how many clips")
     p.add_argument("--speed", type=float, default=1.0, help="1 real time, 0 as fast as the daemon goes")
     p.add_argument("--backend", default="onnxruntime", help="onnxruntime, torch or tensorrt")
-    p.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for the movies and summary")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("demo-out"),
+        help="folder for the movies, summary, run record and report",
+    )
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser(
+        "report",
+        help="one HTML page of a demo run, to open offline",
+        description="Write RUN_DIR/report.html from the run.npz and summary.json `demo` wrote there: "
+        "the stimulus with the evaluation mask, the student as streamed, the linear baseline decoding "
+        "the same clips offline (and the teacher, with --teacher), masked correlation per clip beside "
+        "a shuffled control, latency, output cadence and the figures table. Images are embedded; "
+        "report.gif (under 2 MB) and report_strip.png are written beside it.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the folder `demo --out` wrote")
+    p.add_argument("--data", type=Path, help="dataset root of the run (default: the one the demo used)")
+    p.add_argument("--teacher", type=Path, help="teacher store holding these clips (default: not shown)")
+    p.set_defaults(func=_write_report)
+
+
+def _write_report(args) -> int:
+    from stream_decoder.stream.report import write_report
+
+    print(f"report: wrote {write_report(args.run_dir, args.data, args.teacher)}")
+    return 0
 
 
 def _demo(args) -> int:
     from stream_decoder.stream.demo import DEMO_ARTIFACT, DemoConfig, run_demo
+    from stream_decoder.stream.report import write_report
 
     summary = run_demo(
         DemoConfig(
@@ -202,6 +230,7 @@ def _demo(args) -> int:
     for path in summary["movies"]:
         print(f"demo: wrote {path}")
     print(f"demo: wrote {args.out / 'summary.json'}")
+    print(f"demo: wrote {write_report(args.out, summary['data'])}")
     return 0
 
 

@@ -24,7 +24,7 @@ from stream_decoder.runtime import open_backend
 from stream_decoder.stream.config import DaemonConfig, LogConfig, ModelConfig
 from stream_decoder.stream.loopback import Loopback, private_endpoints
 from stream_decoder.stream.replay import ReplayOptions, ReplayPlan
-from stream_decoder.stream.viewer import MovieSink
+from stream_decoder.stream.run_record import SUMMARY_FILE, RunRecord, RunSink
 
 DEMO_ARTIFACT = Path(__file__).resolve().parents[1] / "assets" / "demo"
 DEMO_DATA = ("demo", 0)  # simulator preset and seed of the data the bundled student was distilled on
@@ -84,12 +84,14 @@ def beside_the_baseline(cfg: DemoConfig, data: Path, mask) -> dict:
         "student": row["student"],
         "baseline": row["baseline"],
         "student_over_baseline": row["student"] / row["baseline"],
+        "artifact": str(baseline),  # the report decodes the run's clips with it
         "teacher": "not run here: hours per clip on a CPU (bench/bench_teacher.py)",
     }
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    """Stream the clips through the daemon; write the movies and a summary; return the summary."""
+    """Stream the clips through the daemon; write the movies, the run record (for the report) and a
+    summary; return the summary."""
     artifact = load_artifact(cfg.artifact)
     data = cfg.data or cache_dir() / "data" / "demo"
     mouse = demo_mouse(data, artifact.meta.data_fingerprint, may_simulate=cfg.simulate or cfg.data is None)
@@ -98,7 +100,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         raise ValueError(f"{mouse.path}: no clips in tier {cfg.tier!r}")
     plan = ReplayPlan(mouse, trials, PlaneTiming.single_plane(mouse.n_neurons))
     frames = len(plan.message_times())  # single-plane input: one frame per activity message
-    sink = MovieSink(cfg.out / "view", keep=frames)
+    sink = RunSink(cfg.out / "view", plan, keep=frames)
     backend = open_backend(cfg.artifact, cfg.backend)
     backend.warmup()
     print(
@@ -122,6 +124,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         "demo": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "model": artifact.model_id,
         "mouse": mouse.name,
+        "data": str(Path(data).resolve()),
         "trials": trials,
         "frames_received": figures.received,
         # Lost between daemon and display, plus rig messages that never became a frame: each once.
@@ -137,5 +140,6 @@ def run_demo(cfg: DemoConfig) -> dict:
         "movies": [str(p) for p in sink.close()],
     }
     cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    summary["run"] = str(RunRecord.from_sink(sink, trials, mask, stats).save(cfg.out))
+    (cfg.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
     return summary

@@ -43,14 +43,18 @@ class TruthLookup:
         self.sessions: list[str] = []
         self._video: tuple[int, np.ndarray] | None = None  # the clip being played, loaded once
 
-    def frame(self, header: ReconHeader) -> np.ndarray | None:
+    def where(self, header: ReconHeader) -> tuple[int, int] | None:
+        """(clip, frame) of the plan that a reconstruction shows, or None outside every clip."""
         if header.session not in self.sessions:
             self.sessions.append(header.session)
         k = header.seq_newest + (self.restart_after if self.sessions.index(header.session) else 0)
         if not 0 <= k < len(self.times):
             return None
         origin = header.t_newest - self.times[k]  # rig clock at plan time 0
-        where = self.plan.locate(header.t_stim - origin)
+        return self.plan.locate(header.t_stim - origin)
+
+    def frame(self, header: ReconHeader) -> np.ndarray | None:
+        where = self.where(header)
         if where is None:
             return None
         clip, frame = where

@@ -1,0 +1,456 @@
+"""`write_report`: one HTML page of a demo run that opens offline, to show a colleague what was decoded.
+
+From the run record (run.npz) and summary.json the demo wrote: the stimulus with the evaluation
+mask drawn, the student as it streamed, the linear baseline decoding the same clips offline
+(aligned frame by frame) and the teacher where a store is given; the masked correlation per clip
+beside a shuffled control; latency and output cadence; the figures table. Every number on the
+page comes from the run folder or from a file it names. Images are embedded as data URIs.
+"""
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stream_decoder.data import FRAME_RATE_HZ, GRAY, MouseDataset, open_mouse
+from stream_decoder.decoder.artifact import META_FILE
+from stream_decoder.decoder.baseline import ensure_baseline
+from stream_decoder.decoder.evaluate import Contestant
+from stream_decoder.metrics import video_correlation
+from stream_decoder.stream.run_record import RunRecord, load_summary
+from stream_decoder.stream.viewer import PLAUSIBLE_LATENCY_S
+from stream_decoder.teacher.store import TeacherStore
+
+REPORT_FILE = "report.html"
+MOVIE_FILE = "report.gif"  # also beside the page, small enough for a README
+STRIP_FILE = "report_strip.png"
+GIF_LIMIT_BYTES = 2_000_000
+GIF_FRAMES = 150  # at most; frames are taken evenly over the run and play at the rig's pace
+GIF_GRAYS = 64  # palette levels: fewer compress better, 64 still shows a natural movie
+SKIP = 30  # first frames of each clip left out of the correlations, as `evaluate` scores them
+SHUFFLES = 32  # time shifts of the truth for the control
+MIN_SHIFT_S = 2.0  # a shifted truth this far away shares no more with the frame than chance
+BENCH_E2E = Path(__file__).resolve().parents[2] / "bench" / "results" / "bench_e2e.json"
+TEACHER_NOT_RUN = "teacher: not run for these clips"
+STYLE = (
+    "body{font-family:sans-serif;max-width:1000px;margin:1em auto;color:#222} img{max-width:100%} "
+    "table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:3px 8px;font-size:90%}"
+)
+
+
+@dataclass
+class Videos:
+    """The run's frames by row of the movie, (F, H, W) each, aligned with the run record."""
+
+    rows: dict[str, np.ndarray]
+    notes: list[str]  # what is not shown and why
+    lookahead: int  # frames at each clip's end the offline decoders leave gray
+
+
+def offline_videos(record: RunRecord, summary: dict, mouse: MouseDataset, teacher: Path | None) -> Videos:
+    """Stimulus and student from the record; the baseline (and teacher) decoded or loaded per clip."""
+    baseline = Path(summary["beside_the_baseline"].get("artifact", ""))
+    if not (baseline / META_FILE).is_file():
+        baseline = ensure_baseline(mouse.path.parent, record.mask, mouse.name)
+    rival = Contestant.open(baseline, mouse, "baseline")
+    rows = {
+        "stimulus": record.truth.astype(np.float32),
+        "student, live": record.recon.astype(np.float32),
+        "linear baseline, offline": align(record, [rival.decode(mouse, t) for t in record.trials]),
+    }
+    notes = []
+    if teacher is None:
+        notes.append(TEACHER_NOT_RUN)
+    else:
+        store = TeacherStore(teacher)
+        store.manifest()  # a clear error where it is no store
+        lacking = [t for t in record.trials if not store.has(mouse.name, t)]
+        if lacking:
+            notes.append(f"{TEACHER_NOT_RUN}: the store {teacher} lacks clip(s) {', '.join(lacking)}")
+        else:
+            rows["teacher"] = align(record, [store.load(mouse.name, t) for t in record.trials])
+    return Videos(rows, notes, rival.artifact.meta.lookahead)
+
+
+def align(record: RunRecord, clips: list[np.ndarray]) -> np.ndarray:
+    """Per-clip videos in stimulus time, as the run's frames: (F, H, W), gray where none exists."""
+    out = np.full(record.recon.shape, GRAY, np.float32)
+    for i, video in enumerate(clips):
+        at = np.flatnonzero((record.clip == i) & (record.frame < len(video)))
+        out[at] = video[record.frame[at]]
+    return out
+
+
+def scored(record: RunRecord, clip: int, end: int) -> np.ndarray:
+    """Indices of the run's frames of `clip` that every decoder decoded (SKIP <= frame < end), in order."""
+    at = np.flatnonzero((record.clip == clip) & (record.frame >= SKIP) & (record.frame < end))
+    return at[np.argsort(record.frame[at], kind="stable")]
+
+
+def shuffled_control(recon: np.ndarray, truth: np.ndarray, mask) -> np.ndarray:
+    """Correlations of the frames with the truth shifted in time (circularly, >= MIN_SHIFT_S away)."""
+    near = round(MIN_SHIFT_S * FRAME_RATE_HZ)
+    if len(truth) <= 2 * near:
+        return np.full(1, np.nan)
+    shifts = np.unique(np.linspace(near, len(truth) - near, SHUFFLES).astype(int))
+    return np.array([video_correlation(recon, np.roll(truth, s, axis=0), mask, skip=0) for s in shifts])
+
+
+def clip_scores(record: RunRecord, videos: Videos, lengths: list[int]) -> list[dict]:
+    """Per clip: masked correlation of each decoder with the stimulus, and the student's control."""
+    rows = []
+    for i, trial in enumerate(record.trials):
+        at = scored(record, i, lengths[i] - videos.lookahead)
+        row = {"trial": trial, "frames": len(at)}
+        if len(at) < 2:
+            rows.append(row)
+            continue
+        truth = videos.rows["stimulus"][at]
+        for name, video in videos.rows.items():
+            if name != "stimulus":
+                row[name] = video_correlation(video[at], truth, record.mask, skip=0)
+        control = shuffled_control(videos.rows["student, live"][at], truth, record.mask)
+        row["shuffled control, mean"] = float(np.nanmean(control))
+        row["shuffled control, p95"] = float(np.nanpercentile(control, 95))
+        rows.append(row)
+    return rows
+
+
+def percentiles(values_ms: np.ndarray) -> dict:
+    return {"p50": float(np.median(values_ms)), "p99": float(np.percentile(values_ms, 99))}
+
+
+def timing(record: RunRecord, summary: dict) -> dict:
+    """Latency (shown minus rig time) and cadence (inter-arrival intervals) of the run, in ms."""
+    latency = record.latency_s * 1e3
+    speed = summary["demo"].get("speed", 1.0)
+    note = ""
+    if speed != 1.0:
+        note = f"n/a: replayed at speed {speed}, so rig time is not real time"
+    elif not (latency.size and latency.min() >= 0 and latency.max() <= PLAUSIBLE_LATENCY_S * 1e3):
+        note = "n/a: the rig clock is not this host's"
+    intervals = np.diff(record.arrival_s) * 1e3
+    return {
+        "latency_ms": None if note else percentiles(latency),
+        "latency_note": note,
+        "daemon_latency_ms": summary.get("daemon_latency_ms"),
+        "interval_ms": percentiles(intervals) if intervals.size else None,
+        "interval_jitter_ms": float(intervals.std()) if intervals.size else None,
+    }
+
+
+def zmq_floor(path: Path = BENCH_E2E) -> dict | None:
+    """The bare-ZeroMQ latency floor (no model) that bench/bench_e2e.py measured, where its file is."""
+    try:
+        bench = json.loads(path.read_text())
+        floor = bench["floor_30hz"]["latency_ms"]
+        return {
+            "file": str(path),
+            "date": bench["date"],
+            "transport": bench["transport"],
+            "latency_ms": floor,
+        }
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def report_figures(record: RunRecord, summary: dict, videos: Videos, lengths: list[int]) -> dict:
+    """Every number of the page (also embedded in it as JSON, id "figures")."""
+    clips = clip_scores(record, videos, lengths)
+    decoders = [name for name in videos.rows if name != "stimulus"]
+    mean = {
+        key: float(np.nanmean([c.get(key, np.nan) for c in clips]))
+        for key in [*decoders, "shuffled control, mean", "shuffled control, p95"]
+    }
+    return {
+        "clips": clips,
+        "mean_over_clips": mean,
+        "student_over_baseline": mean["student, live"] / mean["linear baseline, offline"],
+        "mask_pixels": None if record.mask is None else int(record.mask.sum()),
+        "timing": timing(record, summary),
+        "zmq_floor": zmq_floor(),
+        "frames_received": len(record.recon),
+        "frames_lost": summary["frames_lost"],
+        "daemon": {
+            k: record.daemon_stats.get(k) for k in ("received", "emitted", "lost", "rejected", "dropped")
+        },
+        "tier": summary["beside_the_baseline"],
+        "notes": videos.notes,
+    }
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    _plt().close(fig)
+    return buffer.getvalue()
+
+
+def _panel(ax, image: np.ndarray, title: str, mask) -> None:
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    if mask is not None and title == "stimulus":
+        ax.contour(mask.astype(np.float32), levels=[0.5], colors="red", linewidths=0.8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def clip_time(record: RunRecord, i: int) -> str:
+    if record.clip[i] < 0:
+        return "between clips"
+    return f"clip {record.trials[record.clip[i]]}, t = {record.frame[i] / FRAME_RATE_HZ:.2f} s"
+
+
+def strip_png(record: RunRecord, videos: Videos, columns: int = 8) -> bytes:
+    """Rows of the movie at `columns` moments evenly over the run, each titled with its time."""
+    plt = _plt()
+    located = np.flatnonzero(record.located())
+    picks = located[np.linspace(0, len(located) - 1, min(columns, len(located))).astype(int)]
+    fig, axes = plt.subplots(
+        len(videos.rows), len(picks), figsize=(1.6 * len(picks), 1.1 * len(videos.rows) + 0.4), squeeze=False
+    )
+    for row, (name, video) in enumerate(videos.rows.items()):
+        for col, i in enumerate(picks):
+            _panel(axes[row, col], video[i], name, record.mask)
+            if row == 0:
+                axes[row, col].set_title(clip_time(record, i).replace(", ", "\n"), fontsize=6)
+        axes[row, 0].set_ylabel(name.replace(", ", "\n"), fontsize=7)
+    mask = "evaluation mask outlined in red" if record.mask is not None else "no evaluation mask: all pixels"
+    fig.suptitle("; ".join([mask, *videos.notes]), fontsize=7, y=0.01, va="bottom")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    return _png(fig)
+
+
+def movie_gif(record: RunRecord, videos: Videos, path: Path) -> Path:
+    """The rows side by side, titled, with the time, as a GIF under GIF_LIMIT_BYTES (fewer frames
+    until it fits), playing at the rig's pace."""
+    from PIL import Image
+
+    plt = _plt()
+    located = np.flatnonzero(record.located())
+    stride = max(1, -(-len(located) // GIF_FRAMES))
+    palette = Image.new("P", (1, 1))
+    grays = np.linspace(0, 255, GIF_GRAYS).astype(np.uint8)
+    palette.putpalette([*np.repeat(grays, 3).tolist(), 255, 0, 0])
+    fig, axes = plt.subplots(1, len(videos.rows), figsize=(1.45 * len(videos.rows), 1.25), squeeze=False)
+    artists = []
+    for ax, (name, video) in zip(axes[0], videos.rows.items(), strict=True):
+        _panel(ax, video[located[0]], name, record.mask)
+        ax.set_title(name, fontsize=6)
+        artists.append(ax.images[0])
+    caption = fig.text(0.5, 0.02, "", ha="center", fontsize=6)
+    note = f"   ({'; '.join(videos.notes)})" if videos.notes else ""
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.85, bottom=0.14, wspace=0.04)
+    while True:
+        frames = []
+        for i in located[::stride]:
+            for artist, video in zip(artists, videos.rows.values(), strict=True):
+                artist.set_data(video[i])
+            caption.set_text(clip_time(record, i) + note)
+            fig.canvas.draw()
+            rgb = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
+            frames.append(rgb.quantize(palette=palette, dither=Image.Dither.NONE))
+        duration_ms = round(1000 * stride / FRAME_RATE_HZ)
+        frames[0].save(path, save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+        if path.stat().st_size < GIF_LIMIT_BYTES or len(frames) <= 10:
+            break
+        stride *= 2
+    plt.close(fig)
+    return path
+
+
+def correlation_png(figures: dict) -> bytes:
+    plt = _plt()
+    clips = [c for c in figures["clips"] if "student, live" in c]
+    names = [k for k in clips[0] if k not in ("trial", "frames") and not k.startswith("shuffled")]
+    fig, ax = plt.subplots(figsize=(max(3.5, 1.2 * len(clips) + 1.5) + 2.5, 2.6))
+    width = 0.8 / (len(names) + 1)
+    x = np.arange(len(clips))
+    for k, name in enumerate(names):
+        ax.bar(x + k * width, [c[name] for c in clips], width, label=name)
+    k = len(names)
+    ax.bar(
+        x + k * width,
+        [c["shuffled control, mean"] for c in clips],
+        width,
+        color="lightgray",
+        label="student vs time-shifted truth (mean; bar: p95)",
+    )
+    ax.errorbar(
+        x + k * width,
+        [c["shuffled control, mean"] for c in clips],
+        yerr=[
+            np.zeros(len(clips)),
+            [c["shuffled control, p95"] - c["shuffled control, mean"] for c in clips],
+        ],
+        fmt="none",
+        ecolor="black",
+        capsize=2,
+    )
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set_xticks(x + width * len(names) / 2, [f"clip {c['trial']}" for c in clips], fontsize=7)
+    ax.set_ylabel("masked correlation", fontsize=8)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return _png(fig)
+
+
+def timing_png(record: RunRecord, timing_figures: dict) -> bytes:
+    """Latency histogram and over time (where it means something); inter-arrival intervals."""
+    plt = _plt()
+    with_latency = timing_figures["latency_ms"] is not None
+    fig, axes = plt.subplots(
+        1, 3 if with_latency else 1, figsize=(9 if with_latency else 3.5, 2.4), squeeze=False
+    )
+    axes = axes[0]
+    if with_latency:
+        latency = record.latency_s * 1e3
+        axes[0].hist(latency, bins=40, color="tab:blue")
+        axes[0].set_xlabel("latency, ms (shown minus rig time)", fontsize=7)
+        axes[0].set_ylabel("frames", fontsize=7)
+        axes[1].plot(record.arrival_s, latency, ".", markersize=1.5)
+        axes[1].set_xlabel("time in the run, s", fontsize=7)
+        axes[1].set_ylabel("latency, ms", fontsize=7)
+    intervals = np.diff(record.arrival_s) * 1e3
+    axes[-1].hist(intervals, bins=40, color="tab:green")
+    axes[-1].axvline(1e3 / FRAME_RATE_HZ, color="black", linewidth=0.6)
+    axes[-1].set_xlabel("output cadence: interval between frames, ms", fontsize=7)
+    for ax in axes:
+        ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _ms(p: dict | None, note: str = "n/a") -> str:
+    return note if not p else f"p50 {p['p50']:.2f} ms, p99 {p['p99']:.2f} ms"
+
+
+def table_rows(figures: dict) -> list[tuple[str, str, str]]:
+    """(figure, value, where it comes from) for the figures table."""
+    mean, t, tier = figures["mean_over_clips"], figures["timing"], figures["tier"]
+    mask = "all pixels" if figures["mask_pixels"] is None else f"{figures['mask_pixels']} mask pixels"
+    n = len(figures["clips"])
+    rows = [
+        (
+            "masked correlation, student (live)",
+            f"{mean['student, live']:.3f}",
+            f"run.npz, {n} clip(s), {mask}",
+        ),
+        (
+            "masked correlation, linear baseline (offline, same frames)",
+            f"{mean['linear baseline, offline']:.3f}",
+            "run.npz clips decoded with the baseline artifact",
+        ),
+        ("student / baseline", f"{figures['student_over_baseline']:.2f}", "the two rows above"),
+        (
+            "shuffled control: student vs truth shifted >= 2 s",
+            f"mean {mean['shuffled control, mean']:.3f}, p95 {mean['shuffled control, p95']:.3f}",
+            "run.npz",
+        ),
+        (
+            "masked correlation, teacher",
+            f"{mean['teacher']:.3f}" if "teacher" in mean else "; ".join(figures["notes"]) or TEACHER_NOT_RUN,
+            "the teacher store given" if "teacher" in mean else "",
+        ),
+        (
+            f"student / baseline over the whole tier {tier['tier']} ({tier['clips']} clips)",
+            f"{tier['student']:.3f} / {tier['baseline']:.3f} = {tier['student_over_baseline']:.2f}",
+            "summary.json (as `stream-decoder evaluate` scores them)",
+        ),
+        ("latency, rig time to shown", _ms(t["latency_ms"], t["latency_note"]), "run.npz"),
+        ("latency in the daemon, receive to publish", _ms(t["daemon_latency_ms"]), "summary.json"),
+    ]
+    floor = figures["zmq_floor"]
+    if floor:
+        rows.append(
+            (
+                f"bare-ZeroMQ floor (no model, {floor['transport']}, that file's machine)",
+                _ms(floor["latency_ms"]),
+                f"{floor['file']}, {floor['date']}",
+            )
+        )
+    rows += [
+        (
+            "output cadence: interval between frames",
+            f"{_ms(t['interval_ms'])}, std {t['interval_jitter_ms']:.2f} ms" if t["interval_ms"] else "n/a",
+            "run.npz",
+        ),
+        ("frames received", str(figures["frames_received"]), "run.npz"),
+        ("frames lost", str(figures["frames_lost"]), "summary.json (daemon to display, and rig gaps)"),
+        ("daemon counts", ", ".join(f"{k} {v}" for k, v in figures["daemon"].items()), "run.npz"),
+    ]
+    return rows
+
+
+def _img(data: bytes, kind: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/{kind};base64,{base64.b64encode(data).decode()}">'
+
+
+def render(
+    summary: dict, figures: dict, movie: bytes, strip: bytes, correlation: bytes, timing_: bytes
+) -> str:
+    table = "\n".join(
+        f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
+        for a, b, c in table_rows(figures)
+    )
+    title = f"stream-decoder run: model {summary['model']} on {summary['mouse']}"
+    clips = html.escape(f"Clips {', '.join(summary['trials'])} of tier {summary['demo']['tier']}")
+    machine_readable = json.dumps(figures).replace("</", "<\\/")  # cannot end the script element
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{STYLE}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>{clips}, streamed through the daemon (replay, daemon and display in one process). The student row
+is what the daemon sent, live; the linear baseline (ridge on the true stimuli) decoded the same clips
+offline, frame by frame; the evaluation mask (where the recorded neurons see) is outlined in red on
+the stimulus.</p>
+<h2>Movie</h2>{_img(movie, "gif", "movie")}
+<h2>Strip</h2>{_img(strip, "png", "strip")}
+<h2>Masked correlation per clip</h2>{_img(correlation, "png", "correlation per clip")}
+<p>Frames {SKIP} onwards of each clip, up to the last the baseline decoded. The control correlates the
+student's frames with the truth shifted in time by at least {MIN_SHIFT_S:g} s: what chance gives.</p>
+<h2>Latency and output cadence</h2>{_img(timing_, "png", "latency and cadence")}
+<h2>Figures</h2><table><tr><th>figure</th><th>value</th><th>from</th></tr>
+{table}</table>
+<script type="application/json" id="figures">{machine_readable}</script>
+</body></html>
+"""
+
+
+def write_report(run_dir: Path, data: Path | None = None, teacher: Path | None = None) -> Path:
+    """RUN_DIR/report.html (and report.gif, report_strip.png beside it) of a demo run's folder;
+    `data`: the dataset root (default: the one the run used); `teacher`: a teacher store."""
+    run_dir = Path(run_dir)
+    summary = load_summary(run_dir)
+    record = RunRecord.load(run_dir)
+    if not record.located().any():
+        raise ValueError(f"{run_dir}: no frame of the run belongs to a clip; nothing to report")
+    root = data or summary.get("data")
+    if root is None:
+        raise ValueError(f"{run_dir}: the run does not name its dataset; pass --data")
+    mouse = open_mouse(root, summary["mouse"])
+    videos = offline_videos(record, summary, mouse, teacher)
+    figures = report_figures(record, summary, videos, [mouse.length(t) for t in record.trials])
+    if not any("student, live" in c for c in figures["clips"]):
+        raise ValueError(f"{run_dir}: no clip has frames from {SKIP} on to score; play longer clips")
+    movie = movie_gif(record, videos, run_dir / MOVIE_FILE).read_bytes()
+    strip = strip_png(record, videos)
+    (run_dir / STRIP_FILE).write_bytes(strip)
+    page = render(
+        summary, figures, movie, strip, correlation_png(figures), timing_png(record, figures["timing"])
+    )
+    path = run_dir / REPORT_FILE
+    path.write_text(page)
+    return path
