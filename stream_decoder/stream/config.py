@@ -145,8 +145,8 @@ class RealtimeConfig:
 class FrontEndSection:
     """[frontend]: raw `frame` messages in (docs/protocol.md §8). Unset `rois`: activity only.
 
-    Plain fields here (the config stays cheap to import); `frontend.FrontEndConfig` is built from
-    them when the daemon starts, and validates them again."""
+    Plain fields here (the config stays cheap to import): the paths and the rate are checked at
+    load; the other ranges when the daemon builds `frontend.FrontEndConfig` from them at start-up."""
 
     rois: Path | None = None  # an .npz, a suite2p output folder or an .nwb file (docs/internals.md, ROIs)
     references: Path | None = (
