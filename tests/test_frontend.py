@@ -8,10 +8,10 @@ from conftest import HANG_GUARD_S
 from stream_decoder.data import PlaneTiming
 from stream_decoder.data.microscope import Microscope
 from stream_decoder.data.simulate import raw_trial, rebuild_mouse
-from stream_decoder.frontend import FrontEnd, NoMatch, RoiSet
+from stream_decoder.frontend import NoMatch, RoiSet
 from stream_decoder.frontend.motion import MotionConfig, MotionCorrector
 from stream_decoder.frontend.synthetic import simulator_front_end, simulator_rois, write_extracted_dataset
-from stream_decoder.metrics import video_correlation
+from stream_decoder.metrics import pearson, video_correlation
 from stream_decoder.stream.config import DaemonConfig, FrontEndSection, LogConfig, ModelConfig
 from stream_decoder.stream.protocol import FRAME, encode_frame
 from stream_decoder.stream.raw_input import write_microscope
@@ -32,15 +32,6 @@ def plane0(microscope, tiny_mouse):
     return [
         f for trial in tiny_mouse.trials("train")[:3] for f in raw_trial(mic, truth, trial) if f.plane == 0
     ]
-
-
-def front_end(mic: Microscope) -> FrontEnd:
-    return simulator_front_end(mic)
-
-
-def correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = a - a.mean(0), b - b.mean(0)
-    return (a * b).sum(0) / np.sqrt((a * a).sum(0) * (b * b).sum(0) + 1e-12)
 
 
 # ---- the synthetic microscope ----
@@ -124,7 +115,7 @@ def isolated(mic: Microscope, plane: int, spacing_um: float = 24.0, edge_um: flo
 
 def test_extracted_traces_follow_the_true_calcium_of_isolated_cells(microscope, plane0):
     mic, _ = microscope
-    plane = front_end(mic).planes[0]
+    plane = simulator_front_end(mic).planes[0]
     dff = []
     for f in plane0:
         registered, _ = plane.motion.step(f.image)
@@ -136,22 +127,22 @@ def test_extracted_traces_follow_the_true_calcium_of_isolated_cells(microscope, 
     active = true.std(0) > 4 * noise  # calcium well above the noise of one sample
     chosen = isolated(mic, 0) & active
     assert chosen.sum() >= 20
-    assert np.min(correlations(est, true)[chosen]) > 0.9
+    assert np.min(pearson(est, true, axis=0)[chosen]) > 0.9
 
 
 def test_deconvolved_activity_follows_the_true_spikes(microscope, plane0):
     mic, _ = microscope
-    fe = front_end(mic)
+    fe = simulator_front_end(mic)
     events = np.array([fe.step(0, f.image).values for f in plane0])[40:]
     spikes = np.array([f.spikes for f in plane0])[40:]
-    c = correlations(events, spikes)[isolated(mic, 0)]
+    c = pearson(events, spikes, axis=0)[isolated(mic, 0)]
     assert np.nanmedian(c) > 0.6
 
 
 def test_the_front_end_gives_activity_on_the_datasets_scale(microscope, plane0, tiny_mouse):
     # the decoder was trained on the dataset's responses: the front end must speak the same units
     mic, _ = microscope
-    fe = front_end(mic)
+    fe = simulator_front_end(mic)
     events = np.array([fe.step(0, f.image).values for f in plane0])[40:]
     neurons = fe.planes[0].neurons
     responses = np.concatenate([tiny_mouse.clip(t).responses for t in tiny_mouse.trials("train")[:3]])
@@ -163,8 +154,8 @@ def test_the_front_end_gives_activity_on_the_datasets_scale(microscope, plane0, 
 def test_offline_on_a_stack_and_online_frame_by_frame_agree(microscope, plane0):
     mic, _ = microscope
     stack = np.stack([f.image for f in plane0[:40]])
-    offline = front_end(mic).process_stack(0, stack)
-    online_fe = front_end(mic)
+    offline = simulator_front_end(mic).process_stack(0, stack)
+    online_fe = simulator_front_end(mic)
     online = np.array([online_fe.step(0, image).values for image in stack])
     np.testing.assert_allclose(offline, online, rtol=1e-4, atol=1e-3)
     assert offline.shape == (40, online_fe.planes[0].neurons.size)
@@ -312,5 +303,5 @@ def test_training_trials_extracted_from_raw_frames_make_a_dataset(microscope, ti
     first, third = tiny_mouse.trials("train")[0], tiny_mouse.trials("train")[2]
     ours, recorded = extracted.clip(first).responses, tiny_mouse.clip(first).responses
     assert ours.shape == recorded.shape and not np.array_equal(ours, recorded)
-    assert np.median(correlations(ours[30:], recorded[30:])) > 0.4  # the same spikes, other noise
+    assert np.nanmedian(pearson(ours[30:], recorded[30:], axis=0)) > 0.4  # the same spikes, other noise
     np.testing.assert_array_equal(extracted.clip(third).responses, tiny_mouse.clip(third).responses)

@@ -133,7 +133,9 @@ class MotionCorrector:
         """`image` moved back by `shift`: registered(y, x) = image(y + dy, x + dx), bilinear."""
         (height, width), m = self.shape, self.margin
         padded = self._padded
-        padded[...] = image.mean()
+        outside = image.mean()  # the margins only: the frame overwrites the middle
+        padded[:m], padded[m + height :] = outside, outside
+        padded[m : m + height, :m], padded[m : m + height, m + width :] = outside, outside
         padded[m : m + height, m : m + width] = image
         iy, ix = int(np.floor(shift.dy)), int(np.floor(shift.dx))
         fy, fx = np.float32(shift.dy - iy), np.float32(shift.dx - ix)
