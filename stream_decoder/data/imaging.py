@@ -72,31 +72,101 @@ class Indicator:
         return cls(lognormal(cfg.tau_decay_s), lognormal(cfg.spike_dff), lognormal(cfg.noise_dff))
 
 
+@dataclass(frozen=True)
+class GainProcess:
+    """Each neuron's slow private log-gain: an AR(1) per 30 Hz frame, stationary sd `sd`."""
+
+    keep: float
+    innovation_sd: float
+    sd: float
+    offset: float  # added to private + shared log-gain so that the mean gain is 1
+
+    @classmethod
+    def of(cls, cfg: ImagingConfig) -> GainProcess:
+        keep = float(np.exp(-1.0 / (cfg.private_gain_tau_s * FRAME_RATE_HZ)))
+        sd = cfg.private_gain_sd
+        return cls(keep, sd * np.sqrt(1 - keep**2), sd, -(sd**2 + cfg.shared_gain_sd**2) / 2)
+
+
+def poisson_spikes(rates_hz: np.ndarray, log_gain: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Spikes per 30 Hz frame at the given rates, times the gain."""
+    return rng.poisson(rates_hz * np.exp(log_gain) / FRAME_RATE_HZ)
+
+
 def spike_counts(rates_hz: np.ndarray, rng: np.random.Generator, cfg: ImagingConfig) -> np.ndarray:
     """(T, N) spikes per 30 Hz frame: Poisson, with gain fluctuating from trial to trial (all
     neurons together) and slowly within it (each neuron on its own)."""
-    phi = np.exp(-1.0 / (cfg.private_gain_tau_s * FRAME_RATE_HZ))
-    sd = cfg.private_gain_sd
-    shocks = rng.normal(0.0, sd * np.sqrt(1 - phi**2), rates_hz.shape).astype(np.float32)
-    shocks[0] += phi * rng.normal(0.0, sd, rates_hz.shape[1])  # start in the stationary state
-    private = leaky_sum(shocks, phi)
+    gain = GainProcess.of(cfg)
+    shocks = rng.normal(0.0, gain.innovation_sd, rates_hz.shape).astype(np.float32)
+    shocks[0] += gain.keep * rng.normal(0.0, gain.sd, rates_hz.shape[1])  # start in the stationary state
+    private = leaky_sum(shocks, gain.keep)
     shared = rng.normal(0.0, cfg.shared_gain_sd)
-    log_gain = private + shared - (sd**2 + cfg.shared_gain_sd**2) / 2  # mean gain 1
-    return rng.poisson(rates_hz * np.exp(log_gain) / FRAME_RATE_HZ)
+    return poisson_spikes(rates_hz, private + shared + gain.offset, rng)
+
+
+@dataclass(frozen=True, eq=False)
+class CalciumKernel:
+    """Each neuron's spike -> dF/F response: a slow decay minus a fast rise exponential, per 30 Hz
+    frame (`keep_*`), read mid-frame (`mid_*`, a spike lands mid-frame on average)."""
+
+    amplitude: np.ndarray
+    keep_decay: np.ndarray
+    keep_rise: np.float64
+    mid_decay: np.ndarray
+    mid_rise: np.float64  # a numpy scalar, as the arrays: the same float64 products as ever
+    saturation_dff: float
+
+    @classmethod
+    def of(cls, indicator: Indicator, cfg: ImagingConfig) -> CalciumKernel:
+        dt = 1.0 / FRAME_RATE_HZ
+        tau_d, tau_r = indicator.tau_decay_s.astype(np.float64), cfg.tau_rise_s
+        peak_time = np.log(tau_d / tau_r) * tau_d * tau_r / (tau_d - tau_r)
+        amplitude = indicator.spike_dff / (np.exp(-peak_time / tau_d) - np.exp(-peak_time / tau_r))
+        return cls(
+            amplitude,
+            np.exp(-dt / tau_d),
+            np.exp(-dt / tau_r),
+            np.exp(-0.5 * dt / tau_d),
+            np.exp(-0.5 * dt / tau_r),
+            cfg.saturation_dff,
+        )
+
+    def dff(self, decay: np.ndarray, rise: np.ndarray) -> np.ndarray:
+        """dF/F from the two leaky spike sums (softly saturating)."""
+        dff = np.maximum(self.amplitude * (decay * self.mid_decay - rise * self.mid_rise), 0.0)
+        dff = dff.astype(np.float32)
+        return dff / (1.0 + dff / self.saturation_dff)
 
 
 def calcium(spikes: np.ndarray, indicator: Indicator, cfg: ImagingConfig) -> np.ndarray:
     """(T, N) dF/F on the 30 Hz grid: each spike (mid-frame on average) adds a difference of a
     slow decay and a fast rise exponential peaking at its neuron's spike_dff; softly saturating."""
-    dt = 1.0 / FRAME_RATE_HZ
-    tau_d, tau_r = indicator.tau_decay_s.astype(np.float64), cfg.tau_rise_s
-    peak_time = np.log(tau_d / tau_r) * tau_d * tau_r / (tau_d - tau_r)
-    amplitude = indicator.spike_dff / (np.exp(-peak_time / tau_d) - np.exp(-peak_time / tau_r))
+    kernel = CalciumKernel.of(indicator, cfg)
     counts = spikes.astype(np.float32)
-    decay = leaky_sum(counts, np.exp(-dt / tau_d)) * np.exp(-0.5 * dt / tau_d)
-    rise = leaky_sum(counts, np.exp(-dt / tau_r)) * np.exp(-0.5 * dt / tau_r)
-    dff = np.maximum(amplitude * (decay - rise), 0.0).astype(np.float32)
-    return dff / (1.0 + dff / cfg.saturation_dff)
+    return kernel.dff(leaky_sum(counts, kernel.keep_decay), leaky_sum(counts, kernel.keep_rise))
+
+
+@dataclass(frozen=True)
+class Deconvolution:
+    """The rig's simple AR(1) deconvolution of one plane's samples, assuming the typical indicator:
+    the innovation above `threshold_sd` noise sd, scaled to roughly spikes per second."""
+
+    gamma: float
+    scale: float
+    threshold_sd: float
+
+    @classmethod
+    def of(cls, timing: PlaneTiming, cfg: ImagingConfig) -> Deconvolution:
+        period = 1.0 / timing.volume_rate_hz
+        return cls(
+            float(np.exp(-period / cfg.tau_decay_s[0])),
+            timing.volume_rate_hz / cfg.spike_dff[0],
+            cfg.event_threshold_sd,
+        )
+
+    def events(self, now: np.ndarray, before: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        innovation = now - self.gamma * before - self.threshold_sd * noise * np.hypot(1, self.gamma)
+        return np.maximum(innovation, 0.0) * self.scale
 
 
 def scan_phase(rng: np.random.Generator, timing: PlaneTiming) -> float:
@@ -134,12 +204,10 @@ def record(
     for frames first_frame .. first_frame + n_frames - 1, and the scan phase (s) of this trial.
 
     The scan clock is not locked to the stimulus: each trial starts at a random volume phase."""
-    period = 1.0 / timing.volume_rate_hz
     phase = scan_phase(rng, timing)
     grid = trial_grid(first_frame, len(dff))
     frames = np.arange(n_frames) / FRAME_RATE_HZ
-    gamma = np.exp(-period / cfg.tau_decay_s[0])  # deconvolution assumes the typical indicator
-    scale = timing.volume_rate_hz / cfg.spike_dff[0]  # events -> roughly spikes per second
+    deconvolution = Deconvolution.of(timing, cfg)
     responses = np.empty((n_frames, dff.shape[1]), dtype=np.float32)
     for plane in range(timing.n_planes):
         neurons = timing.neurons_of(plane)
@@ -148,7 +216,6 @@ def record(
         samples = (
             interpolate(dff[:, neurons], grid, times) + rng.normal(0, 1, (len(times), len(neurons))) * noise
         )
-        events = samples[1:] - gamma * samples[:-1]
-        events = np.maximum(events - cfg.event_threshold_sd * noise * np.hypot(1, gamma), 0.0) * scale
+        events = deconvolution.events(samples[1:], samples[:-1], noise)
         responses[:, neurons] = interpolate(events, times[1:], frames)
     return responses, phase

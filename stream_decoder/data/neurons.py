@@ -23,6 +23,7 @@ from .temporal import leaky_sum
 KERNEL_FRAMES = 18  # 600 ms: the slowest biphasic kernel has decayed by then
 POOL_SIGMA_PX = 4.5  # normalisation pool: about twice a typical field (~20 degrees across)
 MAX_RATE_HZ = 60.0  # firing saturates smoothly towards this
+CONTRAST_TAU_S = 0.1  # the normalisation pool integrates contrast energy over about this long
 _PIXELS = FRAME_SHAPE[0] * FRAME_SHAPE[1]
 _ROW, _COL = (g.ravel().astype(np.float32) for g in np.mgrid[: FRAME_SHAPE[0], : FRAME_SHAPE[1]])
 
@@ -44,6 +45,19 @@ class PopulationConfig:
     exponent: tuple[float, float] = (1.5, 2.5)
     normalisation: tuple[float, float] = (0.5, 0.3)  # semi-saturation contrast: median, log-sd
     run_gain: tuple[float, float] = (1.0, 0.4)  # extra gain when running: median, log-sd
+
+
+CONTRAST_KEEP = float(np.exp(-1.0 / (CONTRAST_TAU_S * FRAME_RATE_HZ)))
+
+
+def local_contrast(energy: np.ndarray) -> np.ndarray:
+    """Root-mean-square local contrast from the pool energy summed with `CONTRAST_KEEP` per frame."""
+    return np.sqrt(np.maximum((1 - CONTRAST_KEEP) * energy, 0.0))
+
+
+def to_contrast(video: np.ndarray) -> np.ndarray:
+    """Screen luminance (0-255) -> contrast, in units of the stimuli's luminance sd."""
+    return (np.asarray(video, dtype=np.float32) - MEAN_LUMINANCE) / LUMINANCE_STD
 
 
 def _lognormal(rng: np.random.Generator, median_logsd: tuple[float, float], n: int) -> np.ndarray:
@@ -178,7 +192,7 @@ class Population:
         video (T, 36, 64) in 0-255; shift_px (T, 2) moves every receptive field by (dy, dx)
         screen px (from the eye position): sampling the screen at x + shift is the same as
         moving each field to x + shift. Off-screen counts as mean grey."""
-        contrast = (np.asarray(video, dtype=np.float32) - MEAN_LUMINANCE) / LUMINANCE_STD
+        contrast = to_contrast(video)
         if shift_px is not None and np.any(shift_px):
             contrast = shift_frames(contrast, shift_px)
         frames = contrast.reshape(len(contrast), _PIXELS)
@@ -187,22 +201,23 @@ class Population:
         if self.odd.shape[1]:
             quadrature = _causal_filter(frames @ self.odd, self.kernels[:, self.is_complex])
             response[:, self.is_complex] = np.hypot(linear[:, self.is_complex], quadrature)
-        local_contrast = self._local_contrast(contrast)
-        return response / (self.normalisation + local_contrast)
+        energy = leaky_sum(self.pool_energy(contrast), CONTRAST_KEEP)
+        return response / (self.normalisation + local_contrast(energy))
 
-    def _local_contrast(self, contrast: np.ndarray) -> np.ndarray:
-        """(T, N) root-mean-square contrast in a gaussian window around each field's centre,
-        integrated over ~100 ms."""
-        energy = _blur(np.square(contrast), POOL_SIGMA_PX)[:, self.centre_pixel]
-        phi = np.exp(-1.0 / (0.1 * FRAME_RATE_HZ))
-        return np.sqrt(np.maximum((1 - phi) * leaky_sum(energy, phi), 0.0))
+    def pool_energy(self, contrast: np.ndarray) -> np.ndarray:
+        """(T, N) contrast energy in a gaussian window around each field's centre, this frame."""
+        return _blur(np.square(contrast), POOL_SIGMA_PX)[:, self.centre_pixel]
 
     def rates(
         self, video: np.ndarray, shift_px: np.ndarray | None = None, running: np.ndarray | None = None
     ) -> np.ndarray:
         """(T, N) noise-free firing rates in Hz; `running` (T,) in 0-1 scales the gain (before
         the output saturates)."""
-        evoked = np.maximum(self.drive(video, shift_px) - self.threshold, 0.0) ** self.exponent
+        return self.rates_from_drive(self.drive(video, shift_px), running)
+
+    def rates_from_drive(self, drive: np.ndarray, running: np.ndarray | None = None) -> np.ndarray:
+        """The output nonlinearity: (T, N) drive -> rates in Hz, gain scaled by `running` (T,)."""
+        evoked = np.maximum(drive - self.threshold, 0.0) ** self.exponent
         modulation = 1.0 if running is None else 1.0 + np.asarray(running)[:, None] * self.run_gain
         saturating = MAX_RATE_HZ * -np.expm1(-self.gain * modulation * evoked / MAX_RATE_HZ)
         return (self.spontaneous_hz + saturating).astype(np.float32)

@@ -1,5 +1,5 @@
 """CLI verbs of the streaming stage: serve (the rig daemon), replay (a rig simulator), view (a display),
-bridge (real acquisition software in)."""
+bridge (real acquisition software in), virtual-rig (a live synthetic mouse for closed loops)."""
 
 import argparse
 import contextlib
@@ -149,6 +149,7 @@ def register(sub) -> None:
     p.set_defaults(func=_view)
 
     _register_bridge(sub)
+    _register_virtual_rig(sub)
 
     p = sub.add_parser(
         "demo",
@@ -370,7 +371,8 @@ def _replay(args) -> int:
     )
     plan = _replay_plan(args)
     if args.control:
-        _check_model(args.control, plan, _curve(args), args.ignore_neuron_set)
+        identity = not args.ignore_neuron_set
+        _check_model(args.control, lambda info: plan.check_model(info, identity), _curve(args))
     session = args.session or fresh_session_id()
     with Rig(args.endpoint, bind=not args.connect, session=session, curve=_curve(args)) as rig:
         print(
@@ -412,18 +414,19 @@ def _replay_plan(args):
     return PlaybackPlan.open(args.recording, args.session_index, args.session_name, args.gap_s)
 
 
-def _check_model(endpoint: str, plan, curve, ignore_neuron_set: bool) -> None:
-    """Refuse to play data the served model cannot take; carry on if nobody answers (no daemon yet)."""
+def _check_model(endpoint: str, check, curve, verb: str = "replay") -> None:
+    """Refuse to play data the served model cannot take (`check(info)` raises, else says what it
+    compared); carry on if nobody answers (no daemon yet)."""
     from stream_decoder.stream.client import ControlClient
 
     with ControlClient(endpoint, timeout_s=2.0, curve=curve) as control:
         try:
             info = control.request("info")
         except TimeoutError:
-            print(f"replay: no answer from {endpoint}; not checking the model", file=sys.stderr)
+            print(f"{verb}: no answer from {endpoint}; not checking the model", file=sys.stderr)
             return
-    checked = plan.check_model(info, identity=not ignore_neuron_set)
-    print(f"replay: the served model {info.get('model')} fits the data ({checked} checked)", file=sys.stderr)
+    checked = check(info)
+    print(f"{verb}: the served model {info.get('model')} fits the data ({checked} checked)", file=sys.stderr)
 
 
 def _view(args) -> int:
@@ -563,4 +566,63 @@ def _bridge(args) -> int:
     print(f"bridge: {bridge.report()}", file=sys.stderr)
     if stop.is_set():
         raise KeyboardInterrupt  # stopped between two polls: now the CLI's one line and exit code 130
+    return 0
+
+
+def _register_virtual_rig(sub) -> None:
+    p = sub.add_parser(
+        "virtual-rig",
+        help="a synthetic mouse that watches what a stimulus program shows, published like a rig",
+        description="Simulate a synthetic dataset's mouse live: subscribe to `stimulus` messages "
+        "(docs/protocol.md §9: one per 30 Hz screen frame, stamped with the rig time it is shown "
+        "from), show each to the mouse, and publish the planes acquired meanwhile as `activity` "
+        "messages, at the mouse's own imaging timing, as `replay` does. A tick the program skips "
+        "keeps the last frame on the screen; a pause over 2 s starts a new session. For writing "
+        "and testing closed-loop experiments without an animal (examples/closed_loop.py).",
+    )
+    p.add_argument("--data", type=Path, required=True, help="synthetic dataset root or mouse folder")
+    p.add_argument("--mouse", type=int, default=0, help="which mouse of the dataset root (name order)")
+    p.add_argument("--seed", type=int, default=0, help="seed of behaviour, spikes and imaging noise")
+    p.add_argument("--stimulus", default="tcp://127.0.0.1:5558", help="where to take stimulus frames (bound)")
+    p.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="where to publish activity (bound)")
+    p.add_argument("--connect", action="store_true", help="connect, not bind (daemon with activity_bind)")
+    p.add_argument("--wait-s", type=float, default=30.0, help="how long to wait for the daemon to subscribe")
+    p.add_argument(
+        "--control",
+        default="tcp://127.0.0.1:5557",
+        help="the daemon's control socket, asked first whether its model reads this mouse's neurons "
+        "('' skips)",
+    )
+    p.add_argument(
+        "--ignore-neuron-set", action="store_true", help="serve a model of other neurons (count checked)"
+    )
+    p.set_defaults(func=_virtual_rig)
+
+
+def _virtual_rig(args) -> int:
+    from stream_decoder.data import open_mouse
+    from stream_decoder.stream.config import check_endpoint
+    from stream_decoder.stream.replay import Rig, check_neuron_set
+    from stream_decoder.stream.virtual_rig import VirtualRig
+
+    for flag in ("stimulus", "endpoint", "control"):
+        if getattr(args, flag):
+            check_endpoint(getattr(args, flag), f"--{flag}", allow_remote=True)
+    mouse = open_mouse(args.data, args.mouse)
+    if args.control:
+        identity = not args.ignore_neuron_set
+        _check_model(args.control, lambda info: check_neuron_set(info, mouse, identity), None, "virtual-rig")
+    with Rig(args.endpoint, bind=not args.connect, session="virtual") as rig:
+        virtual = VirtualRig.of(mouse, rig, args.seed)
+        print(
+            f"virtual-rig: {mouse.name} ready; waiting for a subscriber on {args.endpoint}", file=sys.stderr
+        )
+        if not rig.wait_for_subscriber(args.wait_s):
+            raise RuntimeError(
+                f"no daemon subscribed to {args.endpoint} within {args.wait_s:g} s; is serve running?"
+            )
+        print(f"virtual-rig: showing the stimulus frames published to {args.stimulus}", file=sys.stderr)
+        with _stop_on(signal.SIGTERM, signal.SIGINT) as stop:
+            virtual.run(args.stimulus, stop)
+    print(f"virtual-rig: {virtual.stats}", file=sys.stderr)
     return 0

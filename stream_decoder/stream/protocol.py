@@ -16,6 +16,7 @@ VERSION = 1
 ACTIVITY = b"activity"
 FRAME = b"frame"
 RECON = b"recon"
+STIMULUS = b"stimulus"
 INPUT_DTYPES = {
     "float32": np.dtype("<f4"),
     "float16": np.dtype("<f2"),
@@ -24,6 +25,7 @@ INPUT_DTYPES = {
 }
 FRAME_DTYPES = {"uint16": np.dtype("<u2"), "int16": np.dtype("<i2")}
 RECON_DTYPES = {"uint8": np.dtype("u1"), "float32": np.dtype("<f4")}
+STIMULUS_DTYPES = RECON_DTYPES  # a screen frame, like a reconstruction: luminance 0-255
 # A v1 header is a few hundred bytes; anything this large is not a header.
 MAX_HEADER_BYTES = 4096
 # Largest payload item: the bound on an activity payload is `n_neurons * MAX_ITEMSIZE`.
@@ -46,7 +48,8 @@ REASONS = (
     "duplicate",  # seq equal to the last accepted one of the session
     "out_of_order",  # seq below the last accepted one of the session (late or reordered)
     "old_session",  # a message from a session that has already been replaced
-    "frame_shape",  # a `frame` whose [H, W] is not the image size of the loaded ROIs
+    "frame_shape",  # a `frame` whose [H, W] is not the image size of the loaded ROIs (or a
+    # `stimulus` not of the screen's size)
     "plane_range",  # a `frame` of a plane the loaded ROIs do not cover
     "reference_mismatch",  # a `frame` that matches the motion reference nowhere within the shift bound
 )
@@ -88,6 +91,16 @@ class Frame:
     n_planes: int = 1
     behavior: tuple[float, float] | None = None
     pupil_center: tuple[float, float] | None = None
+
+
+@dataclass(slots=True)
+class Stimulus:
+    """One decoded `stimulus` message: the frame a stimulus program shows from rig time `t` on."""
+
+    session: str
+    seq: int
+    t: float
+    image: np.ndarray  # (H, W) uint8 or float32, luminance 0-255
 
 
 @dataclass(slots=True)
@@ -276,6 +289,19 @@ def decode_frame(frames: Sequence, frame_shape: tuple[int, int], n_planes: int) 
     )
 
 
+def decode_stimulus(frames: Sequence, screen_shape: tuple[int, int]) -> Stimulus:
+    """Validate and decode a `stimulus` message for a screen of `screen_shape`, without copying."""
+    height, width = screen_shape
+    max_payload = height * width * max(d.itemsize for d in STIMULUS_DTYPES.values())
+    common, _ = _common_header(frames, STIMULUS, max_payload, ndim=2)
+    values = _payload_values(frames, common, STIMULUS_DTYPES)
+    if tuple(common.shape) != (height, width):
+        raise Rejected("frame_shape", f"stimulus of shape {common.shape}, the screen is [{height}, {width}]")
+    if not _all_finite(common.t, values):
+        raise Rejected("non_finite", "NaN or infinity in t or the image")
+    return Stimulus(common.session, common.seq, common.t, values.reshape(height, width))
+
+
 def _all_finite(t, values: np.ndarray, *pairs) -> bool:
     # min and max propagate NaN and show an infinity: two reductions, no array allocated.
     if values.dtype.kind == "f" and not (isfinite(values.min()) and isfinite(values.max())):
@@ -337,6 +363,22 @@ def encode_frame(
     name = _dtype_name(image.dtype, FRAME_DTYPES)
     header = _rig_header(session, seq, t, name, image.shape, plane, n_planes, behavior, pupil_center)
     return [FRAME, msgpack.packb(header), _payload(image, FRAME_DTYPES[name])]
+
+
+def encode_stimulus(session: str, seq: int, t: float, image: np.ndarray) -> list:
+    """The three frames of a `stimulus` message: the screen frame shown from rig time `t` on."""
+    if image.ndim != 2:
+        raise ValueError(f"a stimulus frame is 2-D [H, W], got shape {image.shape}")
+    name = _dtype_name(image.dtype, STIMULUS_DTYPES)
+    header = {
+        "v": VERSION,
+        "session": session,
+        "seq": int(seq),
+        "t": t,
+        "dtype": name,
+        "shape": list(image.shape),
+    }
+    return [STIMULUS, msgpack.packb(header), _payload(image, STIMULUS_DTYPES[name])]
 
 
 def encode_recon(header: ReconHeader, frame: np.ndarray) -> list:

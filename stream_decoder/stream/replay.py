@@ -34,13 +34,20 @@ from stream_decoder.data.simulate import raw_trial, rebuild_mouse
 from stream_decoder.data.truth import Truth
 from stream_decoder.stream.assembly import contiguous_runs
 from stream_decoder.stream.client import CurveKeys
-from stream_decoder.stream.protocol import ACTIVITY, FRAME, INPUT_DTYPES, encode_activity, encode_frame
+from stream_decoder.stream.protocol import (
+    ACTIVITY,
+    FRAME,
+    INPUT_DTYPES,
+    STIMULUS,
+    encode_activity,
+    encode_frame,
+)
 from stream_decoder.stream.sockets import attach
 from stream_decoder.stream.stats import kv
 
 log = logging.getLogger(__name__)
-# What an XPUB receives when a subscriber asks for activity, or for raw frames.
-SUBSCRIPTIONS = {ACTIVITY: b"\x01" + ACTIVITY, FRAME: b"\x01" + FRAME}
+# What an XPUB receives when a subscriber asks for activity, raw frames or stimulus frames.
+SUBSCRIPTIONS = {topic: b"\x01" + topic for topic in (ACTIVITY, FRAME, STIMULUS)}
 
 
 class Rig:
