@@ -2,7 +2,7 @@
 
 What `replay`, `serve` and `view` do as three processes on a rig, here on private ipc endpoints:
 for the demo, the equivalence and fault tests, and closed-loop code that wants to try a model
-without a rig.
+without a rig (`virtual_loop`: the rig is the live virtual mouse, answering a stimulus program).
 """
 
 import contextlib
@@ -13,12 +13,14 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from stream_decoder.data import MouseDataset
 from stream_decoder.runtime import Backend
 from stream_decoder.stream.client import ControlClient, CurveKeys, ReconClient
 from stream_decoder.stream.config import DaemonConfig, EndpointsConfig
 from stream_decoder.stream.daemon import Daemon
 from stream_decoder.stream.replay import ReplayOptions, ReplayPlan, Rig, fresh_session_id, replay
 from stream_decoder.stream.viewer import LiveFigures, TruthLookup, watch
+from stream_decoder.stream.virtual_rig import VirtualRig
 
 
 @contextlib.contextmanager
@@ -114,3 +116,23 @@ class Loopback:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def virtual_loop(cfg: DaemonConfig, backend: Backend, mouse: MouseDataset, seed: int = 0):
+    """A Loopback whose rig is `mouse`'s virtual rig: yields (loopback, virtual rig, stimulus
+    endpoint). A stimulus program publishes to the endpoint (`Screen`) and reads the frames from
+    `loopback.display`, which has been attached, so it misses none. The endpoints are those of
+    `private_endpoints`: the stimulus one is an ipc path beside the activity one."""
+    with Loopback(cfg, backend) as loop:
+        loop.attach(loop.display)
+        virtual = VirtualRig.of(mouse, loop.rig, seed)
+        endpoint = cfg.endpoints.activity.rsplit("/", 1)[0] + "/stimulus"
+        stop = threading.Event()
+        thread = threading.Thread(target=virtual.run, args=(endpoint, stop), daemon=True)
+        thread.start()
+        try:
+            yield loop, virtual, endpoint
+        finally:
+            stop.set()
+            thread.join(10)
