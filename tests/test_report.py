@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 from conftest import TINY_RIDGE
 
-from stream_decoder.stream.report import GIF_LIMIT_BYTES, MOVIE_FILE, TEACHER_NOT_RUN, write_report
-from stream_decoder.stream.run_record import RunRecord
+from stream_decoder.stream.report import (
+    GIF_LIMIT_BYTES,
+    MOVIE_FILE,
+    TEACHER_LACKS,
+    TEACHER_NOT_MEASURED,
+    TEACHER_NOT_RUN,
+    write_report,
+)
+from stream_decoder.stream.run_record import RunRecord, load_summary
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -39,6 +46,18 @@ def demo_run(tmp_path_factory, tiny_root, masked_baseline):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(demo, "ensure_baseline", lambda *args, **kwargs: masked_baseline)
         demo.run_demo(demo.DemoConfig(artifact=masked_baseline, data=tiny_root, clips=1, out=out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_clip_run(tmp_path_factory, tiny_root, masked_baseline):
+    """Like `demo_run`, two clips, replayed as fast as the daemon goes (a store can then lack one)."""
+    from stream_decoder.stream import demo
+
+    out = tmp_path_factory.mktemp("two-clip-run")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(demo, "ensure_baseline", lambda *args, **kwargs: masked_baseline)
+        demo.run_demo(demo.DemoConfig(artifact=masked_baseline, data=tiny_root, clips=2, speed=0, out=out))
     return out
 
 
@@ -90,6 +109,43 @@ def test_a_teacher_store_given_is_a_row_of_the_movie_and_scored_on_the_same_fram
     assert clip["teacher"] > 0.99  # only if its frames are those of the stimulus they stand beside
     assert TEACHER_NOT_RUN not in page
     assert (demo_run / MOVIE_FILE).stat().st_size < GIF_LIMIT_BYTES
+
+
+def test_a_partial_teacher_store_shows_the_teacher_on_its_clips_and_names_the_others(
+    two_clip_run, tiny_mouse, tmp_path
+):
+    from stream_decoder.teacher.store import TeacherStore
+
+    lacking, held = RunRecord.load(two_clip_run).trials
+    store = TeacherStore(tmp_path / "teacher")
+    store.begin({"made_by": "test"})
+    (store.root / tiny_mouse.name).mkdir()
+    store.save(tiny_mouse.name, held, tiny_mouse.clip(held).video, {"seconds": 1234.5})  # a perfect teacher
+    page = write_report(two_clip_run, teacher=store.root).read_text()
+    figures = page_figures(page)
+    first, second = figures["clips"]
+    assert "teacher" not in first and second["teacher"] > 0.99
+    assert figures["mean_over_clips"]["teacher"] == second["teacher"]  # over its own clip only
+    same = figures["teacher_clips"]
+    assert same["trials"] == [held]
+    assert same["student, live"] == second["student, live"] != figures["mean_over_clips"]["student, live"]
+    assert same["linear baseline, offline"] == second["linear baseline, offline"]
+    assert f"{TEACHER_LACKS} {lacking}" in page and f"teacher (on clip(s) {held}" in page
+    assert TEACHER_NOT_RUN not in page
+    # The cost: the teacher's seconds as the store holds them, the student's from the daemon's latency.
+    cost = figures["cost"]
+    assert cost["teacher_s_per_clip"] == 1234.5 and "1234.5 s per clip" in page
+    p50 = load_summary(two_clip_run)["daemon_latency_ms"]["p50"]
+    assert cost["student_s_per_clip"] == pytest.approx(p50 / 1e3 * tiny_mouse.length(held))
+    assert cost["teacher_over_student"] == pytest.approx(1234.5 / cost["student_s_per_clip"])
+    assert (two_clip_run / MOVIE_FILE).stat().st_size < GIF_LIMIT_BYTES
+
+
+def test_without_a_teacher_store_its_cost_is_not_measured(two_clip_run):
+    page = write_report(two_clip_run).read_text()
+    cost = page_figures(page)["cost"]
+    assert cost["teacher_s_per_clip"] is None and cost["teacher_over_student"] is None
+    assert cost["student_s_per_clip"] > 0 and TEACHER_NOT_MEASURED in page
 
 
 def test_a_folder_without_a_run_is_one_line(tmp_path, capsys):

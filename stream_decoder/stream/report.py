@@ -36,6 +36,9 @@ SHUFFLES = 32  # time shifts of the truth for the control
 MIN_SHIFT_S = 2.0  # a shifted truth this far away shares no more with the frame than chance
 BENCH_E2E = Path(__file__).resolve().parents[2] / "bench" / "results" / "bench_e2e.json"
 TEACHER_NOT_RUN = "teacher: not run for these clips"
+TEACHER_LACKS = "teacher: not in the store for clip(s)"
+TEACHER_NOT_MEASURED = "not measured for these clips"
+NOT_IN_STORE = "not in the\nteacher store"  # over a row's panel where it has no frames of the clip
 STYLE = (
     "body{font-family:sans-serif;max-width:1000px;margin:1em auto;color:#222} img{max-width:100%} "
     "table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:3px 8px;font-size:90%}"
@@ -49,10 +52,17 @@ class Videos:
     rows: dict[str, np.ndarray]
     notes: list[str]  # what is not shown and why
     lookahead: int  # frames at each clip's end the offline decoders leave gray
+    missing: dict[str, set[int]]  # per row: the clips (indices into the run's trials) it has no frames of
+    # per trial: the teacher's wall time, where its store records one; None: no store given
+    teacher_seconds: dict[str, float] | None
+
+    def has(self, name: str, clip: int) -> bool:
+        return name in self.rows and clip not in self.missing.get(name, ())
 
 
 def offline_videos(record: RunRecord, summary: dict, mouse: MouseDataset, teacher: Path | None) -> Videos:
-    """Stimulus and student from the record; the baseline (and teacher) decoded or loaded per clip."""
+    """Stimulus and student from the record; the baseline (and the teacher, on the clips its store
+    holds) decoded or loaded per clip."""
     baseline = Path(summary["beside_the_baseline"].get("artifact", ""))
     if not (baseline / META_FILE).is_file():
         baseline = ensure_baseline(mouse.path.parent, record.mask, mouse.name)
@@ -62,24 +72,42 @@ def offline_videos(record: RunRecord, summary: dict, mouse: MouseDataset, teache
         "student, live": record.recon.astype(np.float32),
         "linear baseline, offline": align(record, [rival.decode(mouse, t) for t in record.trials]),
     }
-    notes = []
+    videos = Videos(rows, [], rival.artifact.meta.lookahead, {}, None)
     if teacher is None:
-        notes.append(TEACHER_NOT_RUN)
+        videos.notes.append(TEACHER_NOT_RUN)
     else:
-        store = TeacherStore(teacher)
-        store.manifest()  # a clear error where it is no store
-        lacking = [t for t in record.trials if not store.has(mouse.name, t)]
-        if lacking:
-            notes.append(f"{TEACHER_NOT_RUN}: the store {teacher} lacks clip(s) {', '.join(lacking)}")
-        else:
-            rows["teacher"] = align(record, [store.load(mouse.name, t) for t in record.trials])
-    return Videos(rows, notes, rival.artifact.meta.lookahead)
+        add_teacher(videos, record, TeacherStore(teacher), mouse.name)
+    return videos
 
 
-def align(record: RunRecord, clips: list[np.ndarray]) -> np.ndarray:
+def add_teacher(videos: Videos, record: RunRecord, store: TeacherStore, mouse: str) -> None:
+    """The teacher's row on the clips the store holds (gray and not scored on the others, named in the
+    notes) and its seconds per clip."""
+    store.manifest()  # a clear error where it is no store
+    videos.teacher_seconds = {}
+    held = [t for t in record.trials if store.has(mouse, t)]
+    lacking = [t for t in record.trials if t not in held]
+    if not held:
+        videos.notes.append(f"{TEACHER_NOT_RUN}: the store {store.root} holds none of them")
+        return
+    videos.rows["teacher"] = align(
+        record, [store.load(mouse, t) if t in held else None for t in record.trials]
+    )
+    metrics = {t: store.metrics(mouse, t) for t in held}
+    videos.teacher_seconds = {t: m["seconds"] for t, m in metrics.items() if "seconds" in m}
+    if lacking:
+        videos.missing["teacher"] = {record.trials.index(t) for t in lacking}
+        videos.notes.append(
+            f"{TEACHER_LACKS} {', '.join(lacking)} (store {store.root}): gray there and not scored"
+        )
+
+
+def align(record: RunRecord, clips: list[np.ndarray | None]) -> np.ndarray:
     """Per-clip videos in stimulus time, as the run's frames: (F, H, W), gray where none exists."""
     out = np.full(record.recon.shape, GRAY, np.float32)
     for i, video in enumerate(clips):
+        if video is None:
+            continue
         at = np.flatnonzero((record.clip == i) & (record.frame < len(video)))
         out[at] = video[record.frame[at]]
     return out
@@ -111,7 +139,7 @@ def clip_scores(record: RunRecord, videos: Videos, lengths: list[int]) -> list[d
             continue
         truth = videos.rows["stimulus"][at]
         for name, video in videos.rows.items():
-            if name != "stimulus":
+            if name != "stimulus" and videos.has(name, i):
                 row[name] = video_correlation(video[at], truth, record.mask, skip=0)
         control = shuffled_control(videos.rows["student, live"][at], truth, record.mask)
         row["shuffled control, mean"] = float(np.nanmean(control))
@@ -158,18 +186,49 @@ def zmq_floor(path: Path = BENCH_E2E) -> dict | None:
         return None
 
 
+def mean_over(clips: list[dict], keys: list[str]) -> dict:
+    """Each key's mean over the clips that have it (NaN where none has)."""
+    return {k: float(np.nanmean(v)) if (v := [c[k] for c in clips if k in c]) else float("nan") for k in keys}
+
+
+def compute_cost(summary: dict, videos: Videos, lengths: dict[str, int]) -> dict:
+    """Student compute per clip (the daemon's receive-to-publish p50 times the clip's frames: one step
+    per frame, the demo's input being single-plane) against the teacher's seconds per clip that its
+    store records, both over the clips the store timed (all the run's clips where none)."""
+    per_frame = (summary.get("daemon_latency_ms") or {}).get("p50")
+    seconds = videos.teacher_seconds or {}
+    timed = [t for t in lengths if t in seconds]
+    frames = float(np.mean([lengths[t] for t in timed or lengths]))
+    student = None if per_frame is None else per_frame / 1e3 * frames
+    teacher = float(np.mean([seconds[t] for t in timed])) if timed else None
+    untimed = "no teacher store given" if videos.teacher_seconds is None else "its store times none of them"
+    return {
+        "student_ms_per_frame": per_frame,
+        "frames_per_clip": frames,
+        "student_s_per_clip": student,
+        "student_backend": summary["demo"].get("backend"),
+        "teacher_s_per_clip": teacher,
+        "teacher_timed_clips": timed,
+        "teacher_note": None if timed else f"{TEACHER_NOT_MEASURED}: {untimed}",
+        "teacher_over_student": teacher / student if teacher is not None and student else None,
+    }
+
+
 def report_figures(record: RunRecord, summary: dict, videos: Videos, lengths: list[int]) -> dict:
     """Every number of the page (also embedded in it as JSON, id "figures")."""
     clips = clip_scores(record, videos, lengths)
     decoders = [name for name in videos.rows if name != "stimulus"]
-    mean = {
-        key: float(np.nanmean([c.get(key, np.nan) for c in clips]))
-        for key in [*decoders, "shuffled control, mean", "shuffled control, p95"]
-    }
+    mean = mean_over(clips, [*decoders, "shuffled control, mean", "shuffled control, p95"])
+    taught = [c for c in clips if "teacher" in c]
     return {
         "clips": clips,
-        "mean_over_clips": mean,
+        "mean_over_clips": mean,  # each over the clips it was scored on
+        # Every decoder on the clips the teacher was scored on: the comparison a partial store allows.
+        "teacher_clips": {"trials": [c["trial"] for c in taught], **mean_over(taught, decoders)}
+        if taught
+        else None,
         "student_over_baseline": mean["student, live"] / mean["linear baseline, offline"],
+        "cost": compute_cost(summary, videos, dict(zip(record.trials, lengths, strict=True))),
         "mask_pixels": None if record.mask is None else int(record.mask.sum()),
         "timing": timing(record, summary),
         "zmq_floor": zmq_floor(),
@@ -207,6 +266,13 @@ def _panel(ax, image: np.ndarray, title: str, mask) -> None:
     ax.set_yticks([])
 
 
+def _not_in_store(ax):
+    """The label over a teacher panel of a clip its store lacks (the panel is gray there)."""
+    return ax.text(
+        0.5, 0.5, NOT_IN_STORE, transform=ax.transAxes, ha="center", va="center", fontsize=5, color="red"
+    )
+
+
 def clip_time(record: RunRecord, i: int) -> str:
     if record.clip[i] < 0:
         return "between clips"
@@ -224,6 +290,8 @@ def strip_png(record: RunRecord, videos: Videos, columns: int = 8) -> bytes:
     for row, (name, video) in enumerate(videos.rows.items()):
         for col, i in enumerate(picks):
             _panel(axes[row, col], video[i], name, record.mask)
+            if not videos.has(name, record.clip[i]):
+                _not_in_store(axes[row, col])
             if row == 0:
                 axes[row, col].set_title(clip_time(record, i).replace(", ", "\n"), fontsize=6)
         axes[row, 0].set_ylabel(name.replace(", ", "\n"), fontsize=7)
@@ -245,19 +313,21 @@ def movie_gif(record: RunRecord, videos: Videos, path: Path) -> Path:
     grays = np.linspace(0, 255, GIF_GRAYS).astype(np.uint8)
     palette.putpalette([*np.repeat(grays, 3).tolist(), 255, 0, 0])
     fig, axes = plt.subplots(1, len(videos.rows), figsize=(1.45 * len(videos.rows), 1.25), squeeze=False)
-    artists = []
+    artists, labels = [], []
     for ax, (name, video) in zip(axes[0], videos.rows.items(), strict=True):
         _panel(ax, video[located[0]], name, record.mask)
         ax.set_title(name, fontsize=6)
         artists.append(ax.images[0])
+        labels.append(_not_in_store(ax))
     caption = fig.text(0.5, 0.02, "", ha="center", fontsize=6)
     note = f"   ({'; '.join(videos.notes)})" if videos.notes else ""
     fig.subplots_adjust(left=0.01, right=0.99, top=0.85, bottom=0.14, wspace=0.04)
     while True:
         frames = []
         for i in located[::stride]:
-            for artist, video in zip(artists, videos.rows.values(), strict=True):
+            for artist, label, (name, video) in zip(artists, labels, videos.rows.items(), strict=True):
                 artist.set_data(video[i])
+                label.set_visible(not videos.has(name, record.clip[i]))
             caption.set_text(clip_time(record, i) + note)
             fig.canvas.draw()
             rgb = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
@@ -274,12 +344,14 @@ def movie_gif(record: RunRecord, videos: Videos, path: Path) -> Path:
 def correlation_png(figures: dict) -> bytes:
     plt = _plt()
     clips = [c for c in figures["clips"] if "student, live" in c]
-    names = [k for k in clips[0] if k not in ("trial", "frames") and not k.startswith("shuffled")]
+    names = [k for k in figures["mean_over_clips"] if not k.startswith("shuffled")]
     fig, ax = plt.subplots(figsize=(max(3.5, 1.2 * len(clips) + 1.5) + 2.5, 2.6))
     width = 0.8 / (len(names) + 1)
     x = np.arange(len(clips))
     for k, name in enumerate(names):
-        ax.bar(x + k * width, [c[name] for c in clips], width, label=name)
+        ax.bar(x + k * width, [c.get(name, np.nan) for c in clips], width, label=name)
+        for at in x[[name not in c for c in clips]]:
+            ax.text(at + k * width, 0, "not scored", rotation=90, fontsize=5, ha="center", va="bottom")
     k = len(names)
     ax.bar(
         x + k * width,
@@ -337,6 +409,66 @@ def _ms(p: dict | None, note: str = "n/a") -> str:
     return note if not p else f"p50 {p['p50']:.2f} ms, p99 {p['p99']:.2f} ms"
 
 
+def teacher_rows(figures: dict) -> list[tuple[str, str, str]]:
+    """The teacher over the clips its store holds, and where it lacks some, every decoder on those."""
+    same = figures["teacher_clips"]
+    if same is None:
+        notes = [n for n in figures["notes"] if n.startswith("teacher")]
+        return [("masked correlation, teacher", "; ".join(notes) or TEACHER_NOT_RUN, "")]
+    clips = ", ".join(same["trials"])
+    rows = [
+        (
+            f"masked correlation, teacher (on clip(s) {clips}: those its store holds)",
+            f"{same['teacher']:.3f}",
+            "the teacher store given, scored on the same frames",
+        )
+    ]
+    if len(same["trials"]) < len([c for c in figures["clips"] if "student, live" in c]):
+        rows.append(
+            (
+                f"on the teacher's clip(s) {clips}: student / baseline / teacher",
+                " / ".join(
+                    f"{same[k]:.3f}" for k in ("student, live", "linear baseline, offline", "teacher")
+                ),
+                "run.npz frames of those clips, scored alike (the rows above are over every clip)",
+            )
+        )
+    return rows
+
+
+def cost_rows(cost: dict) -> list[tuple[str, str, str]]:
+    """Student against teacher compute per clip, each with where it was measured."""
+    student, teacher = cost["student_s_per_clip"], cost["teacher_s_per_clip"]
+    ratio = cost["teacher_over_student"]
+    rows = [
+        (
+            "compute per clip, student (daemon receive to publish p50 x the clip's frames in the dataset)",
+            "n/a: summary.json holds no daemon latency"
+            if student is None
+            else f"{student:.3f} s per clip ({cost['student_ms_per_frame']:.2f} ms per frame x "
+            f"{cost['frames_per_clip']:.0f} frames)",
+            f"summary.json daemon_latency_ms over the run ({cost['student_backend']}, this run's machine; "
+            "the model step plus assembling and publishing: an upper bound on the step alone)",
+        )
+    ]
+    if teacher is None:
+        return [*rows, ("compute per clip, teacher", cost["teacher_note"], "")]
+    return [
+        *rows,
+        (
+            "compute per clip, teacher (wall time of its reconstruction)",
+            f"{teacher:.1f} s per clip, mean over clip(s) {', '.join(cost['teacher_timed_clips'])}",
+            "the teacher store's per-clip metric `seconds` (as `stream-decoder reconstruct` timed it, "
+            "on the machine that ran it)",
+        ),
+        (
+            "teacher / student compute per clip",
+            "n/a" if ratio is None else f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.2f}x",
+            "the two rows above, on the same clips' frames (their machines may differ)",
+        ),
+    ]
+
+
 def table_rows(figures: dict) -> list[tuple[str, str, str]]:
     """(figure, value, where it comes from) for the figures table."""
     mean, t, tier = figures["mean_over_clips"], figures["timing"], figures["tier"]
@@ -359,11 +491,7 @@ def table_rows(figures: dict) -> list[tuple[str, str, str]]:
             f"mean {mean['shuffled control, mean']:.3f}, p95 {mean['shuffled control, p95']:.3f}",
             "run.npz",
         ),
-        (
-            "masked correlation, teacher",
-            f"{mean['teacher']:.3f}" if "teacher" in mean else "; ".join(figures["notes"]) or TEACHER_NOT_RUN,
-            "the teacher store given" if "teacher" in mean else "",
-        ),
+        *teacher_rows(figures),
         (
             f"student / baseline over the whole tier {tier['tier']} ({tier['clips']} clips)",
             f"{tier['student']:.3f} / {tier['baseline']:.3f} = {tier['student_over_baseline']:.2f}",
@@ -381,6 +509,7 @@ def table_rows(figures: dict) -> list[tuple[str, str, str]]:
                 f"{floor['file']}, {floor['date']}",
             )
         )
+    rows += cost_rows(figures["cost"])
     rows += [
         (
             "output cadence: interval between frames",
@@ -405,6 +534,7 @@ def render(
         f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td></tr>"
         for a, b, c in table_rows(figures)
     )
+    notes = "".join(f"<li>{html.escape(note)}</li>" for note in figures["notes"])
     title = f"stream-decoder run: model {summary['model']} on {summary['mouse']}"
     clips = html.escape(f"Clips {', '.join(summary['trials'])} of tier {summary['demo']['tier']}")
     machine_readable = json.dumps(figures).replace("</", "<\\/")  # cannot end the script element
@@ -424,6 +554,7 @@ student's frames with the truth shifted in time by at least {MIN_SHIFT_S:g} s: w
 <h2>Latency and output cadence</h2>{_img(timing_, "png", "latency and cadence")}
 <h2>Figures</h2><table><tr><th>figure</th><th>value</th><th>from</th></tr>
 {table}</table>
+<h2>Notes</h2><ul>{notes or "<li>none</li>"}</ul>
 <script type="application/json" id="figures">{machine_readable}</script>
 </body></html>
 """
