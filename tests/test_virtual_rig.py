@@ -8,9 +8,17 @@ import zmq
 
 from stream_decoder.data import FRAME_RATE_HZ
 from stream_decoder.data.live import Drive, LiveMouse
+from stream_decoder.data.microscope import Microscope
 from stream_decoder.data.simulate import rebuild_mouse
 from stream_decoder.stream.loopback import private_endpoints
-from stream_decoder.stream.protocol import ACTIVITY, decode_activity, encode_stimulus
+from stream_decoder.stream.protocol import (
+    ACTIVITY,
+    FRAME,
+    STIMULUS,
+    decode_activity,
+    decode_frame,
+    encode_stimulus,
+)
 from stream_decoder.stream.replay import Rig
 from stream_decoder.stream.virtual_rig import MAX_HELD_S, Screen, VirtualRig
 
@@ -96,45 +104,72 @@ def test_skipped_late_and_bad_stimuli_are_held_dropped_and_counted(mouse):
     assert rig.stats.sessions == 3 and rig.t0 == 200.0 and rig.next_tick == 1
 
 
-def test_online_equals_offline_for_the_same_seed(tiny_mouse, mouse):
+@pytest.mark.parametrize("raw", [False, True], ids=["activity", "raw frames"])
+def test_online_equals_offline_for_the_same_seed(tiny_mouse, mouse, raw):
     """A movie shown frame by frame over the stimulus topic (one tick skipped: the screen holds)
-    gives bit for bit the activity messages the same session simulated in one call gives."""
+    gives bit for bit the messages (activity, or the microscope's raw frames) of the same session
+    simulated in one call."""
     video = clip_video(tiny_mouse)[:90]
     shown = [k for k in range(len(video)) if k != 40]
     t0 = 1000.0
+    topic = FRAME if raw else ACTIVITY
+    scope = Microscope(mouse) if raw else None
+    held = np.array(video)
+    held[40] = held[39]
+    ticks = LiveMouse(mouse, seed=3, microscope=Microscope(mouse) if raw else None).watch(held)
+    offline = [
+        (t0 + s.t_acq, s.plane, s.image) if raw else (t0 + s.t_acq, s.neurons[0], s.values)
+        for tick in ticks
+        for s in tick.samples
+    ]
     with private_endpoints() as ep:
         stimulus_endpoint = ep.activity.replace("activity", "stimulus")
         with Rig(ep.activity, session="virtual") as rig, Screen(stimulus_endpoint, bind=False) as screen:
-            virtual = VirtualRig(LiveMouse(mouse, seed=3), rig)
+            virtual = VirtualRig(LiveMouse(mouse, seed=3, microscope=scope), rig)
             stop = threading.Event()
             thread = threading.Thread(target=virtual.run, args=(stimulus_endpoint, stop), daemon=True)
             thread.start()
             sub = zmq.Context.instance().socket(zmq.SUB)
-            sub.setsockopt(zmq.SUBSCRIBE, ACTIVITY)
+            sub.setsockopt(zmq.SUBSCRIBE, topic)
             sub.connect(ep.activity)
             try:
-                assert rig.wait_for_subscriber(10.0)
-                assert screen.wait_for_subscriber(10.0, topic=b"stimulus")
+                assert rig.wait_for_subscriber(10.0, topic=topic)
+                assert screen.wait_for_subscriber(10.0, topic=STIMULUS)
                 for k in shown:
                     screen.show(video[k], t0 + k / FRAME_RATE_HZ)
                 online = []
-                while sub.poll(5000):
-                    msg = decode_activity(sub.recv_multipart(), mouse.n_neurons)
-                    online.append((msg.t, msg.first, np.array(msg.values)))
-                    if virtual.stats.shown == len(shown) and len(online) == virtual.stats.published:
-                        break
+                while len(online) < len(offline) and sub.poll(10_000):
+                    frames = sub.recv_multipart()
+                    if raw:
+                        msg = decode_frame(frames, scope.cfg.frame_shape, mouse.timing.n_planes)
+                        online.append((msg.t, msg.plane, np.array(msg.image)))
+                    else:
+                        msg = decode_activity(frames, mouse.n_neurons)
+                        online.append((msg.t, msg.first, np.array(msg.values)))
             finally:
                 stop.set()
                 thread.join(5)
                 sub.close(linger=0)
-    held = np.array(video)
-    held[40] = held[39]
-    offline = [
-        (t0 + s.t_acq, s.neurons[0], s.values)
-        for tick in LiveMouse(mouse, seed=3).watch(held)
-        for s in tick.samples
-    ]
-    assert virtual.stats.held == 1 and len(online) == len(offline) > 50
-    for (t_on, first_on, v_on), (t_off, first_off, v_off) in zip(online, offline, strict=True):
-        assert (t_on, first_on) == (t_off, first_off)
+    assert virtual.stats.held == 1 and virtual.stats.published == len(online) == len(offline) > 50
+    for (t_on, key_on, v_on), (t_off, key_off, v_off) in zip(online, offline, strict=True):
+        assert (t_on, key_on) == (t_off, key_off)
         np.testing.assert_array_equal(v_on, v_off)
+
+
+def test_the_verb_refuses_real_data_and_names_the_topic_it_waits_for(tiny_mouse, tmp_path, capsys):
+    from stream_decoder.cli import main
+
+    real = tmp_path / "real" / tiny_mouse.path.name  # the mouse without its truth beside it
+    real.mkdir(parents=True)
+    for part in tiny_mouse.path.iterdir():
+        (real / part.name).symlink_to(part)
+    assert main(["virtual-rig", "--data", str(real.parent), "--control", ""]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("stream-decoder virtual-rig: error: ") and "not a synthetic mouse" in line
+    endpoint = f"ipc://{tmp_path}/activity"
+    argv = ["virtual-rig", "--data", str(tiny_mouse.path), "--raw", "--endpoint", endpoint]
+    assert main([*argv, "--control", "", "--wait-s", "0"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"stream-decoder virtual-rig: error: no daemon subscribed to frames on {endpoint} within 0 s; "
+        "is serve running (with --frontend for --raw)?"
+    )

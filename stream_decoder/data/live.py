@@ -13,6 +13,7 @@ whole trial of the dataset: a live session is a new trial of the same mouse, not
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from scipy import sparse
@@ -25,8 +26,17 @@ from .rig import SyntheticMouse
 from .sensorium import FRAME_RATE_HZ, FRAME_SHAPE
 from .stimuli import MEAN_LUMINANCE
 
+if TYPE_CHECKING:
+    from .microscope import Microscope
+
 # Behaviour does not depend on what is shown, so it is simulated ahead in blocks this long.
 BEHAVIOR_BLOCK_FRAMES = int(3600 * FRAME_RATE_HZ)
+
+
+class PlaneImage(NamedTuple):
+    t_acq: float  # session seconds
+    plane: int
+    image: np.ndarray  # (H, W) uint16, the microscope's raw frame
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,7 +44,7 @@ class Tick:
     """What one 30 Hz frame of the screen led to: the planes acquired since the previous tick."""
 
     index: int  # 30 Hz frames since the session started (the first shown frame is 0)
-    samples: list[PlaneSample]  # in acquisition order; t_acq in session seconds
+    samples: list[PlaneSample | PlaneImage]  # in acquisition order: activity, or raw frames
     behavior: np.ndarray  # (2,) pupil dilation, running speed, in the Sensorium order
     pupil_center: np.ndarray  # (2,) x, y
 
@@ -69,9 +79,12 @@ class Drive:
 
 class Scanner:
     """Each plane sampled at its own phase of the volume, between the dF/F of the last two ticks,
-    with the read noise, then the rig's deconvolution against the plane's previous sample."""
+    then read out as the rig does: with the read noise and the rig's deconvolution against the
+    plane's previous sample, or, given a microscope, as its raw frame (the brain drifting)."""
 
-    def __init__(self, mouse: SyntheticMouse, rng: np.random.Generator, start_s: float):
+    def __init__(
+        self, mouse: SyntheticMouse, rng: np.random.Generator, start_s: float, microscope: Microscope | None
+    ):
         self.timing = timing = mouse.timing
         self.rng = rng
         self.noise = mouse.indicator.noise_dff
@@ -79,9 +92,13 @@ class Scanner:
         self.neurons = [timing.neurons_of(p) for p in range(timing.n_planes)]
         self.next = scan_phase(rng, timing) + start_s + timing.plane_offsets_s  # each plane's next sample
         self.previous: list[np.ndarray | None] = [None] * timing.n_planes
+        self.microscope = microscope
+        if microscope is not None:
+            self.position = rng.normal(0, microscope.cfg.drift_sd_px, 2)  # of the brain, px
+            self.last_image_s = start_s
 
-    def step(self, t: float, dff_before: np.ndarray, dff_now: np.ndarray) -> list[PlaneSample]:
-        """The planes acquired in (t - 1/30, t], each an event per neuron (none for a plane's first)."""
+    def step(self, t: float, dff_before: np.ndarray, dff_now: np.ndarray) -> list[PlaneSample | PlaneImage]:
+        """The planes acquired in (t - 1/30, t] (no activity for a plane's first sample)."""
         acquired = []
         period = 1.0 / self.timing.volume_rate_hz
         while self.next.min() <= t:
@@ -91,20 +108,38 @@ class Scanner:
             neurons = self.neurons[plane]
             weight = (at - (t - 1.0 / FRAME_RATE_HZ)) * FRAME_RATE_HZ
             dff = (1 - weight) * dff_before[neurons] + weight * dff_now[neurons]
-            noise = self.noise[neurons]
-            sample = dff + self.rng.standard_normal(len(neurons)) * noise
-            before, self.previous[plane] = self.previous[plane], sample
-            if before is not None:
-                events = self.deconvolution.events(sample, before, noise).astype(np.float32)
-                acquired.append(PlaneSample(at, plane, neurons, events))
+            read = (
+                self._deconvolved(at, plane, dff) if self.microscope is None else self._imaged(at, plane, dff)
+            )
+            if read is not None:
+                acquired.append(read)
         return acquired
+
+    def _deconvolved(self, at: float, plane: int, dff: np.ndarray) -> PlaneSample | None:
+        neurons = self.neurons[plane]
+        noise = self.noise[neurons]
+        sample = dff + self.rng.standard_normal(len(neurons)) * noise
+        before, self.previous[plane] = self.previous[plane], sample
+        if before is None:
+            return None
+        return PlaneSample(
+            at, plane, neurons, self.deconvolution.events(sample, before, noise).astype(np.float32)
+        )
+
+    def _imaged(self, at: float, plane: int, dff: np.ndarray) -> PlaneImage:
+        scope = self.microscope
+        self.position = scope.drift(self.position, at - self.last_image_s, self.rng)
+        self.last_image_s = at
+        shift = self.position + self.rng.normal(0, scope.cfg.jitter_sd_px, 2)
+        return PlaneImage(at, plane, scope.render(plane, dff.astype(np.float32), shift, self.rng))
 
 
 class LiveMouse:
     """`show` one frame per 30 Hz tick; the mouse has looked at grey for the dataset's pre-roll
-    when the session starts, so its filters and calcium are settled as in every trial."""
+    when the session starts, so its filters and calcium are settled as in every trial. With a
+    `microscope` (of this mouse) the ticks carry its raw frames instead of activity."""
 
-    def __init__(self, mouse: SyntheticMouse, seed: int):
+    def __init__(self, mouse: SyntheticMouse, seed: int, microscope: Microscope | None = None):
         self.mouse = mouse
         behavior, gains, spikes, imaging = (
             np.random.default_rng(s) for s in np.random.SeedSequence([mouse.seed, 9, seed]).spawn(4)
@@ -124,7 +159,7 @@ class LiveMouse:
         self.dff = np.zeros(n, np.float32)
         self.drive = Drive(mouse)
         self.index = -cfg.preroll_frames
-        self.scanner = Scanner(mouse, imaging, start_s=self.index / FRAME_RATE_HZ)
+        self.scanner = Scanner(mouse, imaging, self.index / FRAME_RATE_HZ, microscope)
         self._behavior_block = 0
         self._behavior = simulate_behavior(behavior, BEHAVIOR_BLOCK_FRAMES, cfg.behavior)
         grey = np.full(FRAME_SHAPE, MEAN_LUMINANCE, np.float32)

@@ -173,10 +173,15 @@ class Microscope:
         state = rng.normal(0, cfg.drift_sd_px, 2)
         for k in range(len(times)):
             if k:
-                phi = np.exp(-(times[k] - times[k - 1]) / cfg.drift_tau_s)
-                state = phi * state + rng.normal(0, cfg.drift_sd_px * np.sqrt(1 - phi**2), 2)
+                state = self.drift(state, times[k] - times[k - 1], rng)
             drift[k] = state
         return drift + rng.normal(0, cfg.jitter_sd_px, drift.shape)
+
+    def drift(self, state: np.ndarray, dt: float, rng: np.random.Generator) -> np.ndarray:
+        """The slow drift `dt` seconds on from `state` (px): an AR(1) of sd `drift_sd_px`."""
+        cfg = self.cfg
+        phi = np.exp(-dt / cfg.drift_tau_s)
+        return phi * state + rng.normal(0, cfg.drift_sd_px * np.sqrt(1 - phi**2), 2)
 
     def schedule(self, phase_s: float, start: float, stop: float) -> list[tuple[float, int]]:
         """(trial time, plane) of every plane sample between `start` and `stop`, in order."""

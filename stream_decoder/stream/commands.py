@@ -584,8 +584,16 @@ def _register_virtual_rig(sub) -> None:
     p.add_argument("--data", type=Path, required=True, help="synthetic dataset root or mouse folder")
     p.add_argument("--mouse", type=int, default=0, help="which mouse of the dataset root (name order)")
     p.add_argument("--seed", type=int, default=0, help="seed of behaviour, spikes and imaging noise")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="publish the microscope's raw frames instead of activity (serve --frontend with the "
+        "frontend.toml `stream-decoder microscope` wrote for this mouse)",
+    )
     p.add_argument("--stimulus", default="tcp://127.0.0.1:5558", help="where to take stimulus frames (bound)")
-    p.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="where to publish activity (bound)")
+    p.add_argument(
+        "--endpoint", default="tcp://127.0.0.1:5555", help="where to publish activity or frames (bound)"
+    )
     p.add_argument("--connect", action="store_true", help="connect, not bind (daemon with activity_bind)")
     p.add_argument("--wait-s", type=float, default=30.0, help="how long to wait for the daemon to subscribe")
     p.add_argument(
@@ -603,6 +611,7 @@ def _register_virtual_rig(sub) -> None:
 def _virtual_rig(args) -> int:
     from stream_decoder.data import open_mouse
     from stream_decoder.stream.config import check_endpoint
+    from stream_decoder.stream.protocol import ACTIVITY, FRAME
     from stream_decoder.stream.replay import Rig, check_neuron_set
     from stream_decoder.stream.virtual_rig import VirtualRig
 
@@ -614,13 +623,15 @@ def _virtual_rig(args) -> int:
         identity = not args.ignore_neuron_set
         _check_model(args.control, lambda info: check_neuron_set(info, mouse, identity), None, "virtual-rig")
     with Rig(args.endpoint, bind=not args.connect, session="virtual") as rig:
-        virtual = VirtualRig.of(mouse, rig, args.seed)
+        virtual = VirtualRig.of(mouse, rig, args.seed, args.raw)
         print(
             f"virtual-rig: {mouse.name} ready; waiting for a subscriber on {args.endpoint}", file=sys.stderr
         )
-        if not rig.wait_for_subscriber(args.wait_s):
+        if not rig.wait_for_subscriber(args.wait_s, topic=FRAME if args.raw else ACTIVITY):
+            what = "frames" if args.raw else "activity"
             raise RuntimeError(
-                f"no daemon subscribed to {args.endpoint} within {args.wait_s:g} s; is serve running?"
+                f"no daemon subscribed to {what} on {args.endpoint} within {args.wait_s:g} s; is serve "
+                "running (with --frontend for --raw)?"
             )
         print(f"virtual-rig: showing the stimulus frames published to {args.stimulus}", file=sys.stderr)
         with _stop_on(signal.SIGTERM, signal.SIGINT) as stop:

@@ -2,7 +2,8 @@
 
 The program publishes `stimulus` messages (docs/protocol.md §9), one per 30 Hz frame of its
 screen, stamped with the rig time it is shown from; the rig shows each to `data.live.LiveMouse`
-and publishes the planes acquired meanwhile as `activity` messages, as `replay` does. Ticks
+and publishes the planes acquired meanwhile as `activity` messages, as `replay` does (or, with
+`raw`, as the raw `frame`s of the mouse's microscope, as `replay --raw` does). Ticks
 the program skips are the last frame held on the screen. So experiment code can be written and
 tested against the decoder without an animal.
 """
@@ -15,7 +16,8 @@ import numpy as np
 import zmq
 
 from stream_decoder.data import FRAME_RATE_HZ, FRAME_SHAPE, MouseDataset
-from stream_decoder.data.live import LiveMouse, Tick
+from stream_decoder.data.live import LiveMouse, PlaneImage, Tick
+from stream_decoder.data.microscope import Microscope
 from stream_decoder.data.simulate import rebuild_mouse
 from stream_decoder.data.truth import truth_dir
 from stream_decoder.stream.assembly import contiguous_runs
@@ -70,15 +72,16 @@ class VirtualRig:
         self._bad = RateLimitedLog(log, interval_s=5.0)
 
     @classmethod
-    def of(cls, dataset: MouseDataset, rig: Rig, seed: int = 0) -> "VirtualRig":
-        """The virtual rig of a synthetic dataset's mouse (its truth folder rebuilds it)."""
+    def of(cls, dataset: MouseDataset, rig: Rig, seed: int = 0, raw: bool = False) -> "VirtualRig":
+        """The virtual rig of a synthetic dataset's mouse (its truth folder rebuilds it); `raw`:
+        it publishes the mouse's microscope frames (`stream-decoder microscope`) instead of activity."""
         if not truth_dir(dataset.path).is_dir():
             raise ValueError(
                 f"{dataset.path}: not a synthetic mouse (no simulator truth beside it); the virtual rig "
                 "simulates the simulator's own mouse, so give it a dataset `stream-decoder simulate` wrote"
             )
         mouse, _ = rebuild_mouse(dataset.path)
-        return cls(LiveMouse(mouse, seed), rig)
+        return cls(LiveMouse(mouse, seed, Microscope(mouse) if raw else None), rig)
 
     def handle(self, frames) -> None:
         """One stimulus message: its tick (and any skipped before it) simulated and published."""
@@ -99,8 +102,8 @@ class VirtualRig:
             self.stats.held += 1
             self._publish(self.mouse.show(self.screen))
         self.screen = np.clip(np.asarray(stimulus.image, np.float32), 0.0, 255.0)
-        self.stats.shown += 1
         self._publish(self.mouse.show(self.screen))
+        self.stats.shown += 1
 
     def _new_session(self, stimulus_session: str, t: float) -> None:
         self.session, self.t0, self.next_tick = stimulus_session, t, 0
@@ -110,17 +113,15 @@ class VirtualRig:
 
     def _publish(self, tick: Tick) -> None:
         self.next_tick += 1
+        common = {"n_planes": self.n_planes, "behavior": tick.behavior, "pupil_center": tick.pupil_center}
         for sample in tick.samples:
+            t = self.t0 + sample.t_acq
+            if isinstance(sample, PlaneImage):
+                self.rig.send_frame(sample.image, t, plane=sample.plane, **common)
+                self.stats.published += 1
+                continue
             for first, start, stop in self.runs[sample.plane]:
-                self.rig.send(
-                    sample.values[start:stop],
-                    self.t0 + sample.t_acq,
-                    first=first,
-                    plane=sample.plane,
-                    n_planes=self.n_planes,
-                    behavior=tick.behavior,
-                    pupil_center=tick.pupil_center,
-                )
+                self.rig.send(sample.values[start:stop], t, first=first, plane=sample.plane, **common)
                 self.stats.published += 1
 
     def run(self, endpoint: str, stop: threading.Event, bind: bool = True, curve: CurveKeys | None = None):
