@@ -5,6 +5,8 @@ The targets here are a store written by the test (each clip's true video, blurre
 reconstruction) so that the distillation is tested on its own; the teacher is tested in test_teacher.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -184,3 +186,22 @@ def test_distill_with_synthetic_pairs_trains_on_them_and_records_the_ensemble(
         distill(tiny_root, None, tmp_path / "other", cfg, progress=False)
     with pytest.raises(ValueError, match="need truth_weight 1"):
         DistillConfig(synthetic_clips=4, truth_weight=0.5)
+
+
+def test_the_read_in_starts_from_a_baselines_components_and_stays_there_frozen(tiny_root, baseline, tmp_path):
+    ridge = baseline.model()
+    components = ridge.cfg.components
+    cfg = DistillConfig(latent=components, epochs=2, batch_size=8, lookahead=2, freeze_read_in=True)
+    artifact = distill(tiny_root, None, tmp_path / "frozen", cfg, progress=False, read_in=baseline.path)
+    student = artifact.model()
+    assert torch.equal(student.read_in.weight, ridge.read_in.weight[:components])
+    assert torch.equal(student.activity_std, ridge.activity_std)
+    assert artifact.meta.provenance["read_in_from"] == str(baseline.path.resolve())
+    unfrozen = replace(cfg, freeze_read_in=False)
+    free = distill(
+        tiny_root, None, tmp_path / "free", unfrozen, progress=False, read_in=baseline.path
+    ).model()
+    assert not torch.equal(free.read_in.weight, ridge.read_in.weight[:components])  # trained on from there
+    wider = DistillConfig(latent=64, epochs=1)
+    with pytest.raises(ValueError, match="--components 64"):
+        distill(tiny_root, None, tmp_path / "x", wider, progress=False, read_in=baseline.path)

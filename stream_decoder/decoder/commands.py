@@ -22,6 +22,7 @@ HELP = {
     "synthetic_clips": "training pairs the encoder ensemble (--ensemble) generates: new natural movies and "
     "its predicted responses with each neuron's recorded noise",
     "multi_plane": "train on the rig's per-plane timing (sample-and-hold), as a multi-plane daemon feeds it",
+    "freeze_read_in": "train only the head: the read-in stays as initialised (--read-in-from)",
     "validation_tier": "tier kept out of training and scored after it",
     "seed": "seed of initialisation, shuffling and dropout",
 }
@@ -82,6 +83,13 @@ def register_distill(sub) -> None:
     parser.add_argument("--ensemble", type=Path, help="encoder ensemble generating --synthetic-clips pairs")
     parser.add_argument("--out", type=Path, help="artifact directory (default: <cache>/artifacts/<mouse>)")
     parser.add_argument("--mouse", help="mouse folder name (default: the first under --data)")
+    parser.add_argument(
+        "--read-in-from",
+        type=Path,
+        metavar="BASELINE",
+        help="start the read-in from a baseline artifact's principal components and normalisation "
+        "(its components must equal --latent)",
+    )
     for field in fields(DistillConfig):
         flag = "--" + field.name.replace("_", "-")
         if field.type is bool or field.type == "bool":
@@ -99,7 +107,16 @@ def distill_main(args) -> int:
     cfg = DistillConfig(**{f.name: getattr(args, f.name) for f in fields(DistillConfig)})
     out = args.out or cache_dir() / "artifacts" / (args.mouse or args.data.resolve().name)
     mask = load_artifact(args.mask_from).evaluation_mask if args.mask_from else None
-    artifact = distill(args.data, args.teacher, out, cfg, args.mouse, mask=mask, ensemble=args.ensemble)
+    artifact = distill(
+        args.data,
+        args.teacher,
+        out,
+        cfg,
+        args.mouse,
+        mask=mask,
+        ensemble=args.ensemble,
+        read_in=args.read_in_from,
+    )
     print(
         json.dumps(
             {

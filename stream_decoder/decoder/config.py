@@ -19,6 +19,7 @@ class DistillConfig:
     neuron_dropout: float = 0.1
     synthetic_clips: int = 0  # training pairs the encoder ensemble generates beside the recorded clips
     multi_plane: bool = False  # train on the rig's per-plane timing (from the simulator truth)
+    freeze_read_in: bool = False  # keep the read-in as initialised (with a baseline's components)
     validation_tier: str = "oracle"
     seed: int = 0
 

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from stream_decoder.data import GRAY, MouseDataset, PlaneTiming, input_timing, open_mouse, student_inputs
-from stream_decoder.decoder.artifact import Artifact, save_artifact
+from stream_decoder.decoder.artifact import Artifact, load_artifact, save_artifact
 from stream_decoder.decoder.config import DistillConfig
 from stream_decoder.decoder.student import Student, StudentConfig
 from stream_decoder.metrics import mean_video_correlation
@@ -167,11 +167,34 @@ def new_student(cfg: DistillConfig, train: Pairs) -> Student:
     return student
 
 
+def read_in_from(student: Student, baseline: Artifact) -> None:
+    """The baseline's normalisation and principal components as the student's read-in: the
+    directions of the activity a linear decoder reads, before the head learns what to do with them."""
+    model = baseline.model()
+    if baseline.meta.kind != "linear" or model.cfg.n_neurons != student.cfg.n_neurons:
+        raise ValueError(
+            f"--read-in-from: {baseline.path} is a {baseline.meta.kind} model of {model.cfg.n_neurons} "
+            f"neurons; give a baseline artifact of this mouse's {student.cfg.n_neurons}"
+        )
+    if model.cfg.components != student.cfg.latent:
+        raise ValueError(
+            f"--read-in-from: {baseline.path} has {model.cfg.components} components, the student's "
+            f"read-in {student.cfg.latent}: fit the baseline with --components {student.cfg.latent}"
+        )
+    with torch.no_grad():
+        for name in ("activity_mean", "activity_std", "behavior_mean", "behavior_std"):
+            getattr(student, name).copy_(getattr(model, name))
+        student.read_in.weight.copy_(model.read_in.weight[: student.cfg.latent])
+        student.read_in.bias.zero_()
+
+
 def train_student(
     student: Student, train: Pairs, cfg: DistillConfig, weights: torch.Tensor, progress: bool
 ) -> None:
     """AdamW on a one-cycle schedule, batches of whole clips in a seeded random order."""
-    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    student.read_in.requires_grad_(not cfg.freeze_read_in)
+    trainable = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * -(-len(train) // cfg.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=steps, pct_start=0.05)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -197,16 +220,20 @@ def distill(
     progress: bool = True,
     mask: np.ndarray | None = None,
     ensemble: Path | None = None,
+    read_in: Path | None = None,
 ) -> Artifact:
     """Train a student on `data` (targets per `cfg.truth_weight`; `teacher` a store, or None for
     true stimuli only) and write it to `out` as an artifact. `mask`: the evaluation mask to use
     where the teacher store has none (e.g. another artifact's). `ensemble`: the encoder ensemble
-    that generates `cfg.synthetic_clips` more training pairs."""
+    that generates `cfg.synthetic_clips` more training pairs. `read_in`: a baseline artifact whose
+    components and normalisation start the read-in."""
     if cfg.synthetic_clips and ensemble is None:
         raise ValueError(f"synthetic_clips {cfg.synthetic_clips} asks for generated pairs: give --ensemble")
     torch.manual_seed(cfg.seed)
     found = training_data(data, teacher, cfg, mask, mouse_name)
     student = new_student(cfg, found.train)  # normalised by the recorded clips alone
+    if read_in is not None:
+        read_in_from(student, load_artifact(read_in, check_onnx=False))
     train = with_synthetic_pairs(found, cfg, ensemble, progress) if cfg.synthetic_clips else found.train
     train_student(
         student,
@@ -221,6 +248,7 @@ def distill(
         "distill": asdict(cfg),
         "teacher_store": portable_path(teacher) if teacher else None,
         "ensemble": portable_path(ensemble) if cfg.synthetic_clips else None,
+        "read_in_from": portable_path(read_in) if read_in else None,
         "mouse": found.mouse.name,
         "train_trials": found.train.trials,
         "train_pairs": len(train),  # the recorded trials and the synthetic pairs
