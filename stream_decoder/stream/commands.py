@@ -592,7 +592,9 @@ def _register_virtual_rig(sub) -> None:
     )
     p.add_argument("--stimulus", default="tcp://127.0.0.1:5558", help="where to take stimulus frames (bound)")
     p.add_argument(
-        "--endpoint", default="tcp://127.0.0.1:5555", help="where to publish activity or frames (bound)"
+        "--endpoint",
+        default="tcp://127.0.0.1:5555",
+        help="where to publish activity or frames (bound unless --connect)",
     )
     p.add_argument("--connect", action="store_true", help="connect, not bind (daemon with activity_bind)")
     p.add_argument("--wait-s", type=float, default=30.0, help="how long to wait for the daemon to subscribe")
