@@ -141,16 +141,14 @@ class LiveMouse:
 
     def __init__(self, mouse: SyntheticMouse, seed: int, microscope: Microscope | None = None):
         self.mouse = mouse
-        behavior, gains, spikes, imaging = (
+        self.behavior_rng, self.gain_rng, self.spike_rng, imaging = (
             np.random.default_rng(s) for s in np.random.SeedSequence([mouse.seed, 9, seed]).spawn(4)
         )
-        self.behavior_rng, self.spike_rng = behavior, spikes
         cfg = mouse.cfg
         self.gain = GainProcess.of(cfg.imaging)
-        self.gain_rng = gains
         n = mouse.n_neurons
-        self.private = gains.normal(0.0, self.gain.sd, n).astype(np.float32)
-        self.shared = gains.normal(0.0, cfg.imaging.shared_gain_sd)
+        self.private = self.gain_rng.normal(0.0, self.gain.sd, n).astype(np.float32)
+        self.shared = self.gain_rng.normal(0.0, cfg.imaging.shared_gain_sd)
         self.calcium = CalciumKernel.of(mouse.indicator, cfg.imaging)
         self.keep_decay = self.calcium.keep_decay.astype(np.float32)  # as leaky_sum multiplies
         self.keep_rise = np.float32(self.calcium.keep_rise)
@@ -161,7 +159,7 @@ class LiveMouse:
         self.index = -cfg.preroll_frames
         self.scanner = Scanner(mouse, imaging, self.index / FRAME_RATE_HZ, microscope)
         self._behavior_block = 0
-        self._behavior = simulate_behavior(behavior, BEHAVIOR_BLOCK_FRAMES, cfg.behavior)
+        self._behavior = simulate_behavior(self.behavior_rng, BEHAVIOR_BLOCK_FRAMES, cfg.behavior)
         grey = np.full(FRAME_SHAPE, MEAN_LUMINANCE, np.float32)
         while self.index < 0:
             self.show(grey)

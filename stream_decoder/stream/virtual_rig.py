@@ -17,7 +17,6 @@ import zmq
 
 from stream_decoder.data import FRAME_RATE_HZ, FRAME_SHAPE, MouseDataset
 from stream_decoder.data.live import LiveMouse, PlaneImage, Tick
-from stream_decoder.data.microscope import Microscope
 from stream_decoder.data.simulate import rebuild_mouse
 from stream_decoder.data.truth import truth_dir
 from stream_decoder.stream.assembly import contiguous_runs
@@ -80,6 +79,8 @@ class VirtualRig:
                 f"{dataset.path}: not a synthetic mouse (no simulator truth beside it); the virtual rig "
                 "simulates the simulator's own mouse, so give it a dataset `stream-decoder simulate` wrote"
             )
+        from stream_decoder.data.microscope import Microscope  # scipy.ndimage: only for raw frames
+
         mouse, _ = rebuild_mouse(dataset.path)
         return cls(LiveMouse(mouse, seed, Microscope(mouse) if raw else None), rig)
 
