@@ -5,6 +5,7 @@ The targets here are a store written by the test (each clip's true video, blurre
 reconstruction) so that the distillation is tested on its own; the teacher is tested in test_teacher.
 """
 
+import inspect
 from dataclasses import replace
 
 import numpy as np
@@ -173,15 +174,80 @@ def test_the_ensemble_generates_new_movies_with_each_neurons_recorded_noise(tiny
         assert np.corrcoef(activity.ravel(), rates.ravel())[0, 1] > 0.3
 
 
+def test_synthetic_clips_are_made_one_at_a_time_and_repeat_for_a_seed(tiny_encoders, tiny_mouse):
+    from stream_decoder.data import PlaneTiming, student_inputs
+    from stream_decoder.decoder.synthetic import synthetic_clips
+    from stream_decoder.encoder import load_ensemble
+
+    encoders = [e.eval() for e in load_ensemble(tiny_encoders, {tiny_mouse.name: tiny_mouse})]
+    timing = PlaneTiming.single_plane(tiny_mouse.n_neurons)
+    recorded = [student_inputs(tiny_mouse, t, timing) for t in tiny_mouse.trials("train")[:4]]
+
+    def made(seed):
+        return synthetic_clips(encoders, tiny_mouse.name, recorded, 2, timing, noise_clips=4, seed=seed)
+
+    clips = made(seed=3)
+    assert inspect.isgenerator(clips)  # a clip at a time: never all of them in memory at once
+    first, again, other = list(clips), list(made(seed=3)), list(made(seed=4))
+    assert len(first) == 2
+    for mine, same, different in zip(first, again, other, strict=True):
+        assert all(np.array_equal(a, b) for a, b in zip(mine, same, strict=True))
+        assert not np.array_equal(mine[3], different[3])
+
+
+def test_synthetic_pairs_fill_one_allocation_equal_to_stacking_them(tiny_root, tiny_encoders):
+    from stream_decoder.data import PlaneTiming, student_inputs
+    from stream_decoder.decoder.synthetic import synthetic_clips
+    from stream_decoder.encoder import load_ensemble
+
+    cfg = DistillConfig(latent=16, epochs=1, batch_size=8, lookahead=2, synthetic_clips=3)
+    found = training_data(tiny_root, None, cfg, None, None)
+    mouse = found.mouse
+    encoders = [e.eval() for e in load_ensemble(tiny_encoders, {mouse.name: mouse})]
+    at_30_hz = PlaneTiming.single_plane(mouse.n_neurons)
+    recorded = [student_inputs(mouse, t, at_30_hz) for t in found.train.trials[:4]]
+    clips = list(synthetic_clips(encoders, mouse.name, recorded, 3, found.timing, noise_clips=4))
+    filled = found.train.extended(iter(clips), 3, prefix="synthetic-")
+    assert filled.trials == [*found.train.trials, "synthetic-0", "synthetic-1", "synthetic-2"]
+    assert filled.teacher is None
+    recorded_tensors = (found.train.activity, found.train.behavior, found.train.pupil, found.train.truth)
+    for column, (mine, tensor) in enumerate(
+        zip(recorded_tensors, (filled.activity, filled.behavior, filled.pupil, filled.truth), strict=True)
+    ):
+        stacked = torch.from_numpy(np.stack([clip[column] for clip in clips])).float()
+        assert tensor.dtype == torch.float32 and torch.equal(tensor, torch.cat([mine, stacked]))
+    with pytest.raises(ValueError, match="made 3 clips, expected 4"):
+        found.train.extended(iter(clips), 4, prefix="synthetic-")
+    with pytest.raises(ValueError, match="more than the 2 clips expected"):
+        found.train.extended(iter(clips), 2, prefix="synthetic-")
+
+
+def test_distill_refuses_synthetic_pairs_that_do_not_fit_in_memory(
+    tiny_root, tiny_encoders, tmp_path, monkeypatch
+):
+    import stream_decoder.decoder.distill as distill_module
+
+    cfg = DistillConfig(latent=16, epochs=1, batch_size=8, lookahead=2, synthetic_clips=4)
+    found = training_data(tiny_root, None, cfg, None, None)
+    need = (len(found.train) + 4) * found.train.clip_nbytes()
+    monkeypatch.setattr(distill_module, "available_memory", lambda: need - 1)
+    with pytest.raises(ValueError, match="free; lower --synthetic-clips") as refused:
+        distill(tiny_root, None, tmp_path / "a", cfg, progress=False, ensemble=tiny_encoders[0].parent)
+    assert f"need {need / 1e9:.2f} GB" in str(refused.value) and "\n" not in str(refused.value)
+    assert not (tmp_path / "a").exists()
+
+
 def test_distill_with_synthetic_pairs_trains_on_them_and_records_the_ensemble(
-    tiny_root, tiny_encoders, tmp_path
+    tiny_root, tiny_encoders, tmp_path, caplog
 ):
     cfg = DistillConfig(latent=16, epochs=1, batch_size=8, lookahead=2, synthetic_clips=4)
     ensemble = tiny_encoders[0].parent
-    artifact = distill(tiny_root, None, tmp_path / "artifact", cfg, progress=False, ensemble=ensemble)
+    with caplog.at_level("INFO", logger="stream_decoder.decoder.distill"):
+        artifact = distill(tiny_root, None, tmp_path / "artifact", cfg, progress=False, ensemble=ensemble)
     provenance = artifact.meta.provenance
     assert provenance["ensemble"] == str(ensemble.resolve()) and provenance["distill"]["synthetic_clips"] == 4
     assert provenance["train_pairs"] == len(provenance["train_trials"]) + 4
+    assert f"training pairs: {provenance['train_pairs']} clips (4 synthetic)" in caplog.text
     with pytest.raises(ValueError, match="give --ensemble"):
         distill(tiny_root, None, tmp_path / "other", cfg, progress=False)
     with pytest.raises(ValueError, match="need truth_weight 1"):

@@ -20,7 +20,8 @@ HELP = {
     "outside_weight": "loss weight of pixels outside the evaluation mask, relative to those inside",
     "neuron_dropout": "fraction of neurons silenced per training clip, so lost ROIs degrade gracefully",
     "synthetic_clips": "training pairs the encoder ensemble (--ensemble) generates: new natural movies and "
-    "its predicted responses with each neuron's recorded noise",
+    "its predicted responses with each neuron's recorded noise; held in memory beside the recorded clips "
+    "(T x (N + 4 + H x W) x 4 bytes each), refused up front where they do not fit",
     "multi_plane": "train on the rig's per-plane timing (sample-and-hold), as a multi-plane daemon feeds it",
     "freeze_read_in": "train only the head: the read-in stays as initialised (--read-in-from)",
     "validation_tier": "tier kept out of training and scored after it",

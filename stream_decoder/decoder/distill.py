@@ -11,6 +11,8 @@ ROIs at run time degrade the picture gracefully.
 """
 
 import logging
+import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,12 +46,30 @@ class Pairs:
     def __len__(self) -> int:
         return len(self.trials)
 
-    def extended(self, clips, prefix: str) -> "Pairs":
-        """These pairs and `clips` (activity, behaviour, pupil, video) after them, without teacher targets."""
-        columns = [torch.from_numpy(np.stack(c)).float() for c in zip(*clips, strict=True)]
-        tensors = (self.activity, self.behavior, self.pupil, self.truth)
-        joined = [torch.cat([mine, more]) for mine, more in zip(tensors, columns, strict=True)]
-        return Pairs(self.trials + [f"{prefix}{i}" for i in range(len(clips))], *joined)
+    def clip_nbytes(self) -> int:
+        """Bytes one clip's inputs and true frames take (teacher targets not counted)."""
+        return sum(t[0].nbytes for t in (self.activity, self.behavior, self.pupil, self.truth))
+
+    def extended(self, clips: Iterable, count: int, prefix: str) -> "Pairs":
+        """These pairs and the `count` `clips` (activity, behaviour, pupil, video) after them, without
+        teacher targets: allocated once at the final size and filled as each clip arrives, so that
+        thousands of generated clips are held once, not stacked and then joined."""
+        mine = (self.activity, self.behavior, self.pupil, self.truth)
+        joined = [torch.empty((len(self) + count, *t.shape[1:]), dtype=t.dtype) for t in mine]
+        for tensor, recorded in zip(joined, mine, strict=True):
+            tensor[: len(self)] = recorded
+        made = 0
+        for clip in clips:
+            if made == count:
+                raise ValueError(f"more than the {count} clips expected")
+            for tensor, column in zip(joined, clip, strict=True):
+                if column.shape != tensor.shape[1:]:
+                    raise ValueError(f"clip {made}: shape {column.shape}, expected {tuple(tensor.shape[1:])}")
+                tensor[len(self) + made] = torch.from_numpy(np.ascontiguousarray(column))
+            made += 1
+        if made != count:
+            raise ValueError(f"made {made} clips, expected {count}")
+        return Pairs(self.trials + [f"{prefix}{i}" for i in range(count)], *joined)
 
     def take(self, index) -> "Pairs":
         trials = [self.trials[i] for i in index]
@@ -140,11 +160,39 @@ def training_data(
     return TrainingData(mouse, timing, train, validation, mask)
 
 
+def available_memory() -> int | None:
+    """Bytes the system can still give this process: Linux's MemAvailable (free memory and the
+    reclaimable page cache the memory-mapped datasets fill), else the free pages; None if unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def with_synthetic_pairs(found: TrainingData, cfg: DistillConfig, ensemble: Path, progress: bool) -> Pairs:
-    """The recorded training pairs and `cfg.synthetic_clips` more made by the encoder ensemble."""
+    """The recorded training pairs and `cfg.synthetic_clips` more made by the encoder ensemble, in
+    one allocation, refused before anything is generated where it would not fit in memory."""
     from stream_decoder.decoder.synthetic import synthetic_clips
     from stream_decoder.encoder.checkpoint import load_ensemble
 
+    total, clip = len(found.train) + cfg.synthetic_clips, found.train.clip_nbytes()
+    free = available_memory()
+    if free is not None and total * clip > free:
+        fit = max(free // clip - len(found.train), 0)
+        raise ValueError(
+            f"{total} training pairs need {total * clip / 1e9:.2f} GB of memory and {free / 1e9:.2f} GB "
+            f"are free; lower --synthetic-clips (about {fit} fit)"
+        )
+    log.info(
+        "training pairs: %d clips (%d synthetic), %.2f GB", total, cfg.synthetic_clips, total * clip / 1e9
+    )
     mouse = found.mouse
     encoders = [e.eval().requires_grad_(False) for e in load_ensemble(ensemble, {mouse.name: mouse})]
     at_30_hz = PlaneTiming.single_plane(mouse.n_neurons)
@@ -152,7 +200,7 @@ def with_synthetic_pairs(found: TrainingData, cfg: DistillConfig, ensemble: Path
     made = synthetic_clips(
         encoders, mouse.name, recorded, cfg.synthetic_clips, found.timing, seed=cfg.seed, progress=progress
     )
-    return found.train.extended(made, prefix="synthetic-")
+    return found.train.extended(made, cfg.synthetic_clips, prefix="synthetic-")
 
 
 def new_student(cfg: DistillConfig, train: Pairs) -> Student:

@@ -165,7 +165,7 @@ class Validation:
 
 def _moments(model: LinearDecoder, clips: Sequence[ClipArrays], held_back: int, bar):
     lookahead = model.cfg.lookahead
-    to_coarse = _coarse_projection(model)
+    to_coarse = coarse_projection(model)
     n_features = model.cfg.lags * model.cfg.latent
     fit_at = Moments.zeros(n_features, to_coarse.shape[0])
     validation = Validation([], [], Moments.zeros(n_features, to_coarse.shape[0]))
@@ -185,7 +185,7 @@ def _moments(model: LinearDecoder, clips: Sequence[ClipArrays], held_back: int, 
     return fit_at, validation
 
 
-def _coarse_projection(model: LinearDecoder) -> torch.Tensor:
+def coarse_projection(model: LinearDecoder) -> torch.Tensor:
     """(h w, H W): the map whose bilinear upsampling is closest (least squares) to a frame."""
     pixels = model.cfg.coarse_shape[0] * model.cfg.coarse_shape[1]
     upsampling = model.upsampled(torch.eye(pixels)).flatten(1)  # (h w, H W): row i is basis map i upsampled

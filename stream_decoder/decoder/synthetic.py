@@ -9,6 +9,8 @@ training clips, clipped at zero as deconvolved activity is. Fed through `held_re
 student's input timing, like the recorded clips.
 """
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -44,16 +46,15 @@ def synthetic_clips(
     noise_clips: int = 16,
     seed: int = 0,
     progress: bool = True,
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """`count` clips (activity as the daemon would feed it, behaviour, pupil, video), made from the
-    recorded `clips` (at 30 Hz: activity, behaviour, pupil, video) by the ensemble."""
+    recorded `clips` (at 30 Hz: activity, behaviour, pupil, video) by the ensemble, one at a time:
+    thousands of them do not fit in memory twice."""
     rng = np.random.default_rng(seed)
     sigma = noise_scale(encoders, mouse, clips[:noise_clips])
-    made = []
     for _ in tqdm(range(count), desc="synthetic pairs", unit="clip", disable=not progress):
         _, behavior, pupil, recorded = clips[rng.integers(len(clips))]
         video, _ = natural_movie(rng, len(recorded), TRAINING_PHOTOGRAPHS)
         rates = ensemble_rates(encoders, mouse, video, behavior, pupil)
         activity = np.maximum(rates + sigma * rng.standard_normal(rates.shape, np.float32), 0.0)
-        made.append((held_responses(activity, timing), behavior, pupil, video))
-    return made
+        yield held_responses(activity, timing), behavior, pupil, video

@@ -1,0 +1,190 @@
+"""Where the decoders lose fidelity: a loss budget from the screen to the reconstruction.
+
+    python bench/bench_budget.py --data DATA --mask-from ARTIFACT [--data-8000 DATA]
+        [--student ARTIFACT ...]
+
+Every row is the masked video correlation on the same held-out clips, frames and mask (the
+artifact's evaluation mask), per group:
+
+- output map: the true stimulus through the coarse map every decoder here emits (least squares,
+  bilinearly upsampled): no decoder of this shape can score higher;
+- ridge, noise-free rates: the linear baseline fitted and decoded on the simulator's noise-free
+  firing rates (no spikes, gain noise or calcium): what the encoding itself lets a linear read-out
+  recover;
+- ridge, recorded: the baseline as `stream-decoder baseline` fits it; and on half the training
+  clips (how much more recorded data would buy);
+- with --data-8000 (the same mouse and clips simulated with 8,000 neurons: `stream-decoder simulate
+  --preset demo --neurons 8000`): both ridge rows again, and ridge at 12.5-100 % of the 8,000
+  neurons (the paper's neuron curve);
+- each --student artifact, on the clips of its own dataset.
+
+The gaps between rows split the loss: map resolution, encoding, noise, neuron count, training data,
+decoder. Writes bench/results/bench_budget.json and bench_budget.png.
+"""
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from bench_baseline import GROUPS, TIERS, point, score
+from common import RESULTS, write_result
+
+from stream_decoder.data import held_responses, load_truth, open_mouse
+from stream_decoder.decoder.artifact import load_artifact
+from stream_decoder.decoder.baseline import TrialClips
+from stream_decoder.decoder.config import RidgeConfig
+from stream_decoder.decoder.evaluate import clip_groups
+from stream_decoder.decoder.linear import LinearConfig, LinearDecoder
+from stream_decoder.decoder.ridge import coarse_projection
+from stream_decoder.metrics import video_correlation
+
+FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+
+
+class RateClips(TrialClips):
+    """The trials with the simulator's noise-free rates in place of the recorded responses."""
+
+    def __init__(self, mouse, trials, multi_plane: bool = False):
+        super().__init__(mouse, trials, multi_plane)
+        self.rates = load_truth(mouse.path).path / "rates"
+
+    def __getitem__(self, index: int):
+        activity, behavior4, video = super().__getitem__(index)
+        rates = np.load(self.rates / f"{self.trials[index]}.npy")[: len(activity)]
+        return held_responses(rates, self.timing), behavior4, video
+
+
+@dataclasses.dataclass
+class Mouse:
+    """One dataset's training and held-out clips, recorded and noise-free."""
+
+    name: str
+    n_neurons: int
+    groups: dict
+    train: TrialClips
+    held_out: TrialClips
+    train_rates: RateClips
+    held_out_rates: RateClips
+
+    @classmethod
+    def open(cls, data: Path, name: str | None = None) -> "Mouse":
+        mouse = open_mouse(data, name)
+        groups = clip_groups(mouse, TIERS)
+        train = mouse.trials("train")
+        held = sorted({t for g in GROUPS for t in groups.get(g, [])}, key=int)
+        return cls(
+            mouse.name,
+            mouse.n_neurons,
+            groups,
+            TrialClips(mouse, train, False),
+            TrialClips(mouse, held, False),
+            RateClips(mouse, train),
+            RateClips(mouse, held),
+        )
+
+
+def output_map(mouse: Mouse, mask, lookahead: int) -> dict[str, float]:
+    """Each held-out stimulus through the coarse map's least-squares projection and upsampling."""
+    frame_shape = mouse.held_out[0][2].shape[1:]
+    model = LinearDecoder(LinearConfig(1, 1, lookahead=lookahead, frame_shape=frame_shape))
+    to_coarse = coarse_projection(model)
+    scores = {}
+    for group in GROUPS:
+        values = []
+        for trial in mouse.groups.get(group, []):
+            video = mouse.held_out[mouse.held_out.trials.index(trial)][2].astype(np.float32)
+            coarse = torch.from_numpy(video).flatten(1) @ to_coarse.T
+            through = model.upsampled(coarse.clamp(0, 255)).numpy()
+            end = len(video) - lookahead
+            values.append(video_correlation(through[:end], video[:end], mask))
+        scores[group] = float(np.nanmean(values)) if values else float("nan")
+    return scores
+
+
+def ridge_rows(mouse: Mouse, mask, label: str) -> list[dict]:
+    """Ridge on noise-free rates, on the recorded responses, and on half the training clips."""
+    everyone = np.arange(mouse.n_neurons)
+    cfg = RidgeConfig()
+    half = TrialClips(mouse.train.mouse, mouse.train.trials[: len(mouse.train) // 2], False)
+    rows = []
+    for name, train, held in (
+        ("ridge, noise-free rates", mouse.train_rates, mouse.held_out_rates),
+        ("ridge, recorded", mouse.train, mouse.held_out),
+        (f"ridge, recorded, {len(half)} training clips", half, mouse.held_out),
+    ):
+        print(f"{label}: {name}")
+        found = point(train, held, everyone, cfg, mask, mouse.groups)
+        rows.append({"row": name, "mouse": mouse.name} | found)
+    return rows
+
+
+def neuron_curve(mouse: Mouse, mask) -> list[dict]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for fraction in FRACTIONS:
+        neurons = np.sort(rng.permutation(mouse.n_neurons)[: round(fraction * mouse.n_neurons)])
+        print(f"{mouse.name}: ridge on {len(neurons)} neurons")
+        found = point(mouse.train, mouse.held_out, neurons, RidgeConfig(), mask, mouse.groups)
+        rows.append({"row": f"ridge, {fraction:.1%} of neurons", "mouse": mouse.name} | found)
+    return rows
+
+
+def student_row(path: Path, mice: dict[str, Mouse], mask) -> dict:
+    artifact = load_artifact(path, check_onnx=False)
+    mouse = mice[artifact.meta.provenance["mouse"]]
+    everyone = np.arange(mouse.n_neurons)
+    groups = score(artifact.model(), mouse.held_out, everyone, mouse.groups, mask)
+    return {"row": f"student {path.name} ({artifact.model_id})", "mouse": mouse.name, "groups": groups}
+
+
+def picture(rows: list[dict], out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(10, 0.32 * len(rows) + 1.5), layout="constrained")
+    shown = ("oracle", "final_test_main")
+    height = 0.8 / len(shown)
+    for k, group in enumerate(shown):
+        values = [r["groups"][group] for r in rows]
+        ax.barh(np.arange(len(rows)) + k * height, values, height, label=group)
+    ax.set_yticks(np.arange(len(rows)) + height / 2)
+    ax.set_yticklabels([f"{r['row']} [{r['mouse'].split('-')[2]}]" for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("masked video correlation (same clips, frames and mask)")
+    ax.legend(fontsize=8)
+    fig.suptitle("loss budget: screen -> map -> encoding -> noise -> neurons -> data -> decoder", fontsize=9)
+    fig.savefig(out, dpi=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True, help="dataset root (the demo mouse)")
+    parser.add_argument("--mask-from", type=Path, required=True, help="artifact whose evaluation mask to use")
+    parser.add_argument("--data-8000", type=Path, help="the same mouse simulated with 8,000 neurons")
+    parser.add_argument("--student", type=Path, nargs="*", default=[], help="student artifacts to score")
+    args = parser.parse_args()
+
+    mask = load_artifact(args.mask_from, check_onnx=False).evaluation_mask
+    demo = Mouse.open(args.data)
+    mice = {demo.name: demo}
+    ceiling = output_map(demo, mask, RidgeConfig().lookahead)
+    rows = [{"row": "output map", "mouse": demo.name, "groups": ceiling}]
+    rows += ridge_rows(demo, mask, demo.name)
+    if args.data_8000:
+        many = Mouse.open(args.data_8000)
+        mice[many.name] = many
+        rows += ridge_rows(many, mask, many.name)
+        rows += neuron_curve(many, mask)
+    rows += [student_row(path, mice, mask) for path in args.student]
+    png = RESULTS / "bench_budget.png"
+    picture(rows, png)
+    write_result("bench_budget", {"mask_pixels": int(mask.sum()), "rows": rows, "picture": png.name})
+
+
+if __name__ == "__main__":
+    main()
