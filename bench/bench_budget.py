@@ -1,7 +1,7 @@
 """Where the decoders lose fidelity: a loss budget from the screen to the reconstruction.
 
     python bench/bench_budget.py --data DATA --mask-from ARTIFACT [--data-8000 DATA]
-        [--student ARTIFACT ...]
+        [--more-data DATA] [--student ARTIFACT ...]
 
 Every row is the masked video correlation on the same held-out clips, frames and mask (the
 artifact's evaluation mask), per group:
@@ -16,6 +16,9 @@ artifact's evaluation mask), per group:
 - with --data-8000 (the same mouse and clips simulated with 8,000 neurons: `stream-decoder simulate
   --preset demo --neurons 8000`): both ridge rows again, and ridge at 12.5-100 % of the 8,000
   neurons (the paper's neuron curve);
+- with --more-data (the same neurons recorded for more trials: `stream-decoder simulate --preset
+  mouse --neurons 2000`, 480 training clips): ridge on as many training clips as the demo mouse
+  has and on all of them, scored on that dataset's held-out clips;
 - each --student artifact, on the clips of its own dataset.
 
 The gaps between rows split the loss: map resolution, encoding, noise, neuron count, training data,
@@ -124,6 +127,18 @@ def ridge_rows(mouse: Mouse, mask, label: str) -> list[dict]:
     return rows
 
 
+def data_curve(mouse: Mouse, mask, clips: int) -> list[dict]:
+    """Ridge on the first `clips` training clips and on all of them."""
+    everyone = np.arange(mouse.n_neurons)
+    rows = []
+    for count in (clips, len(mouse.train)):
+        train = TrialClips(mouse.train.mouse, mouse.train.trials[:count], False)
+        print(f"{mouse.name}: ridge on {count} training clips")
+        found = point(train, mouse.held_out, everyone, RidgeConfig(), mask, mouse.groups)
+        rows.append({"row": f"ridge, recorded, {count} training clips", "mouse": mouse.name} | found)
+    return rows
+
+
 def neuron_curve(mouse: Mouse, mask) -> list[dict]:
     rng = np.random.default_rng(0)
     rows = []
@@ -151,7 +166,7 @@ def picture(rows: list[dict], out: Path) -> None:
         values = [r["groups"][group] for r in rows]
         ax.barh(np.arange(len(rows)) + k * height, values, height, label=group)
     ax.set_yticks(np.arange(len(rows)) + height / 2)
-    ax.set_yticklabels([f"{r['row']} [{r['mouse'].split('-')[2]}]" for r in rows], fontsize=7)
+    ax.set_yticklabels([f"{r['row']} [{'-'.join(r['mouse'].split('-')[1:3])}]" for r in rows], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("masked video correlation (same clips, frames and mask)")
     ax.legend(fontsize=8)
@@ -166,6 +181,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="dataset root (the demo mouse)")
     parser.add_argument("--mask-from", type=Path, required=True, help="artifact whose evaluation mask to use")
     parser.add_argument("--data-8000", type=Path, help="the same mouse simulated with 8,000 neurons")
+    parser.add_argument("--more-data", type=Path, help="the same neurons recorded for more trials")
     parser.add_argument("--student", type=Path, nargs="*", default=[], help="student artifacts to score")
     args = parser.parse_args()
 
@@ -180,6 +196,10 @@ def main() -> None:
         mice[many.name] = many
         rows += ridge_rows(many, mask, many.name)
         rows += neuron_curve(many, mask)
+    if args.more_data:
+        longer = Mouse.open(args.more_data)
+        mice[longer.name] = longer
+        rows += data_curve(longer, mask, len(demo.train))
     rows += [student_row(path, mice, mask) for path in args.student]
     png = RESULTS / "bench_budget.png"
     picture(rows, png)

@@ -14,12 +14,17 @@ alike; the load average is recorded with every measurement.
 
 Back to back, a step finds the model in the CPU caches. At 30 Hz it does not: between ticks other
 work evicts the weights and code, and a step costs several times more. `paced_30hz` times steps
-one tick apart, cold and after `Backend.prefetch` a lead before the tick (what the daemon does).
+one tick apart, cold and after `Backend.prefetch` a lead before the tick (what the daemon does),
+next to the paced floor: the read-in matvec timed the same way (its prefetch: one matvec a lead
+before the tick), on one BLAS thread; each backend's figure has its ratio to the floor of its N
+and mode. onnxruntime-1thread-int8 serves model.int8.onnx (`export --int8-read-in`): a quarter
+of the read-in bytes per tick.
 """
 
 import argparse
 import contextlib
 import ctypes
+import functools
 import glob
 import json
 import os
@@ -43,8 +48,12 @@ NOTES = (
     "Wall-clock per step() call, inputs cycled from a bank of 64 vectors. onnxruntime-1thread is "
     "the default backend (intra_op_num_threads=1), onnxruntime-2threads the same graph on two. floor: numpy "
     "matvec with the read-in weights on numpy's BLAS threads (all cores); floor_1thread: the same "
-    "on one thread. Other jobs shared the CPU: load_average_1m is recorded per measurement "
-    "(before, after); best_repeat is the least disturbed figure, median_over_repeats the typical."
+    "on one thread. onnxruntime-1thread-int8: model.int8.onnx (int8 read-in weights) on one thread. "
+    "paced_30hz: steps one 30 Hz tick apart, cold and prefetched; 'numpy read-in' rows there are the "
+    "paced floor (the float32 read-in matvec on one BLAS thread, prefetched with one matvec), and each "
+    "backend row's p50/p99_over_paced_floor are against the floor of its N and mode. Other jobs "
+    "shared the CPU: load_average_1m is recorded per measurement (before, after); best_repeat is the "
+    "least disturbed figure, median_over_repeats the typical."
 )
 
 
@@ -54,6 +63,7 @@ def backend_options() -> dict[str, tuple[str, dict]]:
         "torch": ("torch", {}),
         "onnxruntime-1thread": ("onnxruntime", {"threads": 1}),
         "onnxruntime-2threads": ("onnxruntime", {"threads": 2}),
+        "onnxruntime-1thread-int8": ("onnxruntime", {"threads": 1, "int8_read_in": True}),
     }
     try:
         from stream_decoder.runtime.tensorrt_backend import require_tensorrt
@@ -66,13 +76,14 @@ def backend_options() -> dict[str, tuple[str, dict]]:
 
 
 def build_artifact(folder: Path, n_neurons: int, latent: int = DEFAULT_LATENT) -> Path:
-    """Default-shaped student with random weights and plausible normalisation, exported."""
+    """Default-shaped student with random weights and plausible normalisation, exported (with the
+    int8 read-in graph)."""
     torch.manual_seed(0)
     student = Student(StudentConfig(n_neurons=n_neurons, latent=latent)).eval()
     mean, std = torch.rand(n_neurons), torch.rand(n_neurons) + 0.5
     student.set_normalisation(mean, std, torch.zeros(4), torch.ones(4))
     save_artifact(folder, student, unit_ids=np.arange(n_neurons), data_fingerprint="bench")
-    export_artifact(folder, steps=8)
+    export_artifact(folder, steps=8, int8_read_in=True)
     return folder
 
 
@@ -125,39 +136,67 @@ def time_calls(call, activity: np.ndarray, behavior: np.ndarray, steps: int) -> 
 
 
 def time_paced(
-    backend, activity: np.ndarray, behavior: np.ndarray, ticks: int, lead_s: float, rate_hz: float = 30.0
+    step,
+    prefetch,
+    activity: np.ndarray,
+    behavior: np.ndarray,
+    ticks: int,
+    lead_s: float,
+    rate_hz: float = 30.0,
 ) -> dict:
-    """p50/p99 of steps one tick apart; with lead_s > 0, `prefetch` runs that long before each."""
+    """p50/p99 of `step(activity, behavior)` one tick apart; with lead_s > 0, `prefetch()` runs that
+    long before each."""
     times = np.empty(ticks)
     start = time.perf_counter() + 0.1
     for k in range(ticks):
         due = start + k / rate_hz
         if lead_s:
             time.sleep(max(0.0, due - lead_s - time.perf_counter()))
-            backend.prefetch()
+            prefetch()
         time.sleep(max(0.0, due - time.perf_counter()))
         t0 = time.perf_counter()
-        backend.step(activity[k % INPUT_BANK], behavior[k % INPUT_BANK])
+        step(activity[k % INPUT_BANK], behavior[k % INPUT_BANK])
         times[k] = time.perf_counter() - t0
     p50, p99 = np.percentile(times, [50, 99]) * 1e6
     return {"p50_us": round(p50, 1), "p99_us": round(p99, 1), "load_average_1m": round(os.getloadavg()[0], 2)}
 
 
-def paced(opened: dict, ticks: int, lead_s: float) -> list[dict]:
-    """Each onnxruntime configuration at 30 Hz: cold steps, then prefetched ones."""
+def paced(opened: dict, artifacts: dict, ticks: int, lead_s: float) -> list[dict]:
+    """Per N at 30 Hz, cold and prefetched: the read-in floor on one BLAS thread, then each onnxruntime
+    configuration with its ratios to the floor of the same N and mode."""
+    modes = (("cold", 0.0), (f"prefetch {lead_s * 1e3:g} ms ahead", lead_s))
     results = []
-    for (label, n), backend in opened.items():
-        if not label.startswith("onnxruntime"):
-            continue
+    for n, folder in artifacts.items():
         activity, behavior = inputs(n)
-        for mode, lead in (("cold", 0.0), (f"prefetch {lead_s * 1e3:g} ms ahead", lead_s)):
-            backend.reset()
-            p = time_paced(backend, activity, behavior, ticks, lead)
-            results.append({"neurons": n, "backend": label, "mode": mode, **p})
-            print(
-                f"30 Hz N={n:5d} {label:20s} {mode:22s} p50 {p['p50_us']:7.1f} us  p99 {p['p99_us']:7.1f} us"
-            )
+        matvec = read_in_matvec(folder)
+        warm = functools.partial(matvec, activity[0], behavior[0])  # the floor's prefetch: one matvec
+        floors = {}
+        with blas_threads(1) as controlled:
+            for mode, lead in modes:
+                floors[mode] = time_paced(matvec, warm, activity, behavior, ticks, lead)
+                threads = {"blas_threads": 1 if controlled else "numpy's default"}
+                results.append({"neurons": n, "backend": "numpy read-in", "mode": mode, **threads})
+                results[-1].update(floors[mode])
+                print_paced(n, "numpy read-in", mode, floors[mode])
+        for (label, m), backend in opened.items():
+            if m != n or not label.startswith("onnxruntime"):
+                continue
+            for mode, lead in modes:
+                backend.reset()
+                p = time_paced(backend.step, backend.prefetch, activity, behavior, ticks, lead)
+                p["p50_over_paced_floor_p50"] = round(p["p50_us"] / floors[mode]["p50_us"], 2)
+                p["p99_over_paced_floor_p99"] = round(p["p99_us"] / floors[mode]["p99_us"], 2)
+                results.append({"neurons": n, "backend": label, "mode": mode, **p})
+                print_paced(n, label, mode, p)
     return results
+
+
+def print_paced(n: int, label: str, mode: str, p: dict) -> None:
+    ratio = p.get("p99_over_paced_floor_p99")
+    print(
+        f"30 Hz N={n:5d} {label:24s} {mode:22s} p50 {p['p50_us']:7.1f} us  p99 {p['p99_us']:7.1f} us"
+        + (f"  x{ratio:.2f} paced floor p99" if ratio else "")
+    )
 
 
 def measure_floors(matvec, activity, behavior, steps: int) -> dict:
@@ -194,7 +233,7 @@ def run(steps: int, repeats: int, latent: int, paced_ticks: int, lead_s: float) 
                 floor = runs[-1]["floor"]
                 one_thread = runs[-1].get("floor_1thread", {}).get("p50_us")
                 print(
-                    f"repeat {repeat} N={n:5d} {'numpy read-in':20s} p50 {floor['p50_us']:7.1f} us  "
+                    f"repeat {repeat} N={n:5d} {'numpy read-in':24s} p50 {floor['p50_us']:7.1f} us  "
                     f"p99 {floor['p99_us']:7.1f} us  (one thread: p50 {one_thread} us)"
                 )
                 for label in backends:
@@ -203,11 +242,11 @@ def run(steps: int, repeats: int, latent: int, paced_ticks: int, lead_s: float) 
                     p = time_calls(backend.step, activity, behavior, steps)
                     runs.append({"repeat": repeat, "neurons": n, "backend": label, **p})
                     print(
-                        f"repeat {repeat} N={n:5d} {label:20s} p50 {p['p50_us']:7.1f} us  "
+                        f"repeat {repeat} N={n:5d} {label:24s} p50 {p['p50_us']:7.1f} us  "
                         f"p99 {p['p99_us']:7.1f} us  p99.9 {p['p99.9_us']:8.1f} us  "
                         f"x{p['p50_us'] / floor['p50_us']:.2f} floor p50"
                     )
-        paced_runs = paced(opened, paced_ticks, lead_s)
+        paced_runs = paced(opened, artifacts, paced_ticks, lead_s)
     return {
         "student": json.loads(StudentConfig(n_neurons=NEURONS[0], latent=latent).to_json())
         | {"n_neurons": list(NEURONS)},

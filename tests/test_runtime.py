@@ -24,6 +24,7 @@ from stream_decoder.runtime.backend import OPTIONS as BACKEND_OPTIONS
 from stream_decoder.runtime.export import (
     FP16_FRAME_TOLERANCE,
     FRAME_TOLERANCE,
+    INT8_FRAME_TOLERANCE,
     OPSET,
     check_onnx,
     check_tensorrt_ops,
@@ -137,6 +138,65 @@ def test_float16_graph_for_tensorrt_tracks_torch(artifact_copy):
             None, {"activity": a[None], "behavior": b[None], **{f"state{i}": s for i, s in enumerate(state)}}
         )
         np.testing.assert_allclose(frame[0], reference.step(a, b), atol=FP16_FRAME_TOLERANCE)
+
+
+@pytest.fixture(scope="module")
+def exported_int8(exported, tmp_path_factory):
+    """A copy of `exported` with model.int8.onnx too, written through the CLI."""
+    folder = shutil.copytree(exported, tmp_path_factory.mktemp("int8") / "artifact")
+    assert main(["export", str(folder), "--int8-read-in", "--steps", "16"]) == 0
+    return folder
+
+
+def test_int8_read_in_tracks_torch_over_a_stream_and_is_not_the_float_graph(exported_int8):
+    """Within INT8_FRAME_TOLERANCE of torch with the state carried, yet further from the float32
+    graph than float reordering explains: the backend runs model.int8.onnx, not model.onnx."""
+    activity, behavior = stream_inputs(load_artifact(exported_int8), 40, seed=7)
+    int8 = open_backend(exported_int8, "onnxruntime", int8_read_in=True)
+    assert int8.onnx_file == exported_int8 / "model.int8.onnx"
+    assert max_frame_difference(open_backend(exported_int8, "torch"), int8, activity, behavior) <= (
+        INT8_FRAME_TOLERANCE
+    )
+    float32 = open_backend(exported_int8, "onnxruntime")
+    assert FRAME_TOLERANCE < max_frame_difference(float32, int8, activity, behavior) <= INT8_FRAME_TOLERANCE
+    cached = open_backend(exported_int8, "onnxruntime", int8_read_in=True)  # its optimised graph, cached
+    assert cached.graph_file.parent == cache_dir() / "ort" and cached.graph_file != float32.graph_file
+    assert max_frame_difference(int8, cached, activity, behavior) == 0.0
+
+
+def test_int8_graph_holds_int8_read_in_weights_and_a_float32_head(exported_int8):
+    model = onnx.load(str(exported_int8 / "model.int8.onnx"))
+    ops = check_onnx(exported_int8 / "model.int8.onnx", tensorrt=False)
+    assert ops["MatMulInteger"] == ops["DynamicQuantizeLinear"] == 1
+    read_in = N * 16  # N x latent
+    sizes = [(t.data_type, int(np.prod(t.dims))) for t in model.graph.initializer]
+    assert (onnx.TensorProto.INT8, read_in) in sizes and (onnx.TensorProto.FLOAT, read_in) not in sizes
+
+    def float_weights(graph: onnx.ModelProto) -> int:
+        return sum(int(np.prod(t.dims)) for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+
+    # every other weight stays float32; the read-in gains one float scale per latent channel
+    float_graph = onnx.load(str(exported_int8 / "model.onnx")).graph
+    assert float_weights(model.graph) == float_weights(float_graph) - read_in + 16
+    stamp = {p.key: p.value for p in model.metadata_props}["stream_decoder.model_id"]
+    assert stamp == load_artifact(exported_int8).model_id
+    with pytest.raises(ValueError, match="MatMulInteger"):  # CPU only: never offered to TensorRT
+        check_onnx(exported_int8 / "model.int8.onnx")
+
+
+def test_int8_read_in_needs_its_export_and_must_match_the_weights(artifact_copy, tmp_path):
+    with pytest.raises(FileNotFoundError) as missing:
+        open_backend(artifact_copy, "onnxruntime", int8_read_in=True)
+    assert str(missing.value) == (
+        f"{artifact_copy / 'model.int8.onnx'} is missing: run "
+        f"`stream-decoder export {artifact_copy} --int8-read-in` first"
+    )
+    other = tmp_path / "other"
+    save_artifact(other, build_student(seed=1), unit_ids=np.arange(N), data_fingerprint="x")
+    export_artifact(other, steps=2, int8_read_in=True)
+    shutil.copy(other / "model.int8.onnx", artifact_copy / "model.int8.onnx")
+    with pytest.raises(ValueError, match=r"model.int8.onnx: exported from model .*--int8-read-in`$"):
+        open_backend(artifact_copy, "onnxruntime", int8_read_in=True)
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT and a GPU are present")

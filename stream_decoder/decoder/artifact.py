@@ -193,7 +193,7 @@ def load_artifact(directory: str | Path, check_onnx: bool = True) -> Artifact:
             f"{meta.model_id} recorded in {directory / META_FILE}: files changed or mixed artifacts"
         )
     if check_onnx and (directory / ONNX_FILE).exists():
-        _check_onnx_model_id(directory / ONNX_FILE, meta.model_id)
+        check_onnx_model_id(directory / ONNX_FILE, meta.model_id)
     return Artifact(directory, config, meta, state_dict)
 
 
@@ -248,7 +248,9 @@ def _read_weights(path: Path, kind: str, config: StudentConfig | LinearConfig) -
     return state_dict
 
 
-def _check_onnx_model_id(path: Path, expected: str) -> None:
+def check_onnx_model_id(path: Path, expected: str, export_flags: str = "") -> None:
+    """Refuse an ONNX file stamped with another model id; `export_flags` (" --int8-read-in") are
+    those of the export that writes this file, for the hint."""
     import onnx
 
     try:
@@ -259,5 +261,5 @@ def _check_onnx_model_id(path: Path, expected: str) -> None:
     if found != expected:
         raise ValueError(
             f"{path}: exported from model {found!r}, but the weights are model {expected}; "
-            f"re-run `stream-decoder export {path.parent}`"
+            f"re-run `stream-decoder export {path.parent}{export_flags}`"
         )

@@ -124,6 +124,9 @@ class StepGraph(nn.Module):
         self.register_buffer("bias", bias)
 
     def forward(self, activity: torch.Tensor, behavior: torch.Tensor, *state: torch.Tensor):
-        z = F.linear(activity, self.w_activity, self.bias) + F.linear(behavior, self.w_behavior)
-        frame, next_state = self.decoder.head_step(z, list(state))
+        frame, next_state = self.decoder.head_step(self.read_in(activity, behavior), list(state))
         return (frame, *next_state)
+
+    def read_in(self, activity: torch.Tensor, behavior: torch.Tensor) -> torch.Tensor:
+        """The latent z_t: one Gemm with the folded weights (the runtime's int8 variant overrides it)."""
+        return F.linear(activity, self.w_activity, self.bias) + F.linear(behavior, self.w_behavior)

@@ -16,7 +16,7 @@ KINDS = ("onnxruntime", "torch", "tensorrt")
 # Each backend's keyword options (its constructor's, which a test holds this to) and their types:
 # what `open_backend` and the rig config's [model.options] accept.
 OPTIONS: dict[str, dict[str, type]] = {
-    "onnxruntime": {"threads": int},
+    "onnxruntime": {"threads": int, "int8_read_in": bool},
     "torch": {"device": str},
     "tensorrt": {"fp16": bool, "cuda_graph": bool},
 }

@@ -1,9 +1,13 @@
 """`stream-decoder export`: the student's step graph as a checked ONNX file (and a TensorRT engine).
 
 Checks, in order: onnx.checker (full), every op against what TensorRT's ONNX parser accepts, and
-the frames of ONNX Runtime against torch over a stream of ticks with the state carried.
+the frames of ONNX Runtime against torch over a stream of ticks with the state carried. The int8
+read-in variant (model.int8.onnx, ONNX Runtime on CPU only) gets the same checks but the TensorRT one.
 """
 
+import contextlib
+import io
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from stream_decoder.data import BEHAVIOR_CHANNELS
 from stream_decoder.decoder.artifact import ONNX_MODEL_ID_KEY, Artifact, load_artifact
 from stream_decoder.decoder.streaming import StepGraph
 from stream_decoder.runtime.backend import Backend
-from stream_decoder.runtime.onnxruntime_backend import OnnxRuntimeBackend
+from stream_decoder.runtime.onnxruntime_backend import INT8_ONNX_FILE, OnnxRuntimeBackend
 from stream_decoder.runtime.step_io import ACTIVITY, BEHAVIOR, FRAME, next_state_names, state_names
 from stream_decoder.runtime.tensorrt_backend import (
     FP16_ONNX_FILE,
@@ -32,6 +37,13 @@ OPSET = 18
 # float16 weights and activations through a few layers stay within a couple of grey levels.
 FRAME_TOLERANCE = 1e-2
 FP16_FRAME_TOLERANCE = 2.0
+# int8 read-in weights (per output channel) and activity quantized per tick to uint8: the largest
+# frame difference from torch over stream_inputs (seeds 0, 7, 11, 23; 300 ticks each, state carried)
+# was 3.66 grey levels for the bundled demo student (N = 2,000) and 1.70 for a random-weight
+# 8,000-neuron student of the default shape (bench_step.py's); per-tensor weights: 8.60 and 1.60.
+# Twice the worst seen, so that another trained student's larger weights do not fail its export: the
+# check is there to catch a broken graph (tens of grey levels); bench_precision.py measures the cost.
+INT8_FRAME_TOLERANCE = 8.0
 
 # The ops the step graph can contain after torch's exporter at OPSET, each marked supported (Y) in
 # onnx-tensorrt's docs/operators.md for TensorRT 10.15 (opsets 9-24); the restrictions listed there
@@ -70,6 +82,7 @@ class ExportReport:
     steps_compared: int
     max_abs_diff: dict[str, float]  # per backend, frames vs torch over the stream
     engine_path: Path | None = None
+    int8_path: Path | None = None
 
 
 class Float16Step(nn.Module):
@@ -84,20 +97,59 @@ class Float16Step(nn.Module):
         return tuple(o.float() for o in outputs)
 
 
+class MatMulReadInStep(StepGraph):
+    """The step graph with its read-in as MatMul(activity, W (N, D)) + bias instead of one Gemm:
+    ONNX Runtime's dynamic quantizer makes int8 weights of a MatMul's constant input, not a Gemm's."""
+
+    def read_in(self, activity: torch.Tensor, behavior: torch.Tensor) -> torch.Tensor:
+        # the exporter folds the transpose into an (N, D) initializer
+        return activity @ self.w_activity.T + self.bias + F.linear(behavior, self.w_behavior)
+
+
 def export_onnx(artifact: Artifact, fp16: bool = False) -> Path:
     """Trace the batch-1 step graph to model.onnx (or model.fp16.onnx), stamped with the model id."""
     graph = StepGraph(artifact.model())
     path = artifact.path / FP16_ONNX_FILE if fp16 else artifact.onnx_path
+    return save_stamped(trace(Float16Step(graph) if fp16 else graph, artifact), artifact, path)
+
+
+def export_int8_read_in(artifact: Artifact) -> Path:
+    """model.int8.onnx: the step graph with int8 read-in weights (per output channel, QInt8) and the
+    tick's activity quantized to uint8 on the fly (ONNX Runtime's dynamic quantization:
+    DynamicQuantizeLinear -> MatMulInteger). Only the read-in is quantized: its N x D weights are the
+    bytes a 30 Hz tick pulls into cold caches; the head stays float32. For ONNX Runtime on CPU only:
+    its integer ops are not in TENSORRT_ONNX_OPS, and check_onnx skips that check for it."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    traced = trace(MatMulReadInStep(artifact.model()), artifact)
+    path = artifact.path / INT8_ONNX_FILE
+    with quiet_quantizer():
+        quantize_dynamic(
+            traced,
+            path,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_quantize=[read_in_node(traced)],
+            weight_type=QuantType.QInt8,
+            # per output channel: the demo student's frames 3.37 grey levels from torch at most over
+            # the same 200 ticks where one scale for the whole matrix gives 8.60
+            per_channel=True,
+        )
+    return save_stamped(onnx.load(str(path)), artifact, path, " (int8 read-in)")
+
+
+def trace(module: nn.Module, artifact: Artifact) -> onnx.ModelProto:
+    """The batch-1 step function `module` as an ONNX graph with the step_io names."""
     state = artifact.model().initial_state(1)
     n_blocks = len(state)
     example = (torch.zeros(1, artifact.config.n_neurons), torch.zeros(1, BEHAVIOR_CHANNELS), *state)
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         # The TorchScript exporter is chosen on purpose (small single-file graph, no onnxscript).
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            Float16Step(graph) if fp16 else graph,
+            module,
             example,
-            str(path),
+            buffer,
             dynamo=False,
             opset_version=OPSET,
             external_data=False,
@@ -105,18 +157,46 @@ def export_onnx(artifact: Artifact, fp16: bool = False) -> Path:
             input_names=[ACTIVITY, BEHAVIOR, *state_names(n_blocks)],
             output_names=[FRAME, *next_state_names(n_blocks)],
         )
-    model = onnx.load(str(path))
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def save_stamped(model: onnx.ModelProto, artifact: Artifact, path: Path, variant: str = "") -> Path:
+    """Write `model` to `path` stamped with the model id, which the backends check on load."""
     onnx.helper.set_model_props(model, {ONNX_MODEL_ID_KEY: artifact.model_id})
-    model.doc_string = f"stream_decoder student step graph, model {artifact.model_id}"
+    model.doc_string = f"stream_decoder student step graph{variant}, model {artifact.model_id}"
     onnx.save(model, str(path))
     return path
 
 
-def check_onnx(path: Path) -> dict[str, int]:
-    """Full onnx.checker pass and the TensorRT op check; returns the op counts."""
+def read_in_node(model: onnx.ModelProto) -> str:
+    """The name of the one MatMul that multiplies the activity input by the read-in weights."""
+    names = [n.name for n in model.graph.node if n.op_type == "MatMul" and ACTIVITY in n.input]
+    if len(names) != 1:
+        raise RuntimeError(f"export: expected one MatMul reading {ACTIVITY!r}, found {names}")
+    return names[0]
+
+
+@contextlib.contextmanager
+def quiet_quantizer():
+    """quantize_dynamic logs on the root logger a hint to pre-process the graph (shape inference,
+    fusions: the traced step graph already has static shapes and folded constants) and a note per
+    tensor it quantizes on the fly: they would only confuse. Its errors still pass."""
+    quiet = logging.Filter()
+    quiet.filter = lambda record: record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
+    logging.getLogger().addFilter(quiet)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+def check_onnx(path: Path, tensorrt: bool = True) -> dict[str, int]:
+    """Full onnx.checker pass and the TensorRT op check (tensorrt=False skips it: for the int8 graph,
+    which only ONNX Runtime runs); returns the op counts."""
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
-    check_tensorrt_ops(model)
+    if tensorrt:
+        check_tensorrt_ops(model)
     return op_counts(model)
 
 
@@ -163,9 +243,14 @@ def max_frame_difference(reference: Backend, candidate: Backend, activity, behav
 
 
 def export_artifact(
-    artifact_dir: str | Path, tensorrt: bool = False, fp16: bool = False, steps: int = 64
+    artifact_dir: str | Path,
+    tensorrt: bool = False,
+    fp16: bool = False,
+    steps: int = 64,
+    int8_read_in: bool = False,
 ) -> ExportReport:
-    """Write and check model.onnx (and the TensorRT engine); raise if a runtime disagrees with torch."""
+    """Write and check model.onnx (and the TensorRT engine, and model.int8.onnx); raise if a runtime
+    disagrees with torch by more than its tolerance."""
     if fp16 and not tensorrt:
         raise ValueError("export: fp16 applies to the TensorRT engine; pass tensorrt=True (--tensorrt) too")
     if tensorrt:
@@ -175,22 +260,28 @@ def export_artifact(
     ops = check_onnx(path)
     reference = TorchBackend(artifact)
     candidates: dict[str, Backend] = {"onnxruntime": OnnxRuntimeBackend(artifact)}
-    engine_path = None
+    tolerances = {"onnxruntime": FRAME_TOLERANCE}
+    engine_path = int8_path = None
+    if int8_read_in:
+        int8_path = export_int8_read_in(artifact)
+        check_onnx(int8_path, tensorrt=False)
+        candidates["onnxruntime-int8"] = OnnxRuntimeBackend(artifact, int8_read_in=True)
+        tolerances["onnxruntime-int8"] = INT8_FRAME_TOLERANCE
     if tensorrt:
         if fp16:
             check_onnx(export_onnx(artifact, fp16=True))
         engine_path = build_engine(artifact, fp16=fp16)
         candidates["tensorrt"] = TensorRTBackend(artifact, fp16=fp16)
+        tolerances["tensorrt"] = FP16_FRAME_TOLERANCE if fp16 else FRAME_TOLERANCE
     activity, behavior = stream_inputs(artifact, steps)
     diffs = {
         name: max_frame_difference(reference, backend, activity, behavior)
         for name, backend in candidates.items()
     }
     for name, diff in diffs.items():
-        tolerance = FP16_FRAME_TOLERANCE if name == "tensorrt" and fp16 else FRAME_TOLERANCE
-        if diff > tolerance:
+        if diff > tolerances[name]:
             raise RuntimeError(
                 f"export {artifact.path}: {name} frames differ from torch by up to {diff:.4g} "
-                f"grey levels over {steps} ticks (tolerance {tolerance})"
+                f"grey levels over {steps} ticks (tolerance {tolerances[name]})"
             )
-    return ExportReport(path, ops, steps, diffs, engine_path)
+    return ExportReport(path, ops, steps, diffs, engine_path, int8_path)

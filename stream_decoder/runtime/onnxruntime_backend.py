@@ -1,4 +1,4 @@
-"""The CPU default: model.onnx in ONNX Runtime, bound once to preallocated buffers.
+"""The CPU default: model.onnx (or model.int8.onnx) in ONNX Runtime, bound once to preallocated buffers.
 
 Two sets of state buffers alternate between input and output (tick k reads set k % 2 and writes
 the other), each with its own IOBinding made at start-up, so a tick allocates nothing but the
@@ -16,7 +16,7 @@ import onnxruntime as ort
 
 from stream_decoder.atomic import atomic_path
 from stream_decoder.data import BEHAVIOR_CHANNELS
-from stream_decoder.decoder.artifact import Artifact
+from stream_decoder.decoder.artifact import Artifact, check_onnx_model_id
 from stream_decoder.paths import cache_dir
 from stream_decoder.runtime.backend import Backend
 from stream_decoder.runtime.step_io import ACTIVITY, BEHAVIOR, FRAME, next_state_names, state_names
@@ -24,20 +24,22 @@ from stream_decoder.runtime.step_io import ACTIVITY, BEHAVIOR, FRAME, next_state
 log = logging.getLogger(__name__)
 CACHE_FOLDER = "ort"  # optimised graphs, under paths.cache_dir()
 PROVIDERS = ["CPUExecutionProvider"]
+# The step graph with int8 read-in weights (`stream-decoder export --int8-read-in`), for this
+# backend on CPU only: its integer ops are not checked against TensorRT's parser.
+INT8_ONNX_FILE = "model.int8.onnx"
 
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, artifact: Artifact, threads: int = 1):
+    def __init__(self, artifact: Artifact, threads: int = 1, int8_read_in: bool = False):
         """threads: intra-op threads. Two shorten a step; their idle worker sleeps between ticks
-        rather than spinning, so it leaves the cores to the rest of the rig (bench_e2e.py)."""
+        rather than spinning, so it leaves the cores to the rest of the rig (bench_e2e.py).
+        int8_read_in: run model.int8.onnx, whose read-in weights are int8: a quarter of the bytes a
+        30 Hz tick pulls into cold caches (its cost in grey levels: export.INT8_FRAME_TOLERANCE)."""
         super().__init__(artifact)
-        if not artifact.onnx_path.is_file():
-            raise FileNotFoundError(
-                f"{artifact.onnx_path} is missing: run `stream-decoder export {artifact.path}` first"
-            )
-        self.session, self.graph_file = _open_session(artifact, threads)
+        self.onnx_file = source_graph(artifact, int8_read_in)
+        self.session, self.graph_file = _open_session(artifact, self.onnx_file, threads)
         cfg = artifact.config
         self._activity = np.zeros((1, cfg.n_neurons), np.float32)
         self._behavior = np.zeros((1, BEHAVIOR_CHANNELS), np.float32)
@@ -89,9 +91,26 @@ class OnnxRuntimeBackend(Backend):
         self._parity = 0
 
 
-def _open_session(artifact: Artifact, threads: int) -> tuple[ort.InferenceSession, Path]:
-    """Sequential, `threads` intra-op threads; reuse the cached optimised graph, or cache it now.
-    Returns the session and the graph file it runs."""
+def source_graph(artifact: Artifact, int8_read_in: bool) -> Path:
+    """model.onnx (load_artifact checked its model id), or model.int8.onnx, checked the same way."""
+    if not int8_read_in:
+        if not artifact.onnx_path.is_file():
+            raise FileNotFoundError(
+                f"{artifact.onnx_path} is missing: run `stream-decoder export {artifact.path}` first"
+            )
+        return artifact.onnx_path
+    path = artifact.path / INT8_ONNX_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: run `stream-decoder export {artifact.path} --int8-read-in` first"
+        )
+    check_onnx_model_id(path, artifact.model_id, " --int8-read-in")
+    return path
+
+
+def _open_session(artifact: Artifact, source: Path, threads: int) -> tuple[ort.InferenceSession, Path]:
+    """`source` sequential on `threads` intra-op threads; reuse its cached optimised graph, or cache
+    it now. Returns the session and the graph file it runs."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     # Idle workers sleep rather than spin: a spinning worker takes a core from the rig and the display
@@ -99,7 +118,7 @@ def _open_session(artifact: Artifact, threads: int) -> tuple[ort.InferenceSessio
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    cached = optimised_graph_path(artifact)
+    cached = optimised_graph_path(artifact, source)
     if cached.is_file():
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         return ort.InferenceSession(str(cached), options, providers=PROVIDERS), cached
@@ -109,16 +128,17 @@ def _open_session(artifact: Artifact, threads: int) -> tuple[ort.InferenceSessio
         cached.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(cached.parent, os.W_OK):
         log.info("cache %s is not writable: the optimised graph is not saved", cached.parent)
-        return ort.InferenceSession(str(artifact.onnx_path), options, providers=PROVIDERS), artifact.onnx_path
+        return ort.InferenceSession(str(source), options, providers=PROVIDERS), source
     with atomic_path(cached) as tmp:  # another daemon may open the cache meanwhile: whole or absent
         options.optimized_model_filepath = str(tmp)
-        session = ort.InferenceSession(str(artifact.onnx_path), options, providers=PROVIDERS)
-    return session, artifact.onnx_path
+        session = ort.InferenceSession(str(source), options, providers=PROVIDERS)
+    return session, source
 
 
-def optimised_graph_path(artifact: Artifact) -> Path:
-    """<cache>/ort/<model id>.<digest of model.onnx>.ort-<version>.onnx, never in the artifact (which may
+def optimised_graph_path(artifact: Artifact, source: Path) -> Path:
+    """<cache>/ort/<model id>.<digest of source>.ort-<version>.onnx, never in the artifact (which may
     be read-only, or packaged). The digest keeps a model.onnx exported again from the same weights (a
-    newer exporter, a fixed step graph) from running the graph optimised from the old one."""
-    digest = hashlib.sha256(artifact.onnx_path.read_bytes()).hexdigest()[:12]
+    newer exporter, a fixed step graph) from running the graph optimised from the old one, and
+    model.onnx and model.int8.onnx apart."""
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
     return cache_dir() / CACHE_FOLDER / f"{artifact.model_id}.{digest}.ort-{ort.__version__}.onnx"
