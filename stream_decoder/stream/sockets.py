@@ -27,6 +27,8 @@ PEER_EVENTS = {
     zmq.EVENT_HANDSHAKE_SUCCEEDED: "handshake_ok",
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "refused_auth",  # CurveZMQ key not in the allowed set
     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "refused_protocol",  # e.g. no CurveZMQ where it is required
+    # The peer hung up mid-handshake: often a libzmq client without CurveZMQ that read our greeting
+    # and hung up before its own (naming its mechanism) had left, so we never saw the mismatch.
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake_failed",
 }
 RETRY_EVENTS = (zmq.EVENT_CONNECT_DELAYED, zmq.EVENT_CONNECT_RETRIED)  # libzmq is reconnecting by itself
