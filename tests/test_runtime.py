@@ -154,6 +154,7 @@ def test_int8_read_in_tracks_torch_over_a_stream_and_is_not_the_float_graph(expo
     activity, behavior = stream_inputs(load_artifact(exported_int8), 40, seed=7)
     int8 = open_backend(exported_int8, "onnxruntime", int8_read_in=True)
     assert int8.onnx_file == exported_int8 / "model.int8.onnx"
+    assert int8.info["backend_options"] == {"threads": 1, "int8_read_in": True}
     assert max_frame_difference(open_backend(exported_int8, "torch"), int8, activity, behavior) <= (
         INT8_FRAME_TOLERANCE
     )

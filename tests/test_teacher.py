@@ -166,9 +166,14 @@ def test_job_refuses_a_checkpoint_of_other_data_before_any_work(tiny_encoders, t
     assert not (tmp_path / "store").exists()
 
 
-def test_job_warm_starts_from_a_student(tiny_root, tiny_mouse, tiny_encoders, untrained_artifact, tmp_path):
+@pytest.mark.parametrize("source", ["untrained_artifact", "baseline"])
+def test_job_warm_starts_from_a_student_or_the_baseline(
+    source, request, tiny_root, tiny_mouse, tiny_encoders, tmp_path
+):
     from stream_decoder.teacher.commands import student_start
 
+    value = request.getfixturevalue(source)
+    artifact = getattr(value, "path", value)  # the baseline fixture is an Artifact, the other a folder
     job = Job(
         tiny_root,
         (tiny_encoders[0],),
@@ -177,11 +182,11 @@ def test_job_warm_starts_from_a_student(tiny_root, tiny_mouse, tiny_encoders, un
         preset("cpu", iterations=1, warmup=1, lr=6.0),  # one step, as long as the cpu preset's first
         None,
         limit=1,
-        warm_start=WarmStart(untrained_artifact, partial(student_start, untrained_artifact)),
+        warm_start=WarmStart(artifact, partial(student_start, artifact)),
     )
     store = run(job, progress=False)
     trial = store.trials(tiny_mouse.name)[0]
-    start = student_start(untrained_artifact, tiny_mouse)([ClipTensors.from_clip(tiny_mouse.clip(trial))])[0]
+    start = student_start(artifact, tiny_mouse)([ClipTensors.from_clip(tiny_mouse.clip(trial))])[0]
     recon = store.load(tiny_mouse.name, trial)
     assert video_correlation(recon, start, skip=0) > 0.8  # one small step away from the student's video
-    assert store.manifest()["warm_start"] == str(untrained_artifact.resolve())
+    assert store.manifest()["warm_start"] == str(artifact.resolve())

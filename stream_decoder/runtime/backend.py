@@ -25,8 +25,11 @@ OPTIONS: dict[str, dict[str, type]] = {
 class Backend(ABC):
     name: str
 
-    def __init__(self, artifact: Artifact):
+    def __init__(self, artifact: Artifact, **options):
+        """options: the subclass's keyword options as it runs with them, reported by `info` so that a
+        client sees what serves its frames (int8 weights, fp16, threads)."""
         self.artifact = artifact
+        self.options = options
         self.n_neurons = artifact.config.n_neurons
         self.frame_shape = artifact.config.frame_shape
 
@@ -36,6 +39,7 @@ class Backend(ABC):
         meta = self.artifact.meta
         return {
             "backend": self.name,
+            "backend_options": dict(self.options),
             "model": meta.model_id,
             "neurons": meta.n_neurons,
             "frame_shape": list(meta.frame_shape),

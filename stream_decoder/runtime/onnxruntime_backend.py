@@ -37,7 +37,7 @@ class OnnxRuntimeBackend(Backend):
         rather than spinning, so it leaves the cores to the rest of the rig (bench_e2e.py).
         int8_read_in: run model.int8.onnx, whose read-in weights are int8: a quarter of the bytes a
         30 Hz tick pulls into cold caches (its cost in grey levels: export.INT8_FRAME_TOLERANCE)."""
-        super().__init__(artifact)
+        super().__init__(artifact, threads=threads, int8_read_in=int8_read_in)
         self.onnx_file = source_graph(artifact, int8_read_in)
         self.session, self.graph_file = _open_session(artifact, self.onnx_file, threads)
         cfg = artifact.config

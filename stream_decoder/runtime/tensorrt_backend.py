@@ -84,7 +84,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, artifact: Artifact, fp16: bool = False, cuda_graph: bool = True):
-        super().__init__(artifact)
+        super().__init__(artifact, fp16=fp16, cuda_graph=cuda_graph)
         trt = require_tensorrt()
         path = engine_path(artifact, trt, fp16)
         if not path.is_file():

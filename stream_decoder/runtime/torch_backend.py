@@ -13,7 +13,7 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, artifact: Artifact, device: str = "cpu"):
-        super().__init__(artifact)
+        super().__init__(artifact, device=device)
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(
                 f"torch backend: device {device!r} asked for, but this torch build "

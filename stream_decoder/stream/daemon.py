@@ -358,6 +358,7 @@ class Daemon:
                 },
                 "output_dtype": self.cfg.stream.output_dtype,
                 "backend": self.backend.name,
+                "backend_options": dict(self.backend.options),
                 "version": VERSION,
                 "endpoints": self.sockets.endpoints(),
             }

@@ -43,7 +43,10 @@ def register(sub) -> None:
     parser.add_argument("--batch-size", type=int, default=1, help="clips reconstructed together")
     parser.add_argument("--limit", type=int, help="at most this many clips per mouse")
     parser.add_argument(
-        "--warm-start", type=Path, help="student artifact: start each clip from its decoding instead of gray"
+        "--warm-start",
+        type=Path,
+        help="student or baseline artifact: start each clip from its decoding instead of gray (on the demo "
+        "mouse inversion pulls a baseline start down: bench/bench_teacher_start.py)",
     )
     parser.set_defaults(func=main)
 
@@ -85,7 +88,7 @@ def main(args) -> int:
 
 
 def student_start(artifact: Path, mouse):
-    """Starting videos decoded by a distilled student, the `cpu` preset's warm start: (B, T, H, W).
+    """Starting videos decoded by a student or baseline artifact, the teacher's warm start: (B, T, H, W).
 
     The student sees each clip as it was distilled to (single- or multi-plane timing) and leaves the
     last L frames, which it never decodes, gray. Here, in the composition layer, because the teacher
