@@ -56,6 +56,25 @@ def held_out_trials(mouse, per_tier: int) -> list[str]:
     return picked
 
 
+def teacher_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every teacher bench takes: dataset, ensemble, held-out clips, alpha-mask length."""
+    parser.add_argument("--data", type=Path, default=cache_dir() / "data" / "demo")
+    parser.add_argument("--models", type=Path, default=cache_dir() / "encoders" / "demo")
+    parser.add_argument(
+        "--per-tier", type=int, default=3, help="distinct movies from oracle and final_test_main"
+    )
+    parser.add_argument("--mask-iterations", type=int, default=200)
+
+
+def fit_alpha(encoders, mouse, name: str, cfg: MaskConfig) -> np.ndarray:
+    """The alpha mask fitted on the mouse's first 8 training clips, its time printed."""
+    started = time.perf_counter()
+    train = [ClipTensors.from_clip(mouse.clip(t)) for t in mouse.trials("train")[:8]]
+    alpha = train_alpha_mask(encoders, train, name, cfg)
+    print(f"alpha mask: {time.perf_counter() - started:.0f} s")
+    return alpha
+
+
 def timed_invert(encoder, batch, name, mask, cfg) -> tuple[np.ndarray, float]:
     """(B, T, H, W) unsmoothed reconstruction and the seconds it took per clip."""
     started = time.perf_counter()
@@ -136,13 +155,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=cache_dir() / "data" / "demo")
-    parser.add_argument("--models", type=Path, default=cache_dir() / "encoders" / "demo")
-    parser.add_argument(
-        "--per-tier", type=int, default=3, help="distinct movies from oracle and final_test_main"
-    )
+    teacher_arguments(parser)
     parser.add_argument("--iterations", type=int, default=100)
-    parser.add_argument("--mask-iterations", type=int, default=200)
     parser.add_argument("--out", type=Path, default=cache_dir() / "teacher" / "demo-heldout")
     args = parser.parse_args()
 
@@ -160,14 +174,7 @@ def main() -> None:
     store.begin(manifest(cfg, mask_cfg, [args.models], mice))
     alpha = store.alpha(name)
     if alpha is None:
-        started = time.perf_counter()
-        alpha = train_alpha_mask(
-            encoders,
-            [ClipTensors.from_clip(mouse.clip(t)) for t in mouse.trials("train")[:8]],
-            name,
-            mask_cfg,
-        )
-        print(f"alpha mask: {time.perf_counter() - started:.0f} s")
+        alpha = fit_alpha(encoders, mouse, name, mask_cfg)
         store.save_alpha(name, alpha)
     train_mask, eval_mask = training_mask(alpha), evaluation_mask(alpha)
 

@@ -30,7 +30,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from bench_teacher import held_out_trials
+from bench_teacher import fit_alpha, held_out_trials, teacher_arguments
 from common import RESULTS, write_result
 
 from stream_decoder.data import open_mice
@@ -39,9 +39,10 @@ from stream_decoder.encoder.batches import ClipTensors
 from stream_decoder.encoder.checkpoint import load_ensemble
 from stream_decoder.metrics import video_correlation
 from stream_decoder.paths import cache_dir
+from stream_decoder.stream.demo import DEMO_ARTIFACT
 from stream_decoder.teacher.commands import student_start
 from stream_decoder.teacher.config import MaskConfig, preset
-from stream_decoder.teacher.mask import train_alpha_mask, training_mask
+from stream_decoder.teacher.mask import training_mask
 from stream_decoder.teacher.reconstruct import ClipBatch, invert, poisson_loss, smooth
 
 SKIP = 30  # leading frames every score leaves out
@@ -90,19 +91,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=cache_dir() / "data" / "demo")
-    parser.add_argument("--models", type=Path, default=cache_dir() / "encoders" / "demo")
+    teacher_arguments(parser)
     parser.add_argument(
         "--baseline", type=Path, default=cache_dir() / "artifacts" / "synthetic-demo-n2000-seed0-baseline"
     )
-    parser.add_argument(
-        "--student", type=Path, default=Path(__file__).parents[1] / "stream_decoder" / "assets" / "demo"
-    )
-    parser.add_argument(
-        "--per-tier", type=int, default=3, help="distinct movies from oracle and final_test_main"
-    )
+    parser.add_argument("--student", type=Path, default=DEMO_ARTIFACT)
     parser.add_argument("--iterations", type=int, default=100, help="per run; the long run has 3x")
-    parser.add_argument("--mask-iterations", type=int, default=200)
     parser.add_argument(
         "--replot", action="store_true", help="redraw the picture from the last JSON, no runs"
     )
@@ -123,12 +117,7 @@ def main() -> None:
     eval_mask, end = student.evaluation_mask, truths.shape[1] - student.meta.lookahead
     cfg = preset("cpu", iterations=args.iterations)
 
-    started = time.perf_counter()
-    train = [ClipTensors.from_clip(mouse.clip(t)) for t in mouse.trials("train")[:8]]
-    train_mask = training_mask(
-        train_alpha_mask(encoders, train, name, MaskConfig(iterations=args.mask_iterations))
-    )
-    print(f"alpha mask: {time.perf_counter() - started:.0f} s")
+    train_mask = training_mask(fit_alpha(encoders, mouse, name, MaskConfig(iterations=args.mask_iterations)))
 
     starts = {"gray": None, "baseline": student_start(args.baseline, mouse)(clips)}
     rows, runs = {}, {}
