@@ -18,7 +18,8 @@ one tick apart, cold and after `Backend.prefetch` a lead before the tick (what t
 next to the paced floor: the read-in matvec timed the same way (its prefetch: one matvec a lead
 before the tick), on one BLAS thread; each backend's figure has its ratio to the floor of its N
 and mode. onnxruntime-1thread-int8 serves model.int8.onnx (`export --int8-read-in`): a quarter
-of the read-in bytes per tick.
+of the read-in bytes per tick. `--latent 256 128` times a narrower read-in (and head) beside the
+default one: half the read-in bytes again, each row also over the default width's paced floor.
 """
 
 import argparse
@@ -51,7 +52,8 @@ NOTES = (
     "on one thread. onnxruntime-1thread-int8: model.int8.onnx (int8 read-in weights) on one thread. "
     "paced_30hz: steps one 30 Hz tick apart, cold and prefetched; 'numpy read-in' rows there are the "
     "paced floor (the float32 read-in matvec on one BLAS thread, prefetched with one matvec), and each "
-    "backend row's p50/p99_over_paced_floor are against the floor of its N and mode. Other jobs "
+    "backend row's p50/p99_over_paced_floor are against the floor of its N, latent and mode (and "
+    "_over_paced_floor_d256 against the default width's float32 floor at that N). Other jobs "
     "shared the CPU: load_average_1m is recorded per measurement (before, after); best_repeat is the "
     "least disturbed figure, median_over_repeats the typical."
 )
@@ -162,40 +164,51 @@ def time_paced(
 
 
 def paced(opened: dict, artifacts: dict, ticks: int, lead_s: float) -> list[dict]:
-    """Per N at 30 Hz, cold and prefetched: the read-in floor on one BLAS thread, then each onnxruntime
-    configuration with its ratios to the floor of the same N and mode."""
+    """Per shape at 30 Hz, cold and prefetched: the read-in floor on one BLAS thread, then each
+    onnxruntime configuration with its ratios to the floor of the same shape and mode, and to the
+    float32 floor of the default read-in width at that N (what a narrower read-in buys)."""
     modes = (("cold", 0.0), (f"prefetch {lead_s * 1e3:g} ms ahead", lead_s))
-    results = []
-    for n, folder in artifacts.items():
+    results, floors = [], {}
+    for (n, latent), folder in artifacts.items():
         activity, behavior = inputs(n)
         matvec = read_in_matvec(folder)
         warm = functools.partial(matvec, activity[0], behavior[0])  # the floor's prefetch: one matvec
-        floors = {}
         with blas_threads(1) as controlled:
             for mode, lead in modes:
-                floors[mode] = time_paced(matvec, warm, activity, behavior, ticks, lead)
+                floors[n, latent, mode] = floor = time_paced(matvec, warm, activity, behavior, ticks, lead)
                 threads = {"blas_threads": 1 if controlled else "numpy's default"}
-                results.append({"neurons": n, "backend": "numpy read-in", "mode": mode, **threads})
-                results[-1].update(floors[mode])
-                print_paced(n, "numpy read-in", mode, floors[mode])
-        for (label, m), backend in opened.items():
-            if m != n or not label.startswith("onnxruntime"):
+                results.append(shape_row(n, latent, "numpy read-in", mode=mode, **threads, **floor))
+                print_paced(n, latent, "numpy read-in", mode, floor)
+        for (label, shape), backend in opened.items():
+            if shape != (n, latent) or not label.startswith("onnxruntime"):
                 continue
             for mode, lead in modes:
                 backend.reset()
                 p = time_paced(backend.step, backend.prefetch, activity, behavior, ticks, lead)
-                p["p50_over_paced_floor_p50"] = round(p["p50_us"] / floors[mode]["p50_us"], 2)
-                p["p99_over_paced_floor_p99"] = round(p["p99_us"] / floors[mode]["p99_us"], 2)
-                results.append({"neurons": n, "backend": label, "mode": mode, **p})
-                print_paced(n, label, mode, p)
+                p |= floor_ratios(p, floors[n, latent, mode], "paced_floor")
+                if (n, DEFAULT_LATENT, mode) in floors:
+                    p |= floor_ratios(p, floors[n, DEFAULT_LATENT, mode], f"paced_floor_d{DEFAULT_LATENT}")
+                results.append(shape_row(n, latent, label, mode=mode, **p))
+                print_paced(n, latent, label, mode, p)
     return results
 
 
-def print_paced(n: int, label: str, mode: str, p: dict) -> None:
+def shape_row(n: int, latent: int, backend: str, **figures) -> dict:
+    return {"neurons": n, "latent": latent, "backend": backend, **figures}
+
+
+def floor_ratios(p: dict, floor: dict, name: str) -> dict:
+    return {
+        f"p50_over_{name}_p50": round(p["p50_us"] / floor["p50_us"], 2),
+        f"p99_over_{name}_p99": round(p["p99_us"] / floor["p99_us"], 2),
+    }
+
+
+def print_paced(n: int, latent: int, label: str, mode: str, p: dict) -> None:
     ratio = p.get("p99_over_paced_floor_p99")
     print(
-        f"30 Hz N={n:5d} {label:24s} {mode:22s} p50 {p['p50_us']:7.1f} us  p99 {p['p99_us']:7.1f} us"
-        + (f"  x{ratio:.2f} paced floor p99" if ratio else "")
+        f"30 Hz N={n:5d} D={latent:4d} {label:24s} {mode:22s} p50 {p['p50_us']:7.1f} us  "
+        f"p99 {p['p99_us']:7.1f} us" + (f"  x{ratio:.2f} paced floor p99" if ratio else "")
     )
 
 
@@ -207,83 +220,79 @@ def measure_floors(matvec, activity, behavior, steps: int) -> dict:
     return floors
 
 
-def run(steps: int, repeats: int, latent: int, paced_ticks: int, lead_s: float) -> dict:
+def run(steps: int, repeats: int, latents: list[int], paced_ticks: int, lead_s: float) -> dict:
     backends = backend_options()
+    shapes = [(n, latent) for latent in latents for n in NEURONS]
     with tempfile.TemporaryDirectory() as tmp:
-        artifacts = {n: build_artifact(Path(tmp) / str(n), n, latent) for n in NEURONS}
+        artifacts = {(n, d): build_artifact(Path(tmp) / f"{n}-{d}", n, d) for n, d in shapes}
         opened = {
-            (label, n): open_backend(artifacts[n], kind, **options)
+            (label, shape): open_backend(artifacts[shape], kind, **options)
             for label, (kind, options) in backends.items()
-            for n in NEURONS
+            for shape in shapes
         }
         for backend in opened.values():
             backend.warmup()
         runs = []
         for repeat in range(repeats):
-            for n in NEURONS:
+            for n, latent in shapes:
                 activity, behavior = inputs(n)
-                runs.append(
-                    {
-                        "repeat": repeat,
-                        "neurons": n,
-                        "backend": "numpy read-in",
-                        **measure_floors(read_in_matvec(artifacts[n]), activity, behavior, steps),
-                    }
-                )
-                floor = runs[-1]["floor"]
-                one_thread = runs[-1].get("floor_1thread", {}).get("p50_us")
+                floors = measure_floors(read_in_matvec(artifacts[n, latent]), activity, behavior, steps)
+                runs.append(shape_row(n, latent, "numpy read-in", repeat=repeat, **floors))
+                floor = floors["floor"]
+                one_thread = floors.get("floor_1thread", {}).get("p50_us")
                 print(
-                    f"repeat {repeat} N={n:5d} {'numpy read-in':24s} p50 {floor['p50_us']:7.1f} us  "
-                    f"p99 {floor['p99_us']:7.1f} us  (one thread: p50 {one_thread} us)"
+                    f"repeat {repeat} N={n:5d} D={latent:4d} {'numpy read-in':24s} "
+                    f"p50 {floor['p50_us']:7.1f} us  p99 {floor['p99_us']:7.1f} us  "
+                    f"(one thread: p50 {one_thread} us)"
                 )
                 for label in backends:
-                    backend = opened[(label, n)]
+                    backend = opened[label, (n, latent)]
                     backend.reset()
                     p = time_calls(backend.step, activity, behavior, steps)
-                    runs.append({"repeat": repeat, "neurons": n, "backend": label, **p})
+                    runs.append(shape_row(n, latent, label, repeat=repeat, **p))
                     print(
-                        f"repeat {repeat} N={n:5d} {label:24s} p50 {p['p50_us']:7.1f} us  "
+                        f"repeat {repeat} N={n:5d} D={latent:4d} {label:24s} p50 {p['p50_us']:7.1f} us  "
                         f"p99 {p['p99_us']:7.1f} us  p99.9 {p['p99.9_us']:8.1f} us  "
                         f"x{p['p50_us'] / floor['p50_us']:.2f} floor p50"
                     )
         paced_runs = paced(opened, artifacts, paced_ticks, lead_s)
     return {
-        "student": json.loads(StudentConfig(n_neurons=NEURONS[0], latent=latent).to_json())
-        | {"n_neurons": list(NEURONS)},
+        "student": json.loads(StudentConfig(n_neurons=NEURONS[0], latent=latents[0]).to_json())
+        | {"n_neurons": list(NEURONS), "latent": list(latents)},
         "steps_per_measurement": steps,
+        "paced_ticks": paced_ticks,
         "notes": NOTES,
-        "summary": summarise(runs),
+        "summary": summarise(runs, shapes),
         "paced_30hz": paced_runs,
         "runs": runs,
     }
 
 
-def summarise(runs: list[dict]) -> list[dict]:
-    """Per backend and N: the best repeat (lowest p50: the least disturbed by other processes, as
-    timeit takes the minimum) against the best floor of that N, and medians over repeats."""
+def summarise(runs: list[dict], shapes: list[tuple[int, int]]) -> list[dict]:
+    """Per backend and shape: the best repeat (lowest p50: the least disturbed by other processes,
+    as timeit takes the minimum) against the best floor of that shape, and medians over repeats."""
     fields = ("p50_us", "p99_us", "p99.9_us")
     summary = []
-    for n in NEURONS:
-        floor_runs = [r for r in runs if r["neurons"] == n and r["backend"] == "numpy read-in"]
+    for n, latent in shapes:
+        of_shape = [r for r in runs if (r["neurons"], r["latent"]) == (n, latent)]
+        floor_runs = [r for r in of_shape if r["backend"] == "numpy read-in"]
         floors = {
             kind: min((r[kind] for r in floor_runs), key=lambda f: f["p50_us"])
             for kind in ("floor", "floor_1thread")
             if kind in floor_runs[0]
         }
-        for backend in dict.fromkeys(r["backend"] for r in runs if r["backend"] != "numpy read-in"):
-            mine = [r for r in runs if (r["backend"], r["neurons"]) == (backend, n)]
+        for backend in dict.fromkeys(r["backend"] for r in of_shape if r["backend"] != "numpy read-in"):
+            mine = [r for r in of_shape if r["backend"] == backend]
             best = min(mine, key=lambda r: r["p50_us"])
             entry = {
-                "backend": backend,
-                "neurons": n,
+                **shape_row(n, latent, backend),
                 "best_repeat": {f: best[f] for f in fields},
                 "median_over_repeats": {f: float(np.median([r[f] for r in mine])) for f in fields},
             }
             for kind, floor in floors.items():
-                entry["best_repeat"][f"p50_over_{kind}_p50"] = round(best["p50_us"] / floor["p50_us"], 2)
-                entry["best_repeat"][f"p99_over_{kind}_p99"] = round(best["p99_us"] / floor["p99_us"], 2)
+                entry["best_repeat"] |= floor_ratios(best, floor, kind)
             summary.append(entry)
-        summary.append({"backend": "numpy read-in", "neurons": n, "best_repeat": floors})
+        summary.append(shape_row(n, latent, "numpy read-in", best_repeat=floors))
     return summary
 
 
@@ -293,12 +302,19 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=2000, help="timed steps per backend, N and repeat")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats (contention varies)")
-    parser.add_argument("--latent", type=int, default=DEFAULT_LATENT, help="D, the read-in width")
+    parser.add_argument(
+        "--latent",
+        type=int,
+        nargs="+",
+        default=[DEFAULT_LATENT],
+        help="D, the read-in width; several are timed side by side (e.g. 256 128: a narrower read-in)",
+    )
     parser.add_argument("--paced-ticks", type=int, default=300, help="steps timed at 30 Hz per configuration")
     parser.add_argument("--prefetch-ms", type=float, default=2.0, help="lead of the prefetch before a tick")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_step.json")
     args = parser.parse_args()
-    figures = run(args.steps, args.repeats, args.latent, args.paced_ticks, args.prefetch_ms / 1e3)
+    latents = sorted(set(args.latent), key=lambda d: (d != DEFAULT_LATENT, -d))  # the default's floor first
+    figures = run(args.steps, args.repeats, latents, args.paced_ticks, args.prefetch_ms / 1e3)
     write_result("bench_step", figures, args.out)
 
 

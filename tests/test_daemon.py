@@ -126,6 +126,7 @@ def test_control_socket(start_daemon, tiny_mouse, stream_endpoints):
     assert info["lookahead"] == 2 and info["rate_hz"] == 30.0
     assert info["input_dtypes"] == ["float32", "float16", "int16", "uint16"]
     assert info["backend"] == "torch" and info["backend_options"] == {"device": "cpu"}
+    assert info.items() >= d.daemon.backend.info.items()  # everything the backend says of its model
     reply = d.control.request("reboot")
     assert reply["ok"] is False and "unknown command" in reply["error"]
     raw = zmq.Context.instance().socket(zmq.REQ)

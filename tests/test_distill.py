@@ -268,6 +268,10 @@ def test_the_read_in_starts_from_a_baselines_components_and_stays_there_frozen(t
         tiny_root, None, tmp_path / "free", unfrozen, progress=False, read_in=baseline.path
     ).model()
     assert not torch.equal(free.read_in.weight, ridge.read_in.weight[:components])  # trained on from there
-    wider = DistillConfig(latent=64, epochs=1)
-    with pytest.raises(ValueError, match="--components 64"):
+    narrower = replace(cfg, latent=components // 2)
+    half = distill(tiny_root, None, tmp_path / "half", narrower, progress=False, read_in=baseline.path)
+    leading = ridge.read_in.weight[: components // 2]
+    assert torch.equal(half.model().read_in.weight, leading)
+    wider = DistillConfig(latent=components + 1, epochs=1)
+    with pytest.raises(ValueError, match=f"--components {components + 1} or more"):
         distill(tiny_root, None, tmp_path / "x", wider, progress=False, read_in=baseline.path)

@@ -88,8 +88,8 @@ def register_distill(sub) -> None:
         "--read-in-from",
         type=Path,
         metavar="BASELINE",
-        help="start the read-in from a baseline artifact's principal components and normalisation "
-        "(its components must equal --latent)",
+        help="start the read-in from a baseline artifact's leading principal components and "
+        "normalisation (it needs at least --latent components)",
     )
     for field in fields(DistillConfig):
         flag = "--" + field.name.replace("_", "-")

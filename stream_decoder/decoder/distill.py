@@ -216,18 +216,20 @@ def new_student(cfg: DistillConfig, train: Pairs) -> Student:
 
 
 def read_in_from(student: Student, baseline: Artifact) -> None:
-    """The baseline's normalisation and principal components as the student's read-in: the
-    directions of the activity a linear decoder reads, before the head learns what to do with them."""
+    """The baseline's normalisation and leading principal components as the student's read-in: the
+    directions of the activity a linear decoder reads, before the head learns what to do with them.
+    A narrower student takes the leading `latent` of them (components are stored largest first)."""
     model = baseline.model()
     if baseline.meta.kind != "linear" or model.cfg.n_neurons != student.cfg.n_neurons:
         raise ValueError(
             f"--read-in-from: {baseline.path} is a {baseline.meta.kind} model of {model.cfg.n_neurons} "
             f"neurons; give a baseline artifact of this mouse's {student.cfg.n_neurons}"
         )
-    if model.cfg.components != student.cfg.latent:
+    if model.cfg.components < student.cfg.latent:
         raise ValueError(
-            f"--read-in-from: {baseline.path} has {model.cfg.components} components, the student's "
-            f"read-in {student.cfg.latent}: fit the baseline with --components {student.cfg.latent}"
+            f"--read-in-from: {baseline.path} has {model.cfg.components} components, fewer than the "
+            f"student's read-in of {student.cfg.latent}: fit the baseline with --components "
+            f"{student.cfg.latent} or more"
         )
     with torch.no_grad():
         for name in ("activity_mean", "activity_std", "behavior_mean", "behavior_std"):

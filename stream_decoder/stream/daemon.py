@@ -336,16 +336,11 @@ class Daemon:
         if cmd == "ping":
             return {"ok": True, "version": VERSION}
         if cmd == "info":
-            meta = self.backend.artifact.meta
             return {
                 "ok": True,
-                "model": self.model_id,
-                "neurons": self.n_neurons,
-                "neuron_set": meta.neuron_set or None,
-                "data_fingerprint": meta.data_fingerprint,
+                **self.backend.info,  # the model: id, neurons, shapes, lookahead, backend and options
+                "neuron_set": self.backend.artifact.meta.neuron_set or None,
                 "input_timing": self.input_timing,
-                "frame_shape": list(meta.frame_shape),
-                "lookahead": meta.lookahead,
                 "rate_hz": self.cfg.stream.rate_hz,
                 "input_dtypes": list(INPUT_DTYPES),
                 "inputs": ["activity"] if self.raw is None else ["activity", "frame"],
@@ -357,8 +352,6 @@ class Daemon:
                     "dtypes": list(FRAME_DTYPES),
                 },
                 "output_dtype": self.cfg.stream.output_dtype,
-                "backend": self.backend.name,
-                "backend_options": dict(self.backend.options),
                 "version": VERSION,
                 "endpoints": self.sockets.endpoints(),
             }
