@@ -163,11 +163,11 @@ def time_paced(
     return {"p50_us": round(p50, 1), "p99_us": round(p99, 1), "load_average_1m": round(os.getloadavg()[0], 2)}
 
 
-def paced(opened: dict, artifacts: dict, ticks: int, lead_s: float) -> list[dict]:
+def paced(opened: dict, artifacts: dict, ticks: int, leads_s: list[float]) -> list[dict]:
     """Per shape at 30 Hz, cold and prefetched: the read-in floor on one BLAS thread, then each
     onnxruntime configuration with its ratios to the floor of the same shape and mode, and to the
     float32 floor of the default read-in width at that N (what a narrower read-in buys)."""
-    modes = (("cold", 0.0), (f"prefetch {lead_s * 1e3:g} ms ahead", lead_s))
+    modes = [("cold", 0.0)] + [(f"prefetch {lead * 1e3:g} ms ahead", lead) for lead in leads_s]
     results, floors = [], {}
     for (n, latent), folder in artifacts.items():
         activity, behavior = inputs(n)
@@ -220,7 +220,7 @@ def measure_floors(matvec, activity, behavior, steps: int) -> dict:
     return floors
 
 
-def run(steps: int, repeats: int, latents: list[int], paced_ticks: int, lead_s: float) -> dict:
+def run(steps: int, repeats: int, latents: list[int], paced_ticks: int, leads_s: list[float]) -> dict:
     backends = backend_options()
     shapes = [(n, latent) for latent in latents for n in NEURONS]
     with tempfile.TemporaryDirectory() as tmp:
@@ -255,7 +255,7 @@ def run(steps: int, repeats: int, latents: list[int], paced_ticks: int, lead_s: 
                         f"p99 {p['p99_us']:7.1f} us  p99.9 {p['p99.9_us']:8.1f} us  "
                         f"x{p['p50_us'] / floor['p50_us']:.2f} floor p50"
                     )
-        paced_runs = paced(opened, artifacts, paced_ticks, lead_s)
+        paced_runs = paced(opened, artifacts, paced_ticks, leads_s)
     return {
         "student": json.loads(StudentConfig(n_neurons=NEURONS[0], latent=latents[0]).to_json())
         | {"n_neurons": list(NEURONS), "latent": list(latents)},
@@ -310,11 +310,18 @@ def main() -> None:
         help="D, the read-in width; several are timed side by side (e.g. 256 128: a narrower read-in)",
     )
     parser.add_argument("--paced-ticks", type=int, default=300, help="steps timed at 30 Hz per configuration")
-    parser.add_argument("--prefetch-ms", type=float, default=2.0, help="lead of the prefetch before a tick")
+    parser.add_argument(
+        "--prefetch-ms",
+        type=float,
+        nargs="+",
+        default=[2.0],
+        help="lead of the prefetch before a tick ([stream] prefetch_ms); several: one paced mode each",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_step.json")
     args = parser.parse_args()
     latents = sorted(set(args.latent), key=lambda d: (d != DEFAULT_LATENT, -d))  # the default's floor first
-    figures = run(args.steps, args.repeats, latents, args.paced_ticks, args.prefetch_ms / 1e3)
+    leads = [ms / 1e3 for ms in args.prefetch_ms]
+    figures = run(args.steps, args.repeats, latents, args.paced_ticks, leads)
     write_result("bench_step", figures, args.out)
 
 
