@@ -48,6 +48,7 @@ def run(args) -> int:
             {
                 "onnx": str(report.onnx_path),
                 "int8_onnx": str(report.int8_path) if report.int8_path else None,
+                "int8_weight_bits": report.int8_weight_bits,
                 "engine": str(report.engine_path) if report.engine_path else None,
                 "ops": report.ops,
                 "steps_compared": report.steps_compared,

@@ -32,6 +32,8 @@ from stream_decoder.runtime.tensorrt_backend import (
 )
 from stream_decoder.runtime.torch_backend import TorchBackend
 
+log = logging.getLogger(__name__)
+
 OPSET = 18
 # Frames are 0-255: a hundredth of a grey level covers float32 reordering across runtimes;
 # float16 weights and activations through a few layers stay within a couple of grey levels.
@@ -83,6 +85,7 @@ class ExportReport:
     max_abs_diff: dict[str, float]  # per backend, frames vs torch over the stream
     engine_path: Path | None = None
     int8_path: Path | None = None
+    int8_weight_bits: int | None = None  # 8, or 7 where 8-bit weights failed the check on this CPU
 
 
 class Float16Step(nn.Module):
@@ -113,12 +116,16 @@ def export_onnx(artifact: Artifact, fp16: bool = False) -> Path:
     return save_stamped(trace(Float16Step(graph) if fp16 else graph, artifact), artifact, path)
 
 
-def export_int8_read_in(artifact: Artifact) -> Path:
+def export_int8_read_in(artifact: Artifact, reduce_range: bool = False) -> Path:
     """model.int8.onnx: the step graph with int8 read-in weights (per output channel, QInt8) and the
     tick's activity quantized to uint8 on the fly (ONNX Runtime's dynamic quantization:
     DynamicQuantizeLinear -> MatMulInteger). Only the read-in is quantized: its N x D weights are the
     bytes a 30 Hz tick pulls into cold caches; the head stays float32. For ONNX Runtime on CPU only:
-    its integer ops are not in TENSORRT_ONNX_OPS, and check_onnx skips that check for it."""
+    its integer ops are not in TENSORRT_ONNX_OPS, and check_onnx skips that check for it.
+    `reduce_range`: 7-bit weights. On x86 CPUs without VNNI (AVX2 alone) ONNX Runtime's uint8 x int8
+    kernel adds pairs of products in int16 and can saturate: the tests' random-weight student came
+    out 12.8 grey levels from torch there with 8-bit weights, 2.5 with 7-bit; trained students, whose
+    weights have few near the channel's largest, stayed within 4.1 at 8 bits."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     traced = trace(MatMulReadInStep(artifact.model()), artifact)
@@ -133,6 +140,7 @@ def export_int8_read_in(artifact: Artifact) -> Path:
             # per output channel: the demo student's frames 3.37 grey levels from torch at most over
             # the same 200 ticks where one scale for the whole matrix gives 8.60
             per_channel=True,
+            reduce_range=reduce_range,
         )
     return save_stamped(onnx.load(str(path)), artifact, path, " (int8 read-in)")
 
@@ -262,11 +270,6 @@ def export_artifact(
     candidates: dict[str, Backend] = {"onnxruntime": OnnxRuntimeBackend(artifact)}
     tolerances = {"onnxruntime": FRAME_TOLERANCE}
     engine_path = int8_path = None
-    if int8_read_in:
-        int8_path = export_int8_read_in(artifact)
-        check_onnx(int8_path, tensorrt=False)
-        candidates["onnxruntime-int8"] = OnnxRuntimeBackend(artifact, int8_read_in=True)
-        tolerances["onnxruntime-int8"] = INT8_FRAME_TOLERANCE
     if tensorrt:
         if fp16:
             check_onnx(export_onnx(artifact, fp16=True))
@@ -278,10 +281,28 @@ def export_artifact(
         name: max_frame_difference(reference, backend, activity, behavior)
         for name, backend in candidates.items()
     }
+    bits = None
+    if int8_read_in:
+        int8_path, bits, diffs["onnxruntime-int8"] = checked_int8(artifact, reference, activity, behavior)
+        tolerances["onnxruntime-int8"] = INT8_FRAME_TOLERANCE
     for name, diff in diffs.items():
         if diff > tolerances[name]:
             raise RuntimeError(
                 f"export {artifact.path}: {name} frames differ from torch by up to {diff:.4g} "
                 f"grey levels over {steps} ticks (tolerance {tolerances[name]})"
             )
-    return ExportReport(path, ops, steps, diffs, engine_path, int8_path)
+    return ExportReport(path, ops, steps, diffs, engine_path, int8_path, bits)
+
+
+def checked_int8(artifact: Artifact, reference: Backend, activity, behavior) -> tuple[Path, int, float]:
+    """model.int8.onnx with 8-bit weights, or with 7-bit ones where the 8-bit graph strays past the
+    tolerance on this CPU (int16 saturation, `export_int8_read_in`): path, weight bits, frame difference."""
+    for bits in (8, 7):
+        path = export_int8_read_in(artifact, reduce_range=bits == 7)
+        check_onnx(path, tensorrt=False)
+        backend = OnnxRuntimeBackend(artifact, int8_read_in=True)
+        diff = max_frame_difference(reference, backend, activity, behavior)
+        if diff <= INT8_FRAME_TOLERANCE:
+            break
+        log.warning("int8 read-in: 8-bit weights %.3g grey levels from torch on this CPU; trying 7-bit", diff)
+    return path, bits, diff
