@@ -8,6 +8,9 @@ artifact's evaluation mask), per group:
 
 - output map: the true stimulus through the coarse map every decoder here emits (least squares,
   bilinearly upsampled): no decoder of this shape can score higher;
+- ridge, linear filter outputs: the baseline fitted on every neuron's filter outputs (its Gabor
+  through its temporal kernel, and a complex cell's quadrature Gabor) before any rectification,
+  normalisation or noise: what the encoding's filters keep, for a linear read-out;
 - ridge, noise-free rates: the linear baseline fitted and decoded on the simulator's noise-free
   firing rates (no spikes, gain noise or calcium): what the encoding itself lets a linear read-out
   recover;
@@ -39,6 +42,7 @@ from bench_baseline import GROUPS, TIERS, point, score
 from common import RESULTS, write_result
 
 from stream_decoder.data import held_responses, load_truth, open_mouse
+from stream_decoder.data.simulate import rebuild_mouse, trial_filter_outputs
 from stream_decoder.decoder.artifact import load_artifact
 from stream_decoder.decoder.baseline import TrialClips
 from stream_decoder.decoder.config import RidgeConfig
@@ -61,6 +65,20 @@ class RateClips(TrialClips):
         activity, behavior4, video = super().__getitem__(index)
         rates = np.load(self.rates / f"{self.trials[index]}.npy")[: len(activity)]
         return held_responses(rates, self.timing), behavior4, video
+
+
+class FilterClips(TrialClips):
+    """The trials with every neuron's linear filter outputs (and each complex cell's quadrature
+    one) in place of the recorded responses: the encoding before its nonlinearities and noise."""
+
+    def __init__(self, mouse, trials):
+        super().__init__(mouse, trials, False)
+        self.simulated, self.truth = rebuild_mouse(mouse.path)
+
+    def __getitem__(self, index: int):
+        activity, behavior4, video = super().__getitem__(index)
+        outputs = trial_filter_outputs(self.simulated, self.truth, self.trials[index])
+        return outputs[: len(activity)], behavior4, video
 
 
 @dataclasses.dataclass
@@ -127,6 +145,16 @@ def ridge_rows(mouse: Mouse, mask, label: str) -> list[dict]:
     return rows
 
 
+def filter_row(mouse: Mouse, mask) -> dict:
+    """Ridge on the neurons' linear filter outputs: what a linear read-out could recover if the
+    neurons passed on their filters' outputs whole (signed, phase kept, noise-free)."""
+    train = FilterClips(mouse.train.mouse, mouse.train.trials)
+    held = FilterClips(mouse.held_out.mouse, mouse.held_out.trials)
+    print(f"{mouse.name}: ridge on the linear filter outputs")
+    found = point(train, held, np.arange(train[0][0].shape[1]), RidgeConfig(), mask, mouse.groups)
+    return {"row": "ridge, linear filter outputs (noise-free)", "mouse": mouse.name} | found
+
+
 def data_curve(mouse: Mouse, mask, clips: int) -> list[dict]:
     """Ridge on the first `clips` training clips and on all of them."""
     everyone = np.arange(mouse.n_neurons)
@@ -190,6 +218,7 @@ def main() -> None:
     mice = {demo.name: demo}
     ceiling = output_map(demo, mask, RidgeConfig().lookahead)
     rows = [{"row": "output map", "mouse": demo.name, "groups": ceiling}]
+    rows += [filter_row(demo, mask)]
     rows += ridge_rows(demo, mask, demo.name)
     if args.data_8000:
         many = Mouse.open(args.data_8000)

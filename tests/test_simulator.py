@@ -11,7 +11,7 @@ from stream_decoder.data.behavior import screen_shift
 from stream_decoder.data.presets import preset_config
 from stream_decoder.data.reliability import repeat_reliability
 from stream_decoder.data.rig import SyntheticMouse
-from stream_decoder.data.simulate import plan_trials
+from stream_decoder.data.simulate import plan_trials, rebuild_mouse, trial_filter_outputs
 from stream_decoder.data.stimuli import HELD_OUT_PHOTOGRAPHS, pink_noise
 
 LAGS = (2, 4, 6)  # responses trail the stimulus by kernel, calcium and deconvolution delays
@@ -137,6 +137,21 @@ def test_truth_beside_the_mouse(tiny_mouse):
     depths = PlaneTiming.from_depths(tiny_mouse.cell_motor_coordinates[:, 2], 3, 7.5)
     np.testing.assert_array_equal(depths.plane, timing.plane)
     assert truth.neurons["rf_col"].shape == truth.neurons["indicator_tau_decay_s"].shape == (320,)
+
+
+def test_filter_outputs_are_the_stage_before_a_trials_rates(tiny_mouse):
+    """A simple cell fires above its spontaneous rate only where its filter output is positive
+    (rectification), frame by frame: the outputs share the trial's video, frames and eye shifts."""
+    mouse, truth = rebuild_mouse(tiny_mouse.path)
+    trial = tiny_mouse.trials("train")[0]
+    outputs, rates = trial_filter_outputs(mouse, truth, trial), truth.rates(trial)
+    population = mouse.population
+    assert outputs.shape == (len(rates), mouse.n_neurons + population.is_complex.sum())
+    simple = np.flatnonzero(~population.is_complex)
+    evoked = rates[:, simple] > population.spontaneous_hz[simple] + 1e-4
+    assert evoked.mean() > 0.05 and (outputs[:, simple][evoked] > 0).all()
+    shifted = np.roll(outputs[:, simple], 3, axis=0)  # three frames off: the alignment breaks
+    assert (shifted[evoked] <= 0).mean() > 0.01
 
 
 def test_deterministic_for_a_seed(tiny_root, tiny_mouse, tmp_path):

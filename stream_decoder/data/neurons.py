@@ -192,17 +192,30 @@ class Population:
         video (T, 36, 64) in 0-255; shift_px (T, 2) moves every receptive field by (dy, dx)
         screen px (from the eye position): sampling the screen at x + shift is the same as
         moving each field to x + shift. Off-screen counts as mean grey."""
-        contrast = to_contrast(video)
-        if shift_px is not None and np.any(shift_px):
-            contrast = shift_frames(contrast, shift_px)
-        frames = contrast.reshape(len(contrast), _PIXELS)
-        linear = _causal_filter(frames @ self.even, self.kernels)
+        contrast = self.screen_contrast(video, shift_px)
+        linear, quadrature = self.filter_outputs(contrast)
         response = np.maximum(linear, 0.0)
-        if self.odd.shape[1]:
-            quadrature = _causal_filter(frames @ self.odd, self.kernels[:, self.is_complex])
+        if quadrature.shape[1]:
             response[:, self.is_complex] = np.hypot(linear[:, self.is_complex], quadrature)
         energy = leaky_sum(self.pool_energy(contrast), CONTRAST_KEEP)
         return response / (self.normalisation + local_contrast(energy))
+
+    @staticmethod
+    def screen_contrast(video: np.ndarray, shift_px: np.ndarray | None = None) -> np.ndarray:
+        """(T, 36, 64) contrast of the screen as the eye sees it: shifted by `shift_px` (T, 2)."""
+        contrast = to_contrast(video)
+        if shift_px is not None and np.any(shift_px):
+            contrast = shift_frames(contrast, shift_px)
+        return contrast
+
+    def filter_outputs(self, contrast: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The linear stage, before any nonlinearity: (T, N) each neuron's Gabor and (T, N
+        complex) each complex cell's quadrature Gabor, each through its temporal kernel."""
+        frames = contrast.reshape(len(contrast), _PIXELS)
+        linear = _causal_filter(frames @ self.even, self.kernels)
+        if not self.odd.shape[1]:
+            return linear, np.zeros((len(frames), 0), dtype=np.float32)
+        return linear, _causal_filter(frames @ self.odd, self.kernels[:, self.is_complex])
 
     def pool_energy(self, contrast: np.ndarray) -> np.ndarray:
         """(T, N) contrast energy in a gaussian window around each field's centre, this frame."""

@@ -95,20 +95,33 @@ class SyntheticMouse:
             "depth_um": self.depth_um,
         }
 
-    def watch(self, video: np.ndarray, rng: np.random.Generator) -> Calcium:
-        """Show a movie (T, 36, 64) after a grey pre-roll, with freshly simulated behaviour; a short
-        grey post-roll lets the last frames be resampled."""
-        pre = self.cfg.preroll_frames
+    def show(self, video: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, Behavior]:
+        """A movie (T, 36, 64) after a grey pre-roll and before a short grey post-roll (so the
+        last frames can be resampled), and the behaviour simulated while it plays."""
         post = int(np.ceil(FRAME_RATE_HZ / self.cfg.imaging.volume_rate_hz)) + 2
-        n = len(video)
         grey = np.full((1, *video.shape[1:]), MEAN_LUMINANCE, dtype=np.float32)
-        shown = np.concatenate([np.repeat(grey, pre, 0), video, np.repeat(grey, post, 0)])
-        behavior = simulate_behavior(rng, len(shown), self.cfg.behavior)
+        shown = np.concatenate([np.repeat(grey, self.cfg.preroll_frames, 0), video, np.repeat(grey, post, 0)])
+        return shown, simulate_behavior(rng, len(shown), self.cfg.behavior)
+
+    def watch(self, video: np.ndarray, rng: np.random.Generator) -> Calcium:
+        """Show a movie with freshly simulated behaviour: rates, spikes and calcium."""
+        shown, behavior = self.show(video, rng)
         rates = self.population.rates(
             shown, screen_shift(behavior.pupil_center, self.cfg.behavior), running_state(behavior.running)
         )
         spikes = spike_counts(rates, rng, self.cfg.imaging)
-        return Calcium(rates, spikes, calcium(spikes, self.indicator, self.cfg.imaging), behavior, pre, n)
+        calcium_dff = calcium(spikes, self.indicator, self.cfg.imaging)
+        return Calcium(rates, spikes, calcium_dff, behavior, self.cfg.preroll_frames, len(video))
+
+    def filter_outputs(self, video: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(T, N + complex cells) over the movie's frames: every neuron's linear filter output
+        and every complex cell's quadrature one, on the screen the eye saw (the behaviour `watch`
+        draws first from the same `rng`). What the encoding keeps before its nonlinearities."""
+        shown, behavior = self.show(video, rng)
+        shift = screen_shift(behavior.pupil_center, self.cfg.behavior)
+        linear, quadrature = self.population.filter_outputs(self.population.screen_contrast(shown, shift))
+        trial = slice(self.cfg.preroll_frames, self.cfg.preroll_frames + len(video))
+        return np.concatenate([linear, quadrature], axis=1)[trial]
 
     def record(self, video: np.ndarray, rng: np.random.Generator) -> Recording:
         """Show a movie and record the population as the rig's deconvolved responses."""
