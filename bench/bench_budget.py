@@ -1,7 +1,7 @@
 """Where the decoders lose fidelity: a loss budget from the screen to the reconstruction.
 
     python bench/bench_budget.py --data DATA --mask-from ARTIFACT [--data-8000 DATA]
-        [--more-data DATA] [--student ARTIFACT ...]
+        [--noisier DATA] [--more-data DATA] [--student ARTIFACT ...] [--previous JSON]
 
 Every row is the masked video correlation on the same held-out clips, frames and mask (the
 artifact's evaluation mask), per group:
@@ -17,8 +17,12 @@ artifact's evaluation mask), per group:
 - ridge, recorded: the baseline as `stream-decoder baseline` fits it; and on half the training
   clips (how much more recorded data would buy);
 - with --data-8000 (the same mouse and clips simulated with 8,000 neurons: `stream-decoder simulate
-  --preset demo --neurons 8000`): both ridge rows again, and ridge at 12.5-100 % of the 8,000
-  neurons (the paper's neuron curve);
+  --preset demo --neurons 8000`): both ridge rows again, and ridge at 12.5-50 % of the 8,000
+  neurons, on the recorded responses and on the noise-free rates (the paper's neuron curve; a
+  flat noise-free curve says the population's signal, not its noise, is redundant);
+- with --noisier (that mouse imaged with more noise: `... --imaging-noise 0.32`, four times the
+  default): ridge at 12.5-100 % of its neurons; every neuron-curve row carries the mouse's repeat
+  reliability;
 - with --more-data (the same neurons recorded for more trials: `stream-decoder simulate --preset
   mouse --neurons 2000`, 480 training clips): ridge on as many training clips as the demo mouse
   has and on all of them, scored on that dataset's held-out clips;
@@ -30,6 +34,7 @@ decoder. Writes bench/results/bench_budget.json and bench_budget.png.
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 
 import matplotlib
@@ -42,6 +47,7 @@ from bench_baseline import GROUPS, TIERS, point, score
 from common import RESULTS, write_result
 
 from stream_decoder.data import held_responses, load_truth, open_mouse
+from stream_decoder.data.reliability import repeat_reliability
 from stream_decoder.data.simulate import rebuild_mouse, trial_filter_outputs
 from stream_decoder.decoder.artifact import load_artifact
 from stream_decoder.decoder.baseline import TrialClips
@@ -92,6 +98,7 @@ class Mouse:
     held_out: TrialClips
     train_rates: RateClips
     held_out_rates: RateClips
+    reliability: float  # mean over neurons of the repeat reliability (data/reliability.py)
 
     @classmethod
     def open(cls, data: Path, name: str | None = None) -> "Mouse":
@@ -107,6 +114,7 @@ class Mouse:
             TrialClips(mouse, held, False),
             RateClips(mouse, train),
             RateClips(mouse, held),
+            float(np.nanmean(repeat_reliability(mouse))),
         )
 
 
@@ -167,14 +175,19 @@ def data_curve(mouse: Mouse, mask, clips: int) -> list[dict]:
     return rows
 
 
-def neuron_curve(mouse: Mouse, mask) -> list[dict]:
+def neuron_curve(mouse: Mouse, mask, fractions=FRACTIONS, rates: bool = False) -> list[dict]:
+    """Ridge on random subsets of the neurons (the same subsets for every mouse), on the recorded
+    responses or on the noise-free rates."""
     rng = np.random.default_rng(0)
+    kind = "noise-free rates" if rates else "recorded"
+    train, held = (mouse.train_rates, mouse.held_out_rates) if rates else (mouse.train, mouse.held_out)
     rows = []
-    for fraction in FRACTIONS:
+    for fraction in fractions:
         neurons = np.sort(rng.permutation(mouse.n_neurons)[: round(fraction * mouse.n_neurons)])
-        print(f"{mouse.name}: ridge on {len(neurons)} neurons")
-        found = point(mouse.train, mouse.held_out, neurons, RidgeConfig(), mask, mouse.groups)
-        rows.append({"row": f"ridge, {fraction:.1%} of neurons", "mouse": mouse.name} | found)
+        print(f"{mouse.name}: ridge on {len(neurons)} neurons, {kind}")
+        found = point(train, held, neurons, RidgeConfig(), mask, mouse.groups)
+        row = f"ridge, {kind}, {fraction:.1%} of neurons"
+        rows.append({"row": row, "mouse": mouse.name, "reliability": mouse.reliability} | found)
     return rows
 
 
@@ -202,6 +215,15 @@ def picture(rows: list[dict], out: Path) -> None:
     fig.savefig(out, dpi=90)
 
 
+def carried_rows(previous: Path, rows: list[dict]) -> list[dict]:
+    """The rows of an earlier run's JSON this run did not measure, each with where and when it
+    was measured (`measured`), so one run can add rows without retraining every student."""
+    report = json.loads(previous.read_text())
+    here = {(r["row"], r["mouse"]) for r in rows}
+    origin = {key: report[key] for key in ("command", "source", "date")}
+    return [{"measured": origin} | r for r in report["rows"] if (r["row"], r["mouse"]) not in here]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -210,7 +232,16 @@ def main() -> None:
     parser.add_argument("--mask-from", type=Path, required=True, help="artifact whose evaluation mask to use")
     parser.add_argument("--data-8000", type=Path, help="the same mouse simulated with 8,000 neurons")
     parser.add_argument("--more-data", type=Path, help="the same neurons recorded for more trials")
+    parser.add_argument(
+        "--noisier", type=Path, help="the 8,000-neuron mouse imaged with more noise (--imaging-noise)"
+    )
     parser.add_argument("--student", type=Path, nargs="*", default=[], help="student artifacts to score")
+    parser.add_argument(
+        "--previous",
+        type=Path,
+        help="an earlier bench_budget.json: its rows this run does not measure are kept, marked "
+        "with the run that measured them",
+    )
     args = parser.parse_args()
 
     mask = load_artifact(args.mask_from, check_onnx=False).evaluation_mask
@@ -224,12 +255,18 @@ def main() -> None:
         many = Mouse.open(args.data_8000)
         mice[many.name] = many
         rows += ridge_rows(many, mask, many.name)
-        rows += neuron_curve(many, mask)
+        rows += neuron_curve(many, mask, FRACTIONS[:-1])  # 100 %: the ridge rows just above
+        rows += neuron_curve(many, mask, FRACTIONS[:-1], rates=True)
+    if args.noisier:
+        noisier = Mouse.open(args.noisier)
+        rows += neuron_curve(noisier, mask)
     if args.more_data:
         longer = Mouse.open(args.more_data)
         mice[longer.name] = longer
         rows += data_curve(longer, mask, len(demo.train))
     rows += [student_row(path, mice, mask) for path in args.student]
+    if args.previous:
+        rows += carried_rows(args.previous, rows)
     png = RESULTS / "bench_budget.png"
     picture(rows, png)
     write_result("bench_budget", {"mask_pixels": int(mask.sum()), "rows": rows, "picture": png.name})

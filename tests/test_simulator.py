@@ -165,6 +165,17 @@ def test_deterministic_for_a_seed(tiny_root, tiny_mouse, tmp_path):
     assert [s.tier for s in other] != [s.tier for s in plan_trials(preset_config("tiny").trials, seed=0)]
 
 
+def test_noisier_imaging_records_the_same_rates_less_reliably(tiny_mouse, tmp_path):
+    (noisy,) = simulate("tiny", seed=0, out=tmp_path, noise_dff=0.3)
+    np.testing.assert_array_equal(load_truth(noisy).rates("3"), load_truth(tiny_mouse.path).rates("3"))
+    noisier = np.nanmean(repeat_reliability(MouseDataset(noisy)))
+    assert noisier < 0.8 * np.nanmean(repeat_reliability(tiny_mouse))
+    rebuilt, _ = rebuild_mouse(noisy)
+    assert rebuilt.cfg.imaging.noise_dff == (0.3, preset_config("tiny").imaging.noise_dff[1])
+    with pytest.raises(ValueError, match="imaging noise"):
+        preset_config("tiny", noise_dff=0.0)
+
+
 def test_cli_puts_several_mice_in_one_root(tmp_path, capsys):
     root = tmp_path / "root"
     assert (

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..paths import cache_dir
+from .imaging import ImagingConfig
 from .presets import PRESETS, SimulationConfig, preset_config
 from .sensorium import MouseDataset
 from .simulate import mouse_name, simulate
@@ -41,6 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--volume-rate", type=float, help="volume rate in Hz (default 7.5: 3 planes + flyback at 30 Hz)"
     )
     parser.add_argument(
+        "--imaging-noise",
+        type=float,
+        metavar="DFF",
+        help=f"noise sd of one imaging sample in dF/F, median over neurons (default "
+        f"{ImagingConfig().noise_dff[0]}; a dimmer indicator or a faster scan is noisier)",
+    )
+    parser.add_argument(
         "--force",
         action="store_true",
         help="replace mouse folders that already exist (without it, one simulated from the same "
@@ -51,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else cache_dir() / "data" / args.preset
-    cfg = preset_config(args.preset, args.neurons, args.planes, args.volume_rate)
+    cfg = preset_config(args.preset, args.neurons, args.planes, args.volume_rate, args.imaging_noise)
     for seed in args.seed:
         start = time.perf_counter()
         folder = out / mouse_name(cfg, seed)
@@ -67,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
                 n_neurons=args.neurons,
                 n_planes=args.planes,
                 volume_rate_hz=args.volume_rate,
+                noise_dff=args.imaging_noise,
                 overwrite=args.force,
                 progress=True,
             )

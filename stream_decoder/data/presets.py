@@ -78,8 +78,10 @@ def preset_config(
     n_neurons: int | None = None,
     n_planes: int | None = None,
     volume_rate_hz: float | None = None,
+    noise_dff: float | None = None,
 ) -> SimulationConfig:
-    """A preset, optionally with another neuron count or imaging rate."""
+    """A preset, optionally with another neuron count, imaging rate or imaging noise (the median
+    noise sd of one sample, dF/F; the spread over neurons stays the preset's)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
     cfg = PRESETS[name]
@@ -87,7 +89,10 @@ def preset_config(
         if n_neurons < 1:
             raise ValueError(f"n_neurons must be positive, got {n_neurons}")
         cfg = replace(cfg, population=replace(cfg.population, n_neurons=n_neurons))
-    imaging = {"n_planes": n_planes, "volume_rate_hz": volume_rate_hz}
+    if noise_dff is not None and not noise_dff > 0:
+        raise ValueError(f"imaging noise (noise_dff, dF/F) must be positive, got {noise_dff}")
+    noise = None if noise_dff is None else (float(noise_dff), cfg.imaging.noise_dff[1])
+    imaging = {"n_planes": n_planes, "volume_rate_hz": volume_rate_hz, "noise_dff": noise}
     imaging = {k: v for k, v in imaging.items() if v is not None}
     if imaging:
         cfg = replace(cfg, imaging=replace(cfg.imaging, **imaging))

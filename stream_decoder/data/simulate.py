@@ -103,6 +103,7 @@ def rebuild_mouse(mouse_path: str | Path) -> tuple[SyntheticMouse, Truth]:
         n_neurons=sim["n_neurons"],
         n_planes=imaging["n_planes"],
         volume_rate_hz=imaging["volume_rate_hz"],
+        noise_dff=sim["config"]["imaging"]["noise_dff"][0],
     )
     if json.loads(json.dumps(asdict(cfg))) != sim["config"]:
         raise ValueError(
@@ -144,12 +145,13 @@ def simulate(
     n_neurons: int | None = None,
     n_planes: int | None = None,
     volume_rate_hz: float | None = None,
+    noise_dff: float | None = None,
     overwrite: bool = False,
     progress: bool = False,
 ) -> list[Path]:
     """Write one synthetic mouse into the dataset root `out` and return its folder (in a list:
     call again with other seeds or neuron counts to put several mice into one root)."""
-    cfg = preset_config(preset, n_neurons=n_neurons, n_planes=n_planes, volume_rate_hz=volume_rate_hz)
+    cfg = preset_config(preset, n_neurons, n_planes, volume_rate_hz, noise_dff)
     folder = Path(out) / mouse_name(cfg, seed)
     specs = plan_trials(cfg.trials, seed)
     mouse = SyntheticMouse.create(cfg, seed)
