@@ -99,6 +99,7 @@ class Mouse:
     train_rates: RateClips
     held_out_rates: RateClips
     reliability: float  # mean over neurons of the repeat reliability (data/reliability.py)
+    imaging_noise: float  # median noise sd of one imaging sample, dF/F (simulate --imaging-noise)
 
     @classmethod
     def open(cls, data: Path, name: str | None = None) -> "Mouse":
@@ -115,6 +116,7 @@ class Mouse:
             RateClips(mouse, train),
             RateClips(mouse, held),
             float(np.nanmean(repeat_reliability(mouse))),
+            load_truth(mouse.path).simulation["config"]["imaging"]["noise_dff"][0],
         )
 
 
@@ -186,8 +188,9 @@ def neuron_curve(mouse: Mouse, mask, fractions=FRACTIONS, rates: bool = False) -
         neurons = np.sort(rng.permutation(mouse.n_neurons)[: round(fraction * mouse.n_neurons)])
         print(f"{mouse.name}: ridge on {len(neurons)} neurons, {kind}")
         found = point(train, held, neurons, RidgeConfig(), mask, mouse.groups)
-        row = f"ridge, {kind}, {fraction:.1%} of neurons"
-        rows.append({"row": row, "mouse": mouse.name, "reliability": mouse.reliability} | found)
+        row = f"ridge, {kind}, {fraction:.1%} of neurons, imaging noise {mouse.imaging_noise:g}"
+        measured = {"reliability": mouse.reliability, "imaging_noise_dff": mouse.imaging_noise}
+        rows.append({"row": row, "mouse": mouse.name} | measured | found)
     return rows
 
 
