@@ -113,28 +113,29 @@ def rebuild_mouse(mouse_path: str | Path) -> tuple[SyntheticMouse, Truth]:
     return SyntheticMouse.create(cfg, sim["seed"]), truth
 
 
-def recorded_spec(truth: Truth, trial: str | int) -> TrialSpec:
-    """How a recorded trial was planned, from the truth beside the dataset."""
+def replayed_trial(truth: Truth, trial: str | int) -> tuple[TrialSpec, np.ndarray, np.random.Generator]:
+    """A recorded trial again, from the truth beside the dataset: its plan, its video and a fresh
+    generator of its behaviour and noise (the draws it was recorded with)."""
     record = truth.trials[str(trial)]
-    return TrialSpec(**{f.name: record[f.name] for f in fields(TrialSpec)})
+    spec = TrialSpec(**{f.name: record[f.name] for f in fields(TrialSpec)})
+    seed = truth.simulation["seed"]
+    return spec, trial_video(spec, seed)[0], trial_generator(seed, spec.trial)
 
 
 def raw_trial(microscope: Microscope, truth: Truth, trial: str | int) -> Iterator[RawFrame]:
     """The raw frames of one recorded trial: the same calcium and scan phase as its responses."""
     from .microscope import trial_frames  # scipy.ndimage: only for raw frames
 
-    spec, seed = recorded_spec(truth, trial), truth.simulation["seed"]
-    video, _ = trial_video(spec, seed)
-    _, _, frames = trial_frames(microscope, video, trial_generator(seed, spec.trial), spec.trial)
+    spec, video, rng = replayed_trial(truth, trial)
+    _, _, frames = trial_frames(microscope, video, rng, spec.trial)
     return frames
 
 
 def trial_filter_outputs(mouse: SyntheticMouse, truth: Truth, trial: str | int) -> np.ndarray:
     """(T, N + complex cells): the linear filter outputs behind one recorded trial's responses
     (`SyntheticMouse.filter_outputs`, the same video and eye positions)."""
-    spec, seed = recorded_spec(truth, trial), truth.simulation["seed"]
-    video, _ = trial_video(spec, seed)
-    return mouse.filter_outputs(video, trial_generator(seed, spec.trial))
+    _, video, rng = replayed_trial(truth, trial)
+    return mouse.filter_outputs(video, rng)
 
 
 def simulate(
