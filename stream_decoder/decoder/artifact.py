@@ -22,6 +22,7 @@ import torch
 
 from stream_decoder.atomic import replace_folder_with, write_atomic, write_atomic_with
 from stream_decoder.decoder.linear import LinearConfig, LinearDecoder
+from stream_decoder.decoder.residual import ResidualConfig, ResidualStudent
 from stream_decoder.decoder.streaming import StreamingDecoder
 from stream_decoder.decoder.student import Student, StudentConfig
 from stream_decoder.provenance import source_version
@@ -33,7 +34,11 @@ META_FILE = "meta.json"
 ONNX_FILE = "model.onnx"
 ONNX_MODEL_ID_KEY = "stream_decoder.model_id"  # metadata_props entry tying model.onnx to its weights
 # kind -> (config, model): every decoder the runtime serves through the same step graph
-DECODERS = {"student": (StudentConfig, Student), "linear": (LinearConfig, LinearDecoder)}
+DECODERS = {
+    "student": (StudentConfig, Student),
+    "linear": (LinearConfig, LinearDecoder),
+    "residual": (ResidualConfig, ResidualStudent),  # a student correcting the linear baseline
+}
 
 
 @dataclass(frozen=True)

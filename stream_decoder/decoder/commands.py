@@ -91,6 +91,14 @@ def register_distill(sub) -> None:
         help="start the read-in from a baseline artifact's leading principal components and "
         "normalisation (it needs at least --latent components)",
     )
+    parser.add_argument(
+        "--residual-of",
+        type=Path,
+        metavar="BASELINE",
+        help="train a correction to this baseline artifact of the mouse: the student starts as the "
+        "baseline exactly (its read-in and ridge readout, frozen; its latent is the baseline's, not "
+        "--latent) and its nonlinear head learns what to add to the baseline's frames",
+    )
     for field in fields(DistillConfig):
         flag = "--" + field.name.replace("_", "-")
         if field.type is bool or field.type == "bool":
@@ -117,6 +125,7 @@ def distill_main(args) -> int:
         mask=mask,
         ensemble=args.ensemble,
         read_in=args.read_in_from,
+        residual_of=args.residual_of,
     )
     print(
         json.dumps(

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from stream_decoder.data import GRAY, MouseDataset, PlaneTiming, input_timing, open_mouse, student_inputs
 from stream_decoder.decoder.artifact import Artifact, load_artifact, save_artifact
 from stream_decoder.decoder.config import DistillConfig
+from stream_decoder.decoder.residual import ResidualConfig, ResidualStudent
 from stream_decoder.decoder.student import Student, StudentConfig
 from stream_decoder.metrics import mean_video_correlation
 from stream_decoder.paths import portable_path
@@ -238,11 +239,50 @@ def read_in_from(student: Student, baseline: Artifact) -> None:
         student.read_in.bias.zero_()
 
 
+def residual_student(cfg: DistillConfig, baseline: Artifact, mouse: MouseDataset) -> ResidualStudent:
+    """A student that starts as `baseline` exactly: its normalisation, read-in and ridge readout,
+    frozen, and a correction (zero at first) for the nonlinear head to learn. Its latent is the
+    baseline's (components and behaviour), not `cfg.latent`."""
+    model = baseline.model()
+    where = f"--residual-of: {baseline.path}"
+    if baseline.meta.kind != "linear":
+        raise ValueError(f"{where} is a {baseline.meta.kind} model; give one `stream-decoder baseline` wrote")
+    if baseline.meta.data_fingerprint != mouse.fingerprint():
+        raise ValueError(f"{where} was fitted on other data than {mouse.path}; fit a baseline on this mouse")
+    if model.cfg.lookahead != cfg.lookahead:
+        raise ValueError(
+            f"{where} decodes the frame {model.cfg.lookahead} ticks back, not {cfg.lookahead}; "
+            f"distill with --lookahead {model.cfg.lookahead} or fit one with --lookahead {cfg.lookahead}"
+        )
+    linear = model.cfg
+    config = ResidualConfig(
+        linear.n_neurons,
+        linear.latent,
+        lookahead=cfg.lookahead,
+        neuron_dropout=cfg.neuron_dropout,
+        frame_shape=linear.frame_shape,
+        upsample=linear.upsample,
+        lags=linear.lags,
+        lag_step=linear.lag_step,
+    )
+    student = ResidualStudent(config)
+    with torch.no_grad():
+        for name in ("activity_mean", "activity_std", "behavior_mean", "behavior_std"):
+            getattr(student, name).copy_(getattr(model, name))
+        student.read_in.load_state_dict(model.read_in.state_dict())
+        student.behavior_in.load_state_dict(model.behavior_in.state_dict())
+        student.linear.load_state_dict(model.readout.state_dict())
+    for frozen in (student.read_in, student.behavior_in, student.linear):
+        frozen.requires_grad_(False)
+    return student
+
+
 def train_student(
     student: Student, train: Pairs, cfg: DistillConfig, weights: torch.Tensor, progress: bool
 ) -> None:
     """AdamW on a one-cycle schedule, batches of whole clips in a seeded random order."""
-    student.read_in.requires_grad_(not cfg.freeze_read_in)
+    if cfg.freeze_read_in:
+        student.read_in.requires_grad_(False)
     trainable = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * -(-len(train) // cfg.batch_size)
@@ -271,17 +311,24 @@ def distill(
     mask: np.ndarray | None = None,
     ensemble: Path | None = None,
     read_in: Path | None = None,
+    residual_of: Path | None = None,
 ) -> Artifact:
     """Train a student on `data` (targets per `cfg.truth_weight`; `teacher` a store, or None for
     true stimuli only) and write it to `out` as an artifact. `mask`: the evaluation mask to use
     where the teacher store has none (e.g. another artifact's). `ensemble`: the encoder ensemble
     that generates `cfg.synthetic_clips` more training pairs. `read_in`: a baseline artifact whose
-    components and normalisation start the read-in."""
+    components and normalisation start the read-in. `residual_of`: a baseline artifact the student
+    learns to correct (`residual_student`)."""
     if cfg.synthetic_clips and ensemble is None:
         raise ValueError(f"synthetic_clips {cfg.synthetic_clips} asks for generated pairs: give --ensemble")
+    if read_in is not None and residual_of is not None:
+        raise ValueError("give --read-in-from or --residual-of, not both: a residual reads in as its own")
     torch.manual_seed(cfg.seed)
     found = training_data(data, teacher, cfg, mask, mouse_name)
-    student = new_student(cfg, found.train)  # normalised by the recorded clips alone
+    if residual_of is not None:
+        student = residual_student(cfg, load_artifact(residual_of, check_onnx=False), found.mouse)
+    else:
+        student = new_student(cfg, found.train)  # normalised by the recorded clips alone
     if read_in is not None:
         read_in_from(student, load_artifact(read_in, check_onnx=False))
     train = with_synthetic_pairs(found, cfg, ensemble, progress) if cfg.synthetic_clips else found.train
@@ -299,6 +346,7 @@ def distill(
         "teacher_store": portable_path(teacher) if teacher else None,
         "ensemble": portable_path(ensemble) if cfg.synthetic_clips else None,
         "read_in_from": portable_path(read_in) if read_in else None,
+        "residual_of": portable_path(residual_of) if residual_of else None,
         "mouse": found.mouse.name,
         "train_trials": found.train.trials,
         "train_pairs": len(train),  # the recorded trials and the synthetic pairs

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from stream_decoder.data import BEHAVIOR_CHANNELS, FRAME_SHAPE
-from stream_decoder.decoder.streaming import StreamingDecoder
+from stream_decoder.decoder.streaming import StreamingDecoder, lagged, lagged_step
 
 
 @dataclass(frozen=True)
@@ -92,11 +92,7 @@ class LinearDecoder(StreamingDecoder):
 
     def features(self, z: torch.Tensor) -> torch.Tensor:
         """(B, T, D') latents, zero history -> (B, T, K D') lagged taps, oldest first (as `head_step`)."""
-        cfg = self.cfg
-        padded = torch.cat([z.new_zeros(z.shape[0], cfg.span, z.shape[2]), z], dim=1)
-        length = z.shape[1]
-        taps = [padded[:, start : start + length] for start in range(0, cfg.span + 1, cfg.lag_step)]
-        return torch.cat(taps, dim=-1)
+        return lagged(z, self.cfg.lags, self.cfg.lag_step)
 
     def _frames(self, features: torch.Tensor) -> torch.Tensor:
         return self.upsampled(self.readout(features).clamp(0.0, 255.0))
@@ -106,8 +102,5 @@ class LinearDecoder(StreamingDecoder):
         return self._frames(features.flatten(0, 1)).unflatten(0, z.shape[:2])
 
     def head_step(self, z: torch.Tensor, state: list[torch.Tensor]):
-        if not state:
-            return self._frames(z), []
-        window = torch.cat([state[0], z.unsqueeze(1)], dim=1)  # (B, span + 1, D')
-        taps = window[:, :: self.cfg.lag_step]  # (B, K, D'), oldest first
-        return self._frames(taps.flatten(1)), [window[:, 1:]]
+        taps, past = lagged_step(z, state[0] if state else None, self.cfg.lag_step)
+        return self._frames(taps), [] if past is None else [past]

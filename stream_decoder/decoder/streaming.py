@@ -107,6 +107,24 @@ class StreamingDecoder(nn.Module, ABC):
         return w_activity, w_behavior, bias
 
 
+def lagged(z: torch.Tensor, lags: int, step: int) -> torch.Tensor:
+    """(B, T, D) latents, zero history -> (B, T, K D): the latents at lags (K - 1) s, ..., s, 0,
+    oldest first (as `lagged_step`)."""
+    span = (lags - 1) * step
+    padded = torch.cat([z.new_zeros(z.shape[0], span, z.shape[2]), z], dim=1)
+    length = z.shape[1]
+    return torch.cat([padded[:, start : start + length] for start in range(0, span + 1, step)], dim=-1)
+
+
+def lagged_step(z: torch.Tensor, past: torch.Tensor | None, step: int):
+    """Newest latent (B, D), the last span latents (B, span, D) or None (lag 0 only) -> the taps
+    (B, K D) and the next past: one tick of `lagged`."""
+    if past is None:
+        return z, None
+    window = torch.cat([past, z.unsqueeze(1)], dim=1)  # (B, span + 1, D)
+    return window[:, ::step].flatten(1), window[:, 1:]
+
+
 class StepGraph(nn.Module):
     """One tick as a pure function `(activity, behavior, *state) -> (frame, *next_state)`.
 

@@ -135,14 +135,23 @@ class Student(StreamingDecoder):
         """(M, D) -> (M, H, W) in 0-255."""
         return self.upsampled(255.0 * torch.sigmoid(self.to_frame(self.norm(z))))
 
-    def head(self, z: torch.Tensor) -> torch.Tensor:
+    def blocks_forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) latents of whole clips -> the temporal blocks' output, (B, T, D)."""
         for block in self.blocks:
             z = block(z)
-        return self._frames(z.flatten(0, 1)).unflatten(0, z.shape[:2])
+        return z
 
-    def head_step(self, z: torch.Tensor, state: list[torch.Tensor]):
+    def blocks_step(self, z: torch.Tensor, state: list[torch.Tensor]):
+        """Newest latent (B, D), the blocks' state -> their output (B, D), the next state."""
         next_state = []
         for block, past in zip(self.blocks, state, strict=True):
             z, past = block.step(z, past)
             next_state.append(past)
+        return z, next_state
+
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        return self._frames(self.blocks_forward(z).flatten(0, 1)).unflatten(0, z.shape[:2])
+
+    def head_step(self, z: torch.Tensor, state: list[torch.Tensor]):
+        z, next_state = self.blocks_step(z, state)
         return self._frames(z), next_state
