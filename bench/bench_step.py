@@ -20,6 +20,9 @@ before the tick), on one BLAS thread; each backend's figure has its ratio to the
 and mode. onnxruntime-1thread-int8 serves model.int8.onnx (`export --int8-read-in`): a quarter
 of the read-in bytes per tick. `--latent 256 128` times a narrower read-in (and head) beside the
 default one: half the read-in bytes again, each row also over the default width's paced floor.
+`--residual` times residual students (`distill --residual-of`) instead: D components plus the
+behaviour pass-through read in, and the baseline's ridge readout over 7 lagged latents beside the
+head, the bytes a tick adds over the plain student's; the floor stays the read-in matvec.
 """
 
 import argparse
@@ -37,7 +40,9 @@ import numpy as np
 import torch
 from common import RESULTS, write_result
 
+from stream_decoder.data import BEHAVIOR_CHANNELS
 from stream_decoder.decoder.artifact import save_artifact
+from stream_decoder.decoder.residual import ResidualConfig, ResidualStudent
 from stream_decoder.decoder.student import Student, StudentConfig
 from stream_decoder.runtime import open_backend
 from stream_decoder.runtime.export import export_artifact
@@ -77,11 +82,17 @@ def backend_options() -> dict[str, tuple[str, dict]]:
     return options
 
 
-def build_artifact(folder: Path, n_neurons: int, latent: int = DEFAULT_LATENT) -> Path:
-    """Default-shaped student with random weights and plausible normalisation, exported (with the
-    int8 read-in graph)."""
+def build_artifact(
+    folder: Path, n_neurons: int, latent: int = DEFAULT_LATENT, residual: bool = False
+) -> Path:
+    """Default-shaped student (or residual student of a `latent`-component baseline) with random
+    weights and plausible normalisation, exported (with the int8 read-in graph)."""
     torch.manual_seed(0)
-    student = Student(StudentConfig(n_neurons=n_neurons, latent=latent)).eval()
+    if residual:
+        config = ResidualConfig(n_neurons=n_neurons, latent=latent + BEHAVIOR_CHANNELS)
+        student = ResidualStudent(config).eval()
+    else:
+        student = Student(StudentConfig(n_neurons=n_neurons, latent=latent)).eval()
     mean, std = torch.rand(n_neurons), torch.rand(n_neurons) + 0.5
     student.set_normalisation(mean, std, torch.zeros(4), torch.ones(4))
     save_artifact(folder, student, unit_ids=np.arange(n_neurons), data_fingerprint="bench")
@@ -220,11 +231,13 @@ def measure_floors(matvec, activity, behavior, steps: int) -> dict:
     return floors
 
 
-def run(steps: int, repeats: int, latents: list[int], paced_ticks: int, leads_s: list[float]) -> dict:
+def run(
+    steps: int, repeats: int, latents: list[int], paced_ticks: int, leads_s: list[float], residual: bool
+) -> dict:
     backends = backend_options()
     shapes = [(n, latent) for latent in latents for n in NEURONS]
     with tempfile.TemporaryDirectory() as tmp:
-        artifacts = {(n, d): build_artifact(Path(tmp) / f"{n}-{d}", n, d) for n, d in shapes}
+        artifacts = {(n, d): build_artifact(Path(tmp) / f"{n}-{d}", n, d, residual) for n, d in shapes}
         opened = {
             (label, shape): open_backend(artifacts[shape], kind, **options)
             for label, (kind, options) in backends.items()
@@ -258,7 +271,7 @@ def run(steps: int, repeats: int, latents: list[int], paced_ticks: int, leads_s:
         paced_runs = paced(opened, artifacts, paced_ticks, leads_s)
     return {
         "student": json.loads(StudentConfig(n_neurons=NEURONS[0], latent=latents[0]).to_json())
-        | {"n_neurons": list(NEURONS), "latent": list(latents)},
+        | {"n_neurons": list(NEURONS), "latent": list(latents), "residual": residual},
         "steps_per_measurement": steps,
         "paced_ticks": paced_ticks,
         "notes": NOTES,
@@ -317,11 +330,16 @@ def main() -> None:
         default=[2.0],
         help="lead of the prefetch before a tick ([stream] prefetch_ms); several: one paced mode each",
     )
+    parser.add_argument(
+        "--residual",
+        action="store_true",
+        help="time residual students of D-component baselines (write them with --out elsewhere)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_step.json")
     args = parser.parse_args()
     latents = sorted(set(args.latent), key=lambda d: (d != DEFAULT_LATENT, -d))  # the default's floor first
     leads = [ms / 1e3 for ms in args.prefetch_ms]
-    figures = run(args.steps, args.repeats, latents, args.paced_ticks, leads)
+    figures = run(args.steps, args.repeats, latents, args.paced_ticks, leads, args.residual)
     write_result("bench_step", figures, args.out)
 
 
