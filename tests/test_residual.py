@@ -93,7 +93,7 @@ def test_training_improves_on_the_baseline_and_keeps_it_frozen(tiny_root, tiny_m
 def test_a_baseline_that_does_not_fit_is_refused_clearly(tiny_root, tiny_mouse, baseline, untrained_artifact):
     mouse = tiny_mouse
     with pytest.raises(ValueError, match="is a student model"):
-        residual_student(TRUTH, load_artifact(untrained_artifact.path), mouse)
+        residual_student(TRUTH, load_artifact(untrained_artifact), mouse)
     other = replace(baseline, meta=replace(baseline.meta, data_fingerprint="another mouse"))
     with pytest.raises(ValueError, match="fitted on other data"):
         residual_student(TRUTH, other, mouse)
