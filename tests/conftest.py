@@ -203,3 +203,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def stepped_frames(model, activity, behavior, pupil):
+    """A (1, T, ...) clip decoded tick by tick through the serving graph, state carried: (T, H, W),
+    to compare with `model(activity, behavior, pupil)[0]`."""
+    import torch
+
+    from stream_decoder.decoder.streaming import StepGraph
+
+    behavior4 = torch.cat([behavior, pupil], -1)
+    with torch.no_grad():
+        graph, state, steps = StepGraph(model), model.initial_state(1), []
+        for t in range(activity.shape[1]):
+            frame, *state = graph(activity[:, t], behavior4[:, t], *state)
+            steps.append(frame[0])
+    return torch.stack(steps)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import HANG_GUARD_S
+from conftest import HANG_GUARD_S, stepped_frames
 
 from stream_decoder.data import input_timing, student_inputs
 from stream_decoder.decoder.artifact import load_artifact
@@ -11,7 +11,6 @@ from stream_decoder.decoder.baseline import TrialClips
 from stream_decoder.decoder.evaluate import decode_clip, evaluate
 from stream_decoder.decoder.linear import LinearConfig, LinearDecoder
 from stream_decoder.decoder.ridge import Moments
-from stream_decoder.decoder.streaming import StepGraph
 from stream_decoder.metrics import video_correlation
 from stream_decoder.runtime import open_backend
 
@@ -26,11 +25,7 @@ def test_streaming_steps_equal_the_whole_clip_decoding():
     activity, behavior, pupil = torch.randn(1, 25, 30), torch.randn(1, 25, 2), torch.randn(1, 25, 2)
     with torch.no_grad():
         clip = model(activity, behavior, pupil)[0]
-        graph, state, steps = StepGraph(model), model.initial_state(1), []
-        for t in range(25):
-            frame, *state = graph(activity[:, t], torch.cat([behavior, pupil], -1)[:, t], *state)
-            steps.append(frame[0])
-    torch.testing.assert_close(torch.stack(steps), clip, atol=1e-3, rtol=0)
+    torch.testing.assert_close(stepped_frames(model, activity, behavior, pupil), clip, atol=1e-3, rtol=0)
     assert clip.min() == 0.0 and clip.max() == 255.0  # the map is clipped to the frame range
 
 

@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import stepped_frames
 
 from stream_decoder.data import input_timing, student_inputs
 from stream_decoder.decoder.artifact import load_artifact
@@ -17,7 +18,6 @@ from stream_decoder.decoder.distill import (
 )
 from stream_decoder.decoder.evaluate import decode_clip
 from stream_decoder.decoder.residual import ResidualConfig, ResidualStudent
-from stream_decoder.decoder.streaming import StepGraph
 from stream_decoder.runtime import open_backend
 from stream_decoder.runtime.export import export_artifact
 
@@ -55,12 +55,8 @@ def test_streaming_steps_equal_the_whole_clip_decoding():
         activity, behavior, pupil = torch.randn(1, 20, 30), torch.randn(1, 20, 2), torch.randn(1, 20, 2)
         with torch.no_grad():
             clip = model(activity, behavior, pupil)[0]
-            graph, state, steps = StepGraph(model), model.initial_state(1), []
-            for t in range(20):
-                frame, *state = graph(activity[:, t], torch.cat([behavior, pupil], -1)[:, t], *state)
-                steps.append(frame[0])
-        assert len(state) == len(cfg.dilations) + (lags > 1)
-        torch.testing.assert_close(torch.stack(steps), clip, atol=1e-3, rtol=0)
+        assert len(model.initial_state(1)) == len(cfg.dilations) + (lags > 1)
+        torch.testing.assert_close(stepped_frames(model, activity, behavior, pupil), clip, atol=1e-3, rtol=0)
         assert clip.std() > 0 and clip.min() >= 0 and clip.max() <= 255
 
 
@@ -99,5 +95,7 @@ def test_a_baseline_that_does_not_fit_is_refused_clearly(tiny_root, tiny_mouse, 
         residual_student(TRUTH, other, mouse)
     with pytest.raises(ValueError, match="--lookahead 4"):
         residual_student(replace(TRUTH, lookahead=6), baseline, mouse)
+    with pytest.raises(ValueError, match="lags and lag_step must be >= 1"):
+        ResidualConfig(n_neurons=30, latent=8, lags=0)
     with pytest.raises(ValueError, match="not both"):
         distill(tiny_root, None, tiny_root / "x", TRUTH, read_in=baseline.path, residual_of=baseline.path)

@@ -24,8 +24,15 @@ CORRECTION_GAIN = 255.0 / 4
 
 @dataclass(frozen=True)
 class ResidualConfig(StudentConfig):
+    """The student's config plus the lags its baseline's readout reads (its latent: the baseline's)."""
+
     lags: int = 7  # K taps of the baseline's readout: latents at lags 0, s, ..., (K - 1) s
     lag_step: int = 2  # s
+
+    def __post_init__(self):
+        if self.lags < 1 or self.lag_step < 1:
+            raise ValueError(f"ResidualConfig: lags and lag_step must be >= 1, got {self}")
+        super().__post_init__()
 
     @property
     def linear_span(self) -> int:
