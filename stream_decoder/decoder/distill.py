@@ -232,9 +232,8 @@ def read_in_from(student: Student, baseline: Artifact) -> None:
             f"student's read-in of {student.cfg.latent}: fit the baseline with --components "
             f"{student.cfg.latent} or more"
         )
+    student.copy_normalisation(model)
     with torch.no_grad():
-        for name in ("activity_mean", "activity_std", "behavior_mean", "behavior_std"):
-            getattr(student, name).copy_(getattr(model, name))
         student.read_in.weight.copy_(model.read_in.weight[: student.cfg.latent])
         student.read_in.bias.zero_()
 
@@ -266,9 +265,8 @@ def residual_student(cfg: DistillConfig, baseline: Artifact, mouse: MouseDataset
         lag_step=linear.lag_step,
     )
     student = ResidualStudent(config)
+    student.copy_normalisation(model)
     with torch.no_grad():
-        for name in ("activity_mean", "activity_std", "behavior_mean", "behavior_std"):
-            getattr(student, name).copy_(getattr(model, name))
         student.read_in.load_state_dict(model.read_in.state_dict())
         student.behavior_in.load_state_dict(model.behavior_in.state_dict())
         student.linear.load_state_dict(model.readout.state_dict())

@@ -54,6 +54,12 @@ class StreamingDecoder(nn.Module, ABC):
                 raise ValueError(f"set_normalisation: {name} has non-finite values")
             buffer.copy_(value.clamp_min(eps) if name.endswith("_std") else value)
 
+    @torch.no_grad()
+    def copy_normalisation(self, other: "StreamingDecoder") -> None:
+        """`other`'s statistics: a decoder reading in through another's weights normalises as it does."""
+        for name in ("activity_mean", "activity_std", "behavior_mean", "behavior_std"):
+            getattr(self, name).copy_(getattr(other, name))
+
     def normalised(self, activity: torch.Tensor) -> torch.Tensor:
         return (activity - self.activity_mean) / self.activity_std
 
