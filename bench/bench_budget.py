@@ -34,7 +34,6 @@ decoder. Writes bench/results/bench_budget.json and bench_budget.png.
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 import matplotlib
@@ -44,7 +43,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from bench_baseline import GROUPS, TIERS, point, score
-from common import RESULTS, write_result
+from common import RESULTS, carried, write_result
 
 from stream_decoder.data import held_responses, load_truth, open_mouse
 from stream_decoder.data.reliability import repeat_reliability
@@ -218,15 +217,6 @@ def picture(rows: list[dict], out: Path) -> None:
     fig.savefig(out, dpi=90)
 
 
-def carried_rows(previous: Path, rows: list[dict]) -> list[dict]:
-    """The rows of an earlier run's JSON this run did not measure, each with where and when it
-    was measured (`measured`), so one run can add rows without retraining every student."""
-    report = json.loads(previous.read_text())
-    here = {(r["row"], r["mouse"]) for r in rows}
-    origin = {key: report[key] for key in ("command", "source", "date")}
-    return [{"measured": origin} | r for r in report["rows"] if (r["row"], r["mouse"]) not in here]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -269,7 +259,7 @@ def main() -> None:
         rows += data_curve(longer, mask, len(demo.train))
     rows += [student_row(path, mice, mask) for path in args.student]
     if args.previous:
-        rows += carried_rows(args.previous, rows)
+        rows += carried(args.previous, "rows", rows, lambda r: (r["row"], r["mouse"]))
     png = RESULTS / "bench_budget.png"
     picture(rows, png)
     write_result("bench_budget", {"mask_pixels": int(mask.sum()), "rows": rows, "picture": png.name})

@@ -1,13 +1,17 @@
-"""What int8 read-in weights cost in fidelity: every held-out clip streamed tick by tick through
-ONNX Runtime with the float32 graph and with the int8 read-in, scored against the true stimulus.
+"""What the int8 graph costs in fidelity: every held-out clip streamed tick by tick through ONNX
+Runtime with the float32 graph and with model.int8.onnx (int8 read-in weights, and the ridge
+readout's where the decoder has one: the baseline, the residual student), scored against the true
+stimulus.
 
     python bench/bench_precision.py --data DATA --artifact ARTIFACT [--data DATA --artifact ...]
+        [--previous JSON]
 
 Each artifact is exported with `--int8-read-in` into a temporary copy (the original is left as it
 is) and decodes its own mouse's held-out clips (`--data` pairs with `--artifact` in order). Reported
 per group: masked video correlation of float32 and int8 frames against the true stimulus (the
 artifact's evaluation mask), and the largest frame difference between them. Its time per tick is
-the onnxruntime-1thread-int8 row of bench_step.py. Writes bench/results/bench_precision.json.
+the onnxruntime-1thread-int8 row of bench_step.py. Writes bench/results/bench_precision.json;
+`--previous` keeps an earlier run's models that this one does not measure, marked with that run.
 """
 
 import argparse
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_baseline import GROUPS, TIERS
-from common import write_result
+from common import carried, write_result
 
 from stream_decoder.data import GRAY, input_timing, open_mouse, student_inputs
 from stream_decoder.decoder.artifact import load_artifact
@@ -26,7 +30,7 @@ from stream_decoder.metrics import video_correlation
 from stream_decoder.runtime import open_backend
 from stream_decoder.runtime.export import export_artifact
 
-PRECISIONS = {"float32": {}, "int8 read-in": {"int8_read_in": True}}
+PRECISIONS = {"float32": {}, "int8": {"int8_read_in": True}}
 
 
 def streamed(backend, activity: np.ndarray, behavior4: np.ndarray, lookahead: int) -> np.ndarray:
@@ -60,7 +64,7 @@ def measure(data: Path, artifact_dir: Path) -> dict:
                 decoded = {n: streamed(b, activity, behavior4, lookahead) for n, b in backends.items()}
                 for name, frames in decoded.items():
                     per_clip[name].append(video_correlation(frames[:end], video[:end], mask))
-                largest = max(largest, float(np.abs(decoded["float32"] - decoded["int8 read-in"]).max()))
+                largest = max(largest, float(np.abs(decoded["float32"] - decoded["int8"]).max()))
             for name in PRECISIONS:
                 scores[name][group] = float(np.nanmean(per_clip[name])) if per_clip[name] else float("nan")
         result = {
@@ -68,8 +72,9 @@ def measure(data: Path, artifact_dir: Path) -> dict:
             "model": artifact.model_id,
             "kind": artifact.meta.kind,
             "neurons": artifact.config.n_neurons,
+            "int8_weights": ["read_in"] + (["ridge_readout"] if artifact.model().ridge_readout else []),
             "groups": scores,
-            "int8_minus_float32": {g: scores["int8 read-in"][g] - scores["float32"][g] for g in GROUPS},
+            "int8_minus_float32": {g: scores["int8"][g] - scores["float32"][g] for g in GROUPS},
             "max_frame_difference": largest,
         }
     print(result)
@@ -82,10 +87,18 @@ def main() -> None:
     )
     parser.add_argument("--data", type=Path, action="append", required=True, help="dataset root")
     parser.add_argument("--artifact", type=Path, action="append", required=True, help="decoder artifact")
+    parser.add_argument(
+        "--previous",
+        type=Path,
+        help="an earlier bench_precision.json: its runs of models this run does not measure are kept, "
+        "marked with the run that measured them",
+    )
     args = parser.parse_args()
     if len(args.data) != len(args.artifact):
         parser.error("give one --data per --artifact")
     runs = [measure(d, a) for d, a in zip(args.data, args.artifact, strict=True)]
+    if args.previous:
+        runs += carried(args.previous, "runs", runs, lambda run: run["model"])
     write_result("bench_precision", {"runs": runs})
 
 

@@ -48,6 +48,16 @@ def portable(value):
     return portable_path(value) if isinstance(value, str) and value.startswith("/") else value
 
 
+def carried(previous: Path, field: str, measured: list[dict], key) -> list[dict]:
+    """The entries of list `field` in an earlier run's JSON that this run did not measure (`key`
+    of an entry: what makes two the same), each with where and when it was measured (`measured`), so
+    one run can add entries without remeasuring every one."""
+    report = json.loads(previous.read_text())
+    here = {key(entry) for entry in measured}
+    origin = {name: report[name] for name in ("command", "source", "date")}
+    return [{"measured": origin} | entry for entry in report[field] if key(entry) not in here]
+
+
 def write_result(name: str, figures: dict, out: Path | None = None) -> Path:
     """bench/results/<name>.json: the command line, source, machine and date, then the figures; paths
     in the cache or this checkout are recorded relative to it (`paths.portable_path`)."""

@@ -1,8 +1,10 @@
 """The residual student: it starts as its baseline exactly, streams like it, and learns a correction."""
 
+import shutil
 from dataclasses import replace
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from conftest import stepped_frames
@@ -19,7 +21,13 @@ from stream_decoder.decoder.distill import (
 from stream_decoder.decoder.evaluate import decode_clip
 from stream_decoder.decoder.residual import ResidualConfig, ResidualStudent
 from stream_decoder.runtime import open_backend
-from stream_decoder.runtime.export import export_artifact
+from stream_decoder.runtime.export import (
+    INT8_FRAME_TOLERANCE,
+    check_onnx,
+    export_artifact,
+    max_frame_difference,
+    stream_inputs,
+)
 
 TRUTH = DistillConfig(epochs=30, batch_size=4, lookahead=4)  # the tiny baseline's lookahead
 
@@ -74,7 +82,8 @@ def test_training_improves_on_the_baseline_and_keeps_it_frozen(tiny_root, tiny_m
     ridge_score = validation_scores(ridge, found.validation, None)["student_vs_truth"]
     assert artifact.meta.provenance["validation"]["student_vs_truth"] > ridge_score + 0.005  # 0.267, 0.258
 
-    export_artifact(artifact.path)  # serves through ONNX Runtime as torch decodes it
+    export_artifact(artifact.path, int8_read_in=True)  # serves through ONNX Runtime as torch decodes it
+    assert_int8_ridge_readout(artifact.path)
     inputs = oracle_inputs(tiny_mouse)
     offline = decode_clip(load_artifact(artifact.path).model(), *inputs)
     backend = open_backend(artifact.path, "onnxruntime")
@@ -99,3 +108,27 @@ def test_a_baseline_that_does_not_fit_is_refused_clearly(tiny_root, tiny_mouse, 
         ResidualConfig(n_neurons=30, latent=8, lags=0)
     with pytest.raises(ValueError, match="not both"):
         distill(tiny_root, None, tiny_root / "x", TRUTH, read_in=baseline.path, residual_of=baseline.path)
+
+
+def assert_int8_ridge_readout(folder):
+    """model.int8.onnx holds the ridge readout's weights in int8, as the read-in's, and no float32
+    copy of either; its frames stay within the int8 tolerance of torch's over a stream of ticks."""
+    artifact = load_artifact(folder)
+    model = artifact.model()
+    readout = getattr(model, model.ridge_readout).weight.numel()
+    graph = onnx.load(str(folder / "model.int8.onnx")).graph
+    sizes = [(t.data_type, int(np.prod(t.dims))) for t in graph.initializer]
+    for weights in (model.read_in.weight.numel(), readout):
+        assert (onnx.TensorProto.INT8, weights) in sizes and (onnx.TensorProto.FLOAT, weights) not in sizes
+    assert check_onnx(folder / "model.int8.onnx", tensorrt=False)["MatMulInteger"] == 2
+    activity, behavior = stream_inputs(artifact, 40, seed=7)
+    int8 = open_backend(folder, "onnxruntime", int8_read_in=True)
+    assert (
+        max_frame_difference(open_backend(folder, "torch"), int8, activity, behavior) <= INT8_FRAME_TOLERANCE
+    )
+
+
+def test_the_baselines_int8_graph_quantizes_its_ridge_readout_too(baseline, tmp_path):
+    folder = shutil.copytree(baseline.path, tmp_path / "baseline")
+    export_artifact(folder, steps=16, int8_read_in=True)
+    assert_int8_ridge_readout(folder)

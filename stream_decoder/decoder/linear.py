@@ -76,6 +76,8 @@ class LinearConfig:
 
 
 class LinearDecoder(StreamingDecoder):
+    ridge_readout = "readout"
+
     def __init__(self, cfg: LinearConfig):
         super().__init__(cfg)
         self.readout = nn.Linear(cfg.lags * cfg.latent, cfg.coarse_shape[0] * cfg.coarse_shape[1])

@@ -50,6 +50,8 @@ class ResidualConfig(StudentConfig):
 class ResidualStudent(Student):
     """The baseline's ridge readout over lagged latents plus the student's head as a correction."""
 
+    ridge_readout = "linear"
+
     def __init__(self, cfg: ResidualConfig):
         super().__init__(cfg)
         coarse = cfg.coarse_shape[0] * cfg.coarse_shape[1]

@@ -11,6 +11,7 @@ nonlinear head) and the linear baseline (a ridge head over lagged latents) are t
 """
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,10 @@ class StreamingDecoder(nn.Module, ABC):
 
     `cfg` must provide n_neurons, latent, lookahead, frame_shape, upsample and state_shapes(batch).
     """
+
+    # The nn.Linear attribute holding the head's ridge readout over lagged latents, if it has one:
+    # after the read-in, the largest weights a tick reads (the int8 graph quantizes both).
+    ridge_readout: ClassVar[str | None] = None
 
     def __init__(self, cfg):
         super().__init__()

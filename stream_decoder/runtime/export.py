@@ -109,6 +109,18 @@ class MatMulReadInStep(StepGraph):
         return activity @ self.w_activity.T + self.bias + F.linear(behavior, self.w_behavior)
 
 
+class MatMulLinear(nn.Module):
+    """`linear` as MatMul(x, W^T) + b, W^T an initializer: the form the dynamic quantizer takes."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.register_buffer("weight_t", linear.weight.detach().T.contiguous())
+        self.register_buffer("bias", linear.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight_t + self.bias
+
+
 def export_onnx(artifact: Artifact, fp16: bool = False) -> Path:
     """Trace the batch-1 step graph to model.onnx (or model.fp16.onnx), stamped with the model id."""
     graph = StepGraph(artifact.model())
@@ -116,26 +128,41 @@ def export_onnx(artifact: Artifact, fp16: bool = False) -> Path:
     return save_stamped(trace(Float16Step(graph) if fp16 else graph, artifact), artifact, path)
 
 
+def int8_step_graph(artifact: Artifact) -> tuple[StepGraph, tuple[int, int] | None]:
+    """The step graph in quantizable form: read-in and ridge readout (where the head has one) as
+    MatMuls; returns it and the readout's (inputs, outputs) weight shape, by which its node is found."""
+    model = artifact.model()
+    if model.ridge_readout is None:
+        return MatMulReadInStep(model), None
+    readout = getattr(model, model.ridge_readout)
+    setattr(model, model.ridge_readout, MatMulLinear(readout))
+    return MatMulReadInStep(model), (readout.in_features, readout.out_features)
+
+
 def export_int8_read_in(artifact: Artifact, reduce_range: bool = False) -> Path:
     """model.int8.onnx: the step graph with int8 read-in weights (per output channel, QInt8) and the
     tick's activity quantized to uint8 on the fly (ONNX Runtime's dynamic quantization:
-    DynamicQuantizeLinear -> MatMulInteger). Only the read-in is quantized: its N x D weights are the
-    bytes a 30 Hz tick pulls into cold caches; the head stays float32. For ONNX Runtime on CPU only:
-    its integer ops are not in TENSORRT_ONNX_OPS, and check_onnx skips that check for it.
+    DynamicQuantizeLinear -> MatMulInteger); the same for the ridge readout of the baseline and the
+    residual student. Only those are quantized: their weights are the bytes a 30 Hz tick pulls into
+    cold caches (N x D, and K D x h w: 4 MB of float32 in the residual student); the rest of the head
+    stays float32. For ONNX Runtime on CPU only: its integer ops are not in TENSORRT_ONNX_OPS, and
+    check_onnx skips that check for it.
     `reduce_range`: 7-bit weights. On x86 CPUs without VNNI (AVX2 alone) ONNX Runtime's uint8 x int8
     kernel adds pairs of products in int16 and can saturate: the tests' random-weight student came
     out 12.8 grey levels from torch there with 8-bit weights, 2.5 with 7-bit; trained students, whose
     weights have few near the channel's largest, stayed within 4.1 at 8 bits."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    traced = trace(MatMulReadInStep(artifact.model()), artifact)
+    graph, readout_shape = int8_step_graph(artifact)
+    traced = trace(graph, artifact)
+    nodes = [read_in_node(traced)] + ([weight_node(traced, readout_shape)] if readout_shape else [])
     path = artifact.path / INT8_ONNX_FILE
     with quiet_quantizer():
         quantize_dynamic(
             traced,
             path,
             op_types_to_quantize=["MatMul"],
-            nodes_to_quantize=[read_in_node(traced)],
+            nodes_to_quantize=nodes,
             weight_type=QuantType.QInt8,
             # per output channel: the demo student's frames 3.37 grey levels from torch at most over
             # the same 200 ticks where one scale for the whole matrix gives 8.60
@@ -181,6 +208,19 @@ def read_in_node(model: onnx.ModelProto) -> str:
     names = [n.name for n in model.graph.node if n.op_type == "MatMul" and ACTIVITY in n.input]
     if len(names) != 1:
         raise RuntimeError(f"export: expected one MatMul reading {ACTIVITY!r}, found {names}")
+    return names[0]
+
+
+def weight_node(model: onnx.ModelProto, shape: tuple[int, int]) -> str:
+    """The name of the one MatMul whose constant weight input has `shape`."""
+    shapes = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    names = [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "MatMul" and any(shapes.get(x) == shape for x in n.input)
+    ]
+    if len(names) != 1:
+        raise RuntimeError(f"export: expected one MatMul with {shape} weights, found {names}")
     return names[0]
 
 
