@@ -22,10 +22,11 @@ def register(sub) -> None:
         "--int8-read-in",
         action="store_true",
         help="also write model.int8.onnx: int8 read-in weights, a quarter of the bytes a 30 Hz tick pulls "
-        "into cold caches on a CPU rig (8 MB -> 2 MB at 8,000 neurons); served with [model.options] "
-        "int8_read_in = true. Cost: frames up to a few grey levels (of 255) from torch's, checked here "
-        "against a tolerance of 4; its time per tick is the onnxruntime-1thread-int8 row of "
-        "bench/bench_step.py",
+        "into cold caches on a CPU rig (8 MB -> 2 MB at 8,000 neurons), and int8 ridge-readout weights "
+        "for the linear baseline and the residual student (4 MB -> 1 MB at 256 components); served with "
+        "[model.options] int8_read_in = true. Cost: frames a few grey levels (of 255) from torch's, "
+        "checked here against a tolerance of 8; its time per tick is the onnxruntime-1thread-int8 row "
+        "of bench/bench_step.py",
     )
     parser.add_argument("--steps", type=int, default=64, help="ticks compared between backends")
     parser.set_defaults(func=run)
