@@ -205,22 +205,20 @@ def save_stamped(model: onnx.ModelProto, artifact: Artifact, path: Path, variant
 
 def read_in_node(model: onnx.ModelProto) -> str:
     """The name of the one MatMul that multiplies the activity input by the read-in weights."""
-    names = [n.name for n in model.graph.node if n.op_type == "MatMul" and ACTIVITY in n.input]
-    if len(names) != 1:
-        raise RuntimeError(f"export: expected one MatMul reading {ACTIVITY!r}, found {names}")
-    return names[0]
+    return one_matmul(model, lambda name: name == ACTIVITY, f"reading {ACTIVITY!r}")
 
 
 def weight_node(model: onnx.ModelProto, shape: tuple[int, int]) -> str:
     """The name of the one MatMul whose constant weight input has `shape`."""
     shapes = {i.name: tuple(i.dims) for i in model.graph.initializer}
-    names = [
-        n.name
-        for n in model.graph.node
-        if n.op_type == "MatMul" and any(shapes.get(x) == shape for x in n.input)
-    ]
+    return one_matmul(model, lambda name: shapes.get(name) == shape, f"with {shape} weights")
+
+
+def one_matmul(model: onnx.ModelProto, reads, what: str) -> str:
+    """The name of the one MatMul with an input `reads` accepts; an error naming `what` otherwise."""
+    names = [n.name for n in model.graph.node if n.op_type == "MatMul" and any(map(reads, n.input))]
     if len(names) != 1:
-        raise RuntimeError(f"export: expected one MatMul with {shape} weights, found {names}")
+        raise RuntimeError(f"export: expected one MatMul {what}, found {names}")
     return names[0]
 
 
