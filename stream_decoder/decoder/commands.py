@@ -160,6 +160,18 @@ def register_baseline(sub) -> None:
     )
     _mask_arguments(parser)
     parser.add_argument("--multi-plane", action="store_true", help="fit on the rig's per-plane timing")
+    parser.add_argument(
+        "--gaze-gains",
+        type=float,
+        nargs="+",
+        default=list(defaults.gaze_gains),
+        metavar="GAIN",
+        help="correct for eye movements: decode the image on the retina and move it back by the eye's "
+        "screen shift, GAIN screen px per eye-camera px of pupil movement; the best of the GAINs (0: "
+        "no correction) is chosen with the penalty on the held-back clips, e.g. --gaze-gains 0 0.25 "
+        "0.5 0.75 1 (default: 0, the plain baseline). A student built on it (distill --residual-of) "
+        "keeps the gain",
+    )
     for name, help_text in RIDGE_HELP.items():
         flag = "--" + name.replace("_", "-")
         parser.add_argument(flag, type=int, default=getattr(defaults, name), help=help_text)
@@ -170,7 +182,7 @@ def baseline_main(args) -> int:
     from stream_decoder.data import open_mouse
     from stream_decoder.decoder.baseline import fit_baseline
 
-    cfg = RidgeConfig(**{name: getattr(args, name) for name in RIDGE_HELP})
+    cfg = RidgeConfig(**{name: getattr(args, name) for name in RIDGE_HELP}, gaze_gains=tuple(args.gaze_gains))
     mouse = open_mouse(args.data, args.mouse).name
     out = args.out or cache_dir() / "artifacts" / f"{mouse}-baseline"
     artifact = fit_baseline(args.data, out, cfg, _mask(args, mouse), mouse, multi_plane=args.multi_plane)
@@ -178,7 +190,15 @@ def baseline_main(args) -> int:
     if report["penalty_at_grid_edge"]:
         print(f"baseline: the best penalty {report['penalty']:g} is at the edge of the grid", file=sys.stderr)
     print(
-        json.dumps({"artifact": str(out), "model": artifact.model_id, "penalty": report["penalty"]}, indent=2)
+        json.dumps(
+            {
+                "artifact": str(out),
+                "model": artifact.model_id,
+                "penalty": report["penalty"],
+                "gaze_gain": report["gaze_gain"],
+            },
+            indent=2,
+        )
     )
     return 0
 

@@ -47,9 +47,15 @@ class RidgeConfig:
     upsample: int = 2
     penalties: tuple[float, ...] = tuple(10.0 ** (k / 2) for k in range(2, 17))  # 1e1 .. 1e8
     validation_clips: int = 10  # the last training clips, held back to choose the penalty
+    # Candidate screen px per eye-camera px of the gaze correction (decoder/gaze.py), chosen with the
+    # penalty on the held-back clips; (0.0,) fits the plain baseline.
+    gaze_gains: tuple[float, ...] = (0.0,)
 
     def __post_init__(self):
         object.__setattr__(self, "penalties", tuple(float(p) for p in self.penalties))
+        object.__setattr__(self, "gaze_gains", tuple(float(g) for g in self.gaze_gains))
+        if not self.gaze_gains or len(set(self.gaze_gains)) < len(self.gaze_gains):
+            raise ValueError(f"RidgeConfig: gaze_gains must be distinct and not empty, got {self.gaze_gains}")
         if not self.penalties or min(self.penalties) < 0:
             raise ValueError(f"RidgeConfig: penalties must be >= 0 and not empty, got {self.penalties}")
         if self.validation_clips < 1:

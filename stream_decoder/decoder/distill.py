@@ -263,6 +263,7 @@ def residual_student(cfg: DistillConfig, baseline: Artifact, mouse: MouseDataset
         upsample=linear.upsample,
         lags=linear.lags,
         lag_step=linear.lag_step,
+        gaze_gain=linear.gaze_gain,
     )
     student = ResidualStudent(config)
     student.copy_normalisation(model)

@@ -14,12 +14,13 @@ it); the state is the last (K - 1) s latents.
 """
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from stream_decoder.data import BEHAVIOR_CHANNELS, FRAME_SHAPE
+from stream_decoder.decoder import gaze
 from stream_decoder.decoder.streaming import StreamingDecoder, lagged, lagged_step
 
 
@@ -33,6 +34,7 @@ class LinearConfig:
     frame_shape: tuple[int, int] = FRAME_SHAPE
     upsample: int = 2  # the map is frame_shape / upsample, then bilinear upsampling, as the student's
     penalty: float = 0.0  # the ridge penalty the weights were fitted with (a record, not used here)
+    gaze_gain: float = 0.0  # screen px per eye-camera px of the gaze correction (decoder/gaze.py); 0: none
 
     def __post_init__(self):
         object.__setattr__(self, "frame_shape", tuple(int(s) for s in self.frame_shape))
@@ -40,6 +42,7 @@ class LinearConfig:
             raise ValueError(f"LinearConfig: components must lie in [1, n_neurons], got {self}")
         if self.lags < 1 or self.lag_step < 1:
             raise ValueError(f"LinearConfig: lags and lag_step must be >= 1, got {self}")
+        gaze.check(self)
         if not 0 <= self.lookahead < self.window:
             raise ValueError(
                 f"LinearConfig: lookahead {self.lookahead} must lie in [0, {self.window - 1}] "
@@ -65,10 +68,11 @@ class LinearConfig:
         return (self.frame_shape[0] // self.upsample, self.frame_shape[1] // self.upsample)
 
     def state_shapes(self, batch: int = 1) -> list[tuple[int, int, int]]:
-        return [(batch, self.span, self.latent)] if self.span else []
+        lags = [(batch, self.span, self.latent)] if self.span else []
+        return lags + gaze.state_shapes(self.gaze_gain, self.lookahead, batch)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        return json.dumps(gaze.config_dict(self), indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> "LinearConfig":

@@ -42,9 +42,9 @@ class ResidualConfig(StudentConfig):
     def window(self) -> int:
         return max(super().window, 1 + self.linear_span)
 
-    def state_shapes(self, batch: int = 1) -> list[tuple[int, int, int]]:
+    def head_state_shapes(self, batch: int = 1) -> list[tuple[int, int, int]]:
         linear = [(batch, self.linear_span, self.latent)] if self.linear_span else []
-        return super().state_shapes(batch) + linear
+        return super().head_state_shapes(batch) + linear
 
 
 class ResidualStudent(Student):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stream_decoder.data import GRAY
+from stream_decoder.decoder import gaze
 from stream_decoder.decoder.config import RidgeConfig
 from stream_decoder.decoder.linear import LinearConfig, LinearDecoder
 from stream_decoder.metrics import video_correlation
@@ -95,28 +95,36 @@ def fit_ridge(
     bar = tqdm(total=3 * len(clips), desc="fit ridge", unit="clip", disable=not progress)
     _set_normalisation(model, clips, bar)
     model.set_read_in(_principal_components(model, clips, bar))
-    fit_at, validation = _moments(model, clips, cfg.validation_clips, bar)
+    fit_at, validation = _moments(model, clips, cfg, bar)
     bar.close()
     solve = fit_at.solver()
-    scores = {p: _score(model, solve, p, validation, mask) for p in cfg.penalties}
-    best = max(scores, key=lambda p: -np.inf if np.isnan(scores[p]) else scores[p])
-    weights, bias = (fit_at + validation.moments).solver()(best)
+    scores = {
+        (g, p): _score(model, solve, cfg.gaze_gains, g, p, validation, mask)
+        for g in cfg.gaze_gains
+        for p in cfg.penalties
+    }
+    gain, best = max(scores, key=lambda key: -np.inf if np.isnan(scores[key]) else scores[key])
+    weights, bias = _columns(model, *(fit_at + validation.moments).solver()(best), cfg.gaze_gains.index(gain))
     with torch.no_grad():
         model.readout.weight.copy_(weights.T)
         model.readout.bias.copy_(bias)
-    model.cfg = LinearConfig(**{**asdict(model.cfg), "penalty": best})
+    model.cfg = LinearConfig(**{**asdict(model.cfg), "penalty": best, "gaze_gain": gain})
     report = {
         "ridge": settings(cfg),
         "penalty": best,
         "penalty_at_grid_edge": best in (min(cfg.penalties), max(cfg.penalties)),
-        "validation_correlation": {f"{p:g}": s for p, s in scores.items()},
+        "validation_correlation": {f"{p:g}": scores[gain, p] for p in cfg.penalties},
+        "gaze_gain": gain,
+        "gaze_validation_correlation": {
+            f"{g:g}": max(scores[g, p] for p in cfg.penalties) for g in cfg.gaze_gains
+        },
     }
     return model, report
 
 
 def settings(cfg: RidgeConfig) -> dict:
     """The config as the plain JSON an artifact records."""
-    return asdict(cfg) | {"penalties": list(cfg.penalties)}
+    return asdict(cfg) | {"penalties": list(cfg.penalties), "gaze_gains": list(cfg.gaze_gains)}
 
 
 def _inputs(clip: ClipArrays) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,31 +164,45 @@ def _principal_components(model: LinearDecoder, clips: Sequence[ClipArrays], bar
 
 @dataclass
 class Validation:
-    """The held-back clips' features and true videos, and their moments for the final refit."""
+    """The held-back clips' features, true videos and gaze inputs, and their moments for the final refit."""
 
     features: list[torch.Tensor]
     videos: list[np.ndarray]
+    pupils: list[torch.Tensor]  # (T, 2) pupil centres, raw
     moments: Moments
 
 
-def _moments(model: LinearDecoder, clips: Sequence[ClipArrays], held_back: int, bar):
+def _retinal_targets(model: LinearDecoder, video: np.ndarray, pupil: torch.Tensor, gains, to_coarse):
+    """(T, G P): each stimulus frame as the eye saw it under each candidate gaze gain, as the coarse
+    map (gain 0: the screen itself), side by side."""
+    frames = torch.from_numpy(np.asarray(video, np.float32))
+    centre = model.behavior_mean[gaze.PUPIL]
+    seen = [gaze.warp(frames, gaze.gaze_shift(pupil, centre, g)) if g else frames for g in gains]
+    return torch.cat([frame.flatten(1) @ to_coarse.T for frame in seen], dim=1)
+
+
+def _moments(model: LinearDecoder, clips: Sequence[ClipArrays], cfg: RidgeConfig, bar):
     lookahead = model.cfg.lookahead
     to_coarse = coarse_projection(model)
-    n_features = model.cfg.lags * model.cfg.latent
-    fit_at = Moments.zeros(n_features, to_coarse.shape[0])
-    validation = Validation([], [], Moments.zeros(n_features, to_coarse.shape[0]))
+    n_features, n_targets = model.cfg.lags * model.cfg.latent, len(cfg.gaze_gains) * to_coarse.shape[0]
+    fit_at = Moments.zeros(n_features, n_targets)
+    validation = Validation([], [], [], Moments.zeros(n_features, n_targets))
     with torch.no_grad():
         for index, clip in enumerate(clips):
-            features = model.features(model.latent(*_inputs(clip))[None])[0]
+            activity, behavior4 = _inputs(clip)
+            features = model.features(model.latent(activity, behavior4)[None])[0]
             video = np.asarray(clip[2], np.float32)
-            targets = torch.from_numpy(video[: len(video) - lookahead]).flatten(1) @ to_coarse.T
+            stop = len(video) - lookahead
+            pupil = behavior4[:, gaze.PUPIL]
+            targets = _retinal_targets(model, video[:stop], pupil[:stop], cfg.gaze_gains, to_coarse)
             rows = features[lookahead:]
-            if index < len(clips) - held_back:
+            if index < len(clips) - cfg.validation_clips:
                 fit_at.add(rows, targets)
             else:
                 validation.moments.add(rows, targets)
                 validation.features.append(features)
                 validation.videos.append(video)
+                validation.pupils.append(pupil)
             bar.update()
     return fit_at, validation
 
@@ -192,15 +214,24 @@ def coarse_projection(model: LinearDecoder) -> torch.Tensor:
     return torch.linalg.pinv(upsampling.T.double()).float()
 
 
-def _score(model: LinearDecoder, solve, penalty: float, validation: Validation, mask) -> float:
-    weights, bias = solve(penalty)
-    scores = []
+def _columns(model: LinearDecoder, weights: torch.Tensor, bias: torch.Tensor, index: int):
+    """The fit of the `index`-th candidate gain's targets, out of the fit of all of them side by side."""
+    width = model.readout.out_features
+    return weights[:, index * width : (index + 1) * width], bias[index * width : (index + 1) * width]
+
+
+def _score(model: LinearDecoder, solve, gains, gain: float, penalty: float, validation: Validation, mask):
+    """Masked video correlation on the held-back clips of the fit at this gaze gain and penalty,
+    each decoded frame moved back to the screen by the eye's shift at its stimulus frame."""
+    weights, bias = _columns(model, *solve(penalty), gains.index(gain))
     lookahead = model.cfg.lookahead
-    for features, video in zip(validation.features, validation.videos, strict=True):
-        coarse = (features.double() @ weights + bias).clamp(0.0, 255.0).float()
-        frames = model.upsampled(coarse).numpy()[lookahead:]
-        decoded = np.full(video.shape, GRAY, np.float32)
-        decoded[: len(frames)] = frames
+    centre = model.behavior_mean[gaze.PUPIL]
+    scores = []
+    for features, video, pupil in zip(validation.features, validation.videos, validation.pupils, strict=True):
         stop = len(video) - lookahead
-        scores.append(video_correlation(decoded[:stop], video[:stop], mask))
+        coarse = (features[lookahead:].double() @ weights + bias).clamp(0.0, 255.0).float()
+        frames = model.upsampled(coarse)
+        if gain:
+            frames = gaze.warp(frames, gaze.gaze_shift(pupil[:stop], centre, gain), back=True)
+        scores.append(video_correlation(frames.numpy(), video[:stop], mask))
     return float(np.nanmean(scores))

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stream_decoder.data import BEHAVIOR_CHANNELS
+from stream_decoder.decoder import gaze
 
 
 class StreamingDecoder(nn.Module, ABC):
@@ -79,6 +80,15 @@ class StreamingDecoder(nn.Module, ABC):
             coarse = F.interpolate(coarse, scale_factor=self.cfg.upsample, mode="bilinear")
         return coarse.reshape(-1, *self.cfg.frame_shape)
 
+    @property
+    def gaze_gain(self) -> float:
+        """Screen px per eye-camera px of the gaze correction (decoder/gaze.py); 0 for none."""
+        return getattr(self.cfg, "gaze_gain", 0.0)
+
+    def gaze_shift(self, behavior4: torch.Tensor) -> torch.Tensor:
+        """(..., 4) raw behaviour -> (..., 2) the eye's screen shift (dy, dx)."""
+        return gaze.gaze_shift(behavior4[..., gaze.PUPIL], self.behavior_mean[gaze.PUPIL], self.gaze_gain)
+
     def forward(self, activity, behavior, pupil_center) -> torch.Tensor:
         """(B, T, N), (B, T, 2), (B, T, 2) raw -> (B, T, H, W) in 0-255; frame t shows stimulus t - L."""
         if activity.shape[-1] != self.cfg.n_neurons:
@@ -86,7 +96,12 @@ class StreamingDecoder(nn.Module, ABC):
                 f"{type(self).__name__}: activity has {activity.shape[-1]} neurons, model expects "
                 f"{self.cfg.n_neurons}"
             )
-        return self.head(self.latent(activity, torch.cat([behavior, pupil_center], dim=-1)))
+        behavior4 = torch.cat([behavior, pupil_center], dim=-1)
+        frames = self.head(self.latent(activity, behavior4))
+        if not self.gaze_gain:
+            return frames
+        then = gaze.delayed(self.gaze_shift(behavior4), self.cfg.lookahead)
+        return gaze.warp(frames.flatten(0, 1), then.flatten(0, 1), back=True).unflatten(0, frames.shape[:2])
 
     @abstractmethod
     def head(self, z: torch.Tensor) -> torch.Tensor:
@@ -107,7 +122,16 @@ class StreamingDecoder(nn.Module, ABC):
 
     def step(self, activity, behavior4, state: list[torch.Tensor]):
         """One tick: (B, N), (B, 4) raw, state -> frame (B, H, W), next state."""
-        return self.head_step(self.latent(activity, behavior4), state)
+        return self.tick(self.latent(activity, behavior4), behavior4, state)
+
+    def tick(self, z, behavior4, state: list[torch.Tensor]):
+        """A tick from its latent: the head's frame, moved by the eye's shift L ticks back if the
+        decoder corrects gaze (the last state tensor then holds the last L shifts)."""
+        if not self.gaze_gain:
+            return self.head_step(z, state)
+        frame, next_state = self.head_step(z, state[:-1])
+        then, shifts = gaze.delayed_step(self.gaze_shift(behavior4), state[-1])
+        return gaze.warp(frame, then, back=True), [*next_state, shifts]
 
     @torch.no_grad()
     def folded_read_in(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -153,7 +177,7 @@ class StepGraph(nn.Module):
         self.register_buffer("bias", bias)
 
     def forward(self, activity: torch.Tensor, behavior: torch.Tensor, *state: torch.Tensor):
-        frame, next_state = self.decoder.head_step(self.read_in(activity, behavior), list(state))
+        frame, next_state = self.decoder.tick(self.read_in(activity, behavior), behavior, list(state))
         return (frame, *next_state)
 
     def read_in(self, activity: torch.Tensor, behavior: torch.Tensor) -> torch.Tensor:

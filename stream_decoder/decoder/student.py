@@ -20,13 +20,14 @@ responses lag the stimulus; the head sees L ticks of activity after its target.
 """
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from stream_decoder.data import FRAME_SHAPE
+from stream_decoder.decoder import gaze
 from stream_decoder.decoder.streaming import StreamingDecoder
 
 
@@ -40,6 +41,7 @@ class StudentConfig:
     neuron_dropout: float = 0.0  # training only: fraction of neurons zeroed per clip (inverted dropout)
     frame_shape: tuple[int, int] = FRAME_SHAPE
     upsample: int = 2  # the generator's map is frame_shape / upsample, then bilinear upsampling
+    gaze_gain: float = 0.0  # screen px per eye-camera px of the gaze correction (decoder/gaze.py); 0: none
 
     def __post_init__(self):
         object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
@@ -48,6 +50,7 @@ class StudentConfig:
             raise ValueError(f"StudentConfig: n_neurons and latent must be >= 1, got {self}")
         if self.kernel < 2 or not self.dilations or any(d < 1 for d in self.dilations):
             raise ValueError(f"StudentConfig: need kernel >= 2 and at least one dilation >= 1, got {self}")
+        gaze.check(self)
         if not 0 <= self.lookahead < self.window:
             raise ValueError(
                 f"StudentConfig: lookahead {self.lookahead} must lie in [0, window - 1] = "
@@ -74,11 +77,14 @@ class StudentConfig:
     def coarse_shape(self) -> tuple[int, int]:
         return (self.frame_shape[0] // self.upsample, self.frame_shape[1] // self.upsample)
 
-    def state_shapes(self, batch: int = 1) -> list[tuple[int, int, int]]:
+    def head_state_shapes(self, batch: int = 1) -> list[tuple[int, int, int]]:
         return [(batch, span, self.latent) for span in self.spans]
 
+    def state_shapes(self, batch: int = 1) -> list[tuple[int, int, int]]:
+        return self.head_state_shapes(batch) + gaze.state_shapes(self.gaze_gain, self.lookahead, batch)
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        return json.dumps(gaze.config_dict(self), indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> "StudentConfig":

@@ -53,6 +53,7 @@ INT8_FRAME_TOLERANCE = 8.0
 # graph fails the export until someone checks it there and adds it here.
 TENSORRT_ONNX_OPS = frozenset(
     {
+        "Abs",  # the gaze correction's bilinear weights (decoder/gaze.py)
         "Add",
         "Cast",
         "Clip",  # the linear baseline's map held to 0-255
