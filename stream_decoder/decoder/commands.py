@@ -169,7 +169,7 @@ def register_baseline(sub) -> None:
         help="correct for eye movements: decode the image on the retina and move it back by the eye's "
         "screen shift, GAIN screen px per eye-camera px of pupil movement; the best of the GAINs (0: "
         "no correction) is chosen with the penalty on the held-back clips, e.g. --gaze-gains 0 0.25 "
-        "0.5 0.75 1 (default: 0, the plain baseline). A student built on it (distill --residual-of) "
+        "0.5 0.75 1; 0 alone is the plain baseline. A student built on it (distill --residual-of) "
         "keeps the gain",
     )
     for name, help_text in RIDGE_HELP.items():

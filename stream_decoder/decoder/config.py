@@ -56,6 +56,10 @@ class RidgeConfig:
         object.__setattr__(self, "gaze_gains", tuple(float(g) for g in self.gaze_gains))
         if not self.gaze_gains or len(set(self.gaze_gains)) < len(self.gaze_gains):
             raise ValueError(f"RidgeConfig: gaze_gains must be distinct and not empty, got {self.gaze_gains}")
+        if any(self.gaze_gains) and self.lookahead < 1:
+            raise ValueError(
+                "RidgeConfig: gaze correction needs lookahead >= 1 (it moves the frame L ticks old)"
+            )
         if not self.penalties or min(self.penalties) < 0:
             raise ValueError(f"RidgeConfig: penalties must be >= 0 and not empty, got {self.penalties}")
         if self.validation_clips < 1:
