@@ -146,3 +146,23 @@ def test_a_residual_student_keeps_its_baselines_gain_and_starts_as_it(tiny_root,
     np.testing.assert_allclose(
         decode_clip(student, *inputs), decode_clip(gaze_baseline.model(), *inputs), atol=1e-3
     )
+
+
+def test_the_daemon_names_the_gain_and_warns_when_a_gaze_model_gets_no_pupil(
+    step_daemon, gaze_baseline, tiny_mouse, caplog
+):
+    # docs/protocol.md §5.2 gaze_gain, §6.5 pupil_missing
+    s = step_daemon(backend=open_backend(gaze_baseline.path, "torch"))
+    assert s.daemon.reply("info")["gaze_gain"] == RIG_GAIN
+    ones = np.ones(tiny_mouse.n_neurons, np.float32)
+    s.rig.restart("no-eye-camera")
+    for k in range(40):
+        s.rig.send(ones, k / 30.0, behavior=(1.0, 0.0))
+    s.rig.restart("eye-camera")  # the pupil at half the rate of the frames: never a second without
+    for k in range(40):
+        s.rig.send(ones, k / 30.0, behavior=(1.0, 0.0), pupil_center=(160.0, 120.0) if k % 2 else None)
+    s.deliver(80)
+    assert s.daemon.stats.emitted == 80
+    assert s.daemon.stats.warnings == {"pupil_missing": 40 - 31}  # the frames more than 1 s in
+    (warning,) = [r.getMessage() for r in caplog.records if "event=pupil_missing " in r.getMessage()]
+    assert "session=no-eye-camera" in warning and "send the eye camera's pupil centre" in warning

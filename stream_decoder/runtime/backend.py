@@ -44,6 +44,7 @@ class Backend(ABC):
             "neurons": meta.n_neurons,
             "frame_shape": list(meta.frame_shape),
             "lookahead": meta.lookahead,
+            "gaze_gain": self.artifact.config.gaze_gain,
             "data_fingerprint": meta.data_fingerprint,
             "artifact": str(self.artifact.path),
         }

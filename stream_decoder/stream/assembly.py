@@ -55,6 +55,8 @@ class Assembler:
         self.activity = np.zeros(n_neurons, np.float32)
         self.behavior = self.resting_behavior.copy()
         self.acquired = np.full(n_neurons, -np.inf)  # rig time of each neuron's latest value
+        # rig time of the latest pupil centre, or of the session's first message before one came
+        self.pupil_t = -np.inf
         self._older = np.empty(n_neurons, bool)
         self.session: str | None = None
         self._replaced: list[str] = []
@@ -112,6 +114,7 @@ class Assembler:
             self.behavior[:2] = msg.behavior
         if msg.pupil_center is not None:
             self.behavior[2:] = msg.pupil_center
+            self.pupil_t = msg.t
         self.newest = msg
 
     def due_ticks(self, t: float) -> tuple[range, int]:
@@ -154,5 +157,6 @@ class Assembler:
         self.activity[:] = self.resting_activity
         self.behavior[:] = self.resting_behavior
         self.acquired[:] = -np.inf
+        self.pupil_t = msg.t
         self.newest = None
         self.next_tick = None

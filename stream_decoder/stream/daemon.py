@@ -113,7 +113,8 @@ class Daemon:
         self.frame_out = FrameOut(cfg.stream.output_dtype, tuple(meta.frame_shape))
         self.tick_seq = 0
         planes = None if self.input_timing is None else self.input_timing["n_planes"]
-        self.watch = InputWatch(self.stats.warnings, self.log, self.assembler, planes)
+        gaze = backend.artifact.config.gaze_gain > 0
+        self.watch = InputWatch(self.stats.warnings, self.log, self.assembler, planes, needs_pupil=gaze)
         self.ctx = ctx or zmq.Context()
         self._own_ctx = ctx is None
         self.sockets = open_sockets(

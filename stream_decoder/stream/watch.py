@@ -1,6 +1,7 @@
 """What the daemon says about input it accepts but should not decode in silence (docs/protocol.md
 §6.5): a sender that restarted keeping its session id, most of the model's neurons not arriving (a
-partial stream, or another mouse), a stream timed unlike the input the model was distilled on.
+partial stream, or another mouse), a stream timed unlike the input the model was distilled on, a
+gaze-corrected model given no pupil centre (it decodes as if the eye never moved).
 Each is counted under `warnings.<kind>` in `stats` and logged at most once per interval with its fix.
 """
 
@@ -20,11 +21,19 @@ MISSING_RUN = 30
 class InputWatch:
     """Counts into `counts` (the daemon's `warnings`), logs through `log`; reads the assembler's state."""
 
-    def __init__(self, counts: Counter, log: RateLimitedLog, assembler: Assembler, model_planes: int | None):
+    def __init__(
+        self,
+        counts: Counter,
+        log: RateLimitedLog,
+        assembler: Assembler,
+        model_planes: int | None,
+        needs_pupil: bool = False,
+    ):
         self.counts = counts
         self.log = log
         self.assembler = assembler
         self.model_planes = model_planes  # None: the artifact records no input timing
+        self.needs_pupil = needs_pupil  # a gaze-corrected model: it moves its frames by the eye's shift
         self.missing_run = 0  # frames in a row decoded with most neurons missing
 
     def session_started(self, msg: Activity) -> None:
@@ -59,7 +68,24 @@ class InputWatch:
         )
 
     def frame(self, tick_t: float, stale: float) -> None:
-        """`neurons_missing`, for the frame of tick `tick_t` whose `stale` fraction was just computed."""
+        """`pupil_missing` and `neurons_missing`, for the frame of tick `tick_t` whose `stale`
+        fraction was just computed."""
+        if self.needs_pupil and tick_t - self.assembler.pupil_t > MISSING_AFTER_S:
+            self._pupil_missing(tick_t)
+        self._neurons_missing(tick_t, stale)
+
+    def _pupil_missing(self, tick_t: float) -> None:
+        self.counts["pupil_missing"] += 1
+        self.log.warning(
+            "pupil_missing",
+            "pupil_missing",
+            session=self.assembler.session,
+            seconds=tick_t - self.assembler.pupil_t,
+            fix=f"the model corrects for eye movements and no pupil_center came for {MISSING_AFTER_S:g} s: "
+            "it decodes as if the eye rested at its training mean; send the eye camera's pupil centre",
+        )
+
+    def _neurons_missing(self, tick_t: float, stale: float) -> None:
         if stale <= MOSTLY_MISSING:  # a missing neuron is stale too: the common case costs a comparison
             self.missing_run = 0
             return
