@@ -2,12 +2,13 @@
 number of neurons recorded (the paper's curve rises steeply; is ours flat?), and its fit time.
 
     python bench/bench_baseline.py --data DATA --mask-from ARTIFACT [--fractions 0.125 0.25 0.5 1]
-        [--components 64 128 256 512]
+        [--components 64 128 256 512] [--gaze-gains 0.5]
 
 Each point is a ridge fit on the train tier (penalty chosen on its last 10 clips, as
 `stream-decoder baseline`) scored on the held-out groups in the artifact's evaluation mask.
 Neuron subsets are drawn at random (seed 0), the same subset at fit and at decoding. Writes
-bench/results/bench_baseline.json and bench_baseline.png.
+bench/results/bench_baseline.json and bench_baseline.png; with --gaze-gains (the gaze baseline,
+`stream-decoder baseline --gaze-gains`), bench_baseline_gaze.json and .png.
 """
 
 import argparse
@@ -28,7 +29,7 @@ from stream_decoder.decoder.artifact import load_artifact
 from stream_decoder.decoder.baseline import TrialClips
 from stream_decoder.decoder.config import RidgeConfig
 from stream_decoder.decoder.evaluate import clip_groups, decode_clip
-from stream_decoder.decoder.ridge import fit_ridge
+from stream_decoder.decoder.ridge import fit_ridge, settings
 from stream_decoder.metrics import video_correlation
 
 GROUPS = ("oracle", "final_test_main", "gaussian_dots", "pink_noise", "drifting_gratings")
@@ -67,7 +68,7 @@ def point(clips, held_out, neurons, cfg, mask, groups) -> dict:
     model, report = fit_ridge(Subset(clips, neurons), cfg, mask, progress=False)
     seconds = time.perf_counter() - started
     result = {"neurons": len(neurons), "components": model.cfg.components, "fit_seconds": seconds}
-    result |= {"penalty": report["penalty"], "penalty_at_grid_edge": report["penalty_at_grid_edge"]}
+    result |= {key: report[key] for key in ("penalty", "penalty_at_grid_edge", "gaze_gain")}
     result["groups"] = score(model, held_out, neurons, groups, mask)
     print(result)
     return result
@@ -86,7 +87,9 @@ def picture(result: dict, out: Path) -> None:
         ax.set_xlabel(label)
         ax.set_ylabel("baseline masked video correlation")
         ax.legend(fontsize=7)
-    fig.suptitle(f"linear baseline on {result['mouse']}", fontsize=9)
+    gains = result["ridge"]["gaze_gains"]
+    kind = f"gaze baseline (gains {', '.join(map(str, gains))})" if any(gains) else "linear baseline"
+    fig.suptitle(f"{kind} on {result['mouse']}", fontsize=9)
     fig.savefig(out, dpi=90)
 
 
@@ -98,6 +101,7 @@ def main() -> None:
     parser.add_argument("--mask-from", type=Path, required=True, help="artifact whose evaluation mask to use")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.125, 0.25, 0.5, 1.0])
     parser.add_argument("--components", type=int, nargs="+", default=[64, 128, 256, 512])
+    parser.add_argument("--gaze-gains", type=float, nargs="+", default=[0.0], help="as baseline --gaze-gains")
     args = parser.parse_args()
 
     artifact = load_artifact(args.mask_from)
@@ -107,8 +111,9 @@ def main() -> None:
     groups = clip_groups(mouse, TIERS)
     held_out = TrialClips(mouse, sorted({t for g in GROUPS for t in groups.get(g, [])}, key=int), False)
     everyone = np.arange(mouse.n_neurons)
-    default = RidgeConfig()
-    result = {"mouse": mouse.name, "mask_pixels": int(mask.sum()), "ridge": dataclasses.asdict(default)}
+    default = RidgeConfig(gaze_gains=tuple(args.gaze_gains))
+    name = "bench_baseline_gaze" if any(args.gaze_gains) else "bench_baseline"
+    result = {"mouse": mouse.name, "mask_pixels": int(mask.sum()), "ridge": settings(default)}
     result["components"] = [
         point(clips, held_out, everyone, dataclasses.replace(default, components=c), mask, groups)
         for c in args.components
@@ -125,9 +130,9 @@ def main() -> None:
         )
         for f in args.fractions
     ]
-    png = RESULTS / "bench_baseline.png"
+    png = RESULTS / f"{name}.png"
     picture(result, png)
-    write_result("bench_baseline", result | {"picture": png.name})
+    write_result(name, result | {"picture": png.name})
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ default one: half the read-in bytes again, each row also over the default width'
 `--residual` times residual students (`distill --residual-of`) instead: D components plus the
 behaviour pass-through read in, and the baseline's ridge readout over 7 lagged latents beside the
 head, the bytes a tick adds over the plain student's; the floor stays the read-in matvec.
+`--gaze-gain 0.5` times gaze-corrected decoders (`baseline --gaze-gains`): each frame moved back by
+the eye's shift, two bilinear matrix products a tick, and the last L shifts in the state.
 """
 
 import argparse
@@ -84,16 +86,16 @@ def backend_options() -> dict[str, tuple[str, dict]]:
 
 
 def build_artifact(
-    folder: Path, n_neurons: int, latent: int = DEFAULT_LATENT, residual: bool = False
+    folder: Path, n_neurons: int, latent: int = DEFAULT_LATENT, residual: bool = False, gaze_gain: float = 0.0
 ) -> Path:
     """Default-shaped student (or residual student of a `latent`-component baseline) with random
     weights and plausible normalisation, exported (with the int8 read-in graph)."""
     torch.manual_seed(0)
     if residual:
-        config = ResidualConfig(n_neurons=n_neurons, latent=latent + BEHAVIOR_CHANNELS)
+        config = ResidualConfig(n_neurons=n_neurons, latent=latent + BEHAVIOR_CHANNELS, gaze_gain=gaze_gain)
         student = ResidualStudent(config).eval()
     else:
-        student = Student(StudentConfig(n_neurons=n_neurons, latent=latent)).eval()
+        student = Student(StudentConfig(n_neurons=n_neurons, latent=latent, gaze_gain=gaze_gain)).eval()
     mean, std = torch.rand(n_neurons), torch.rand(n_neurons) + 0.5
     student.set_normalisation(mean, std, torch.zeros(4), torch.ones(4))
     save_artifact(folder, student, unit_ids=np.arange(n_neurons), data_fingerprint="bench")
@@ -233,12 +235,20 @@ def measure_floors(matvec, activity, behavior, steps: int) -> dict:
 
 
 def run(
-    steps: int, repeats: int, latents: list[int], paced_ticks: int, leads_s: list[float], residual: bool
+    steps: int,
+    repeats: int,
+    latents: list[int],
+    paced_ticks: int,
+    leads_s: list[float],
+    residual: bool,
+    gaze_gain: float = 0.0,
 ) -> dict:
     backends = backend_options()
     shapes = [(n, latent) for latent in latents for n in NEURONS]
     with tempfile.TemporaryDirectory() as tmp:
-        artifacts = {(n, d): build_artifact(Path(tmp) / f"{n}-{d}", n, d, residual) for n, d in shapes}
+        artifacts = {
+            (n, d): build_artifact(Path(tmp) / f"{n}-{d}", n, d, residual, gaze_gain) for n, d in shapes
+        }
         opened = {
             (label, shape): open_backend(artifacts[shape], kind, **options)
             for label, (kind, options) in backends.items()
@@ -272,7 +282,7 @@ def run(
         paced_runs = paced(opened, artifacts, paced_ticks, leads_s)
     return {
         "student": json.loads(StudentConfig(n_neurons=NEURONS[0], latent=latents[0]).to_json())
-        | {"n_neurons": list(NEURONS), "latent": list(latents), "residual": residual},
+        | {"n_neurons": list(NEURONS), "latent": list(latents), "residual": residual, "gaze_gain": gaze_gain},
         "steps_per_measurement": steps,
         "paced_ticks": paced_ticks,
         "notes": NOTES,
@@ -336,11 +346,14 @@ def main() -> None:
         action="store_true",
         help="time residual students of D-component baselines (write them with --out elsewhere)",
     )
+    parser.add_argument(
+        "--gaze-gain", type=float, default=0.0, help="time gaze-corrected decoders of this gain (0: none)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_step.json")
     args = parser.parse_args()
     latents = sorted(set(args.latent), key=lambda d: (d != DEFAULT_LATENT, -d))  # the default's floor first
     leads = [ms / 1e3 for ms in args.prefetch_ms]
-    figures = run(args.steps, args.repeats, latents, args.paced_ticks, leads, args.residual)
+    figures = run(args.steps, args.repeats, latents, args.paced_ticks, leads, args.residual, args.gaze_gain)
     write_result("bench_step", figures, args.out)
 
 

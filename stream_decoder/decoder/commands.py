@@ -97,7 +97,8 @@ def register_distill(sub) -> None:
         metavar="BASELINE",
         help="train a correction to this baseline artifact of the mouse: the student starts as the "
         "baseline exactly (its read-in and ridge readout, frozen; its latent is the baseline's, not "
-        "--latent) and its nonlinear head learns what to add to the baseline's frames",
+        "--latent) and its nonlinear head learns what to add to the baseline's frames; a gaze "
+        "baseline's (baseline --gaze-gains) correction for eye movements is kept, with its gain",
     )
     for field in fields(DistillConfig):
         flag = "--" + field.name.replace("_", "-")
