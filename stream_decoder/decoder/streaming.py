@@ -83,7 +83,7 @@ class StreamingDecoder(nn.Module, ABC):
     @property
     def gaze_gain(self) -> float:
         """Screen px per eye-camera px of the gaze correction (decoder/gaze.py); 0 for none."""
-        return getattr(self.cfg, "gaze_gain", 0.0)
+        return self.cfg.gaze_gain
 
     def gaze_shift(self, behavior4: torch.Tensor) -> torch.Tensor:
         """(..., 4) raw behaviour -> (..., 2) the eye's screen shift (dy, dx)."""
