@@ -8,7 +8,9 @@ Each point is a ridge fit on the train tier (penalty chosen on its last 10 clips
 `stream-decoder baseline`) scored on the held-out groups in the artifact's evaluation mask.
 Neuron subsets are drawn at random (seed 0), the same subset at fit and at decoding. Writes
 bench/results/bench_baseline.json and bench_baseline.png; with --gaze-gains (the gaze baseline,
-`stream-decoder baseline --gaze-gains`), bench_baseline_gaze.json and .png.
+`stream-decoder baseline --gaze-gains`), bench_baseline_gaze.json and .png, the neuron sweep
+then fitted with and without the correction on the same subsets (`neurons`, `neurons_plain`).
+The mask is the artifact's; the mouse is the first under --data.
 """
 
 import argparse
@@ -81,8 +83,11 @@ def picture(result: dict, out: Path) -> None:
         (axes[1], result["neurons"], "neurons", "neurons recorded"),
     ):
         xs = [p[key] for p in sweep]
-        for group in GROUPS:
-            ax.plot(xs, [p["groups"][group] for p in sweep], "o-", label=group)
+        for color, group in enumerate(GROUPS):
+            ax.plot(xs, [p["groups"][group] for p in sweep], "o-", color=f"C{color}", label=group)
+            if key == "neurons" and "neurons_plain" in result:
+                plain = [p["groups"][group] for p in result["neurons_plain"]]
+                ax.plot(xs, plain, "o--", color=f"C{color}", alpha=0.5, label=f"{group}, no gaze correction")
         ax.set_xscale("log", base=2)
         ax.set_xlabel(label)
         ax.set_ylabel("baseline masked video correlation")
@@ -106,7 +111,7 @@ def main() -> None:
 
     artifact = load_artifact(args.mask_from)
     mask = artifact.evaluation_mask
-    mouse = open_mouse(args.data, artifact.meta.provenance.get("mouse"))
+    mouse = open_mouse(args.data)
     clips = TrialClips(mouse, mouse.trials("train"), multi_plane=False)
     groups = clip_groups(mouse, TIERS)
     held_out = TrialClips(mouse, sorted({t for g in GROUPS for t in groups.get(g, [])}, key=int), False)
@@ -119,17 +124,12 @@ def main() -> None:
         for c in args.components
     ]
     rng = np.random.default_rng(0)
-    result["neurons"] = [
-        point(
-            clips,
-            held_out,
-            np.sort(rng.permutation(mouse.n_neurons)[: round(f * mouse.n_neurons)]),
-            default,
-            mask,
-            groups,
-        )
-        for f in args.fractions
-    ]
+    n = mouse.n_neurons
+    subsets = [np.sort(rng.permutation(n)[: round(f * n)]) for f in args.fractions]
+    result["neurons"] = [point(clips, held_out, cells, default, mask, groups) for cells in subsets]
+    if any(args.gaze_gains):
+        plain = RidgeConfig()
+        result["neurons_plain"] = [point(clips, held_out, cells, plain, mask, groups) for cells in subsets]
     png = RESULTS / f"{name}.png"
     picture(result, png)
     write_result(name, result | {"picture": png.name})
