@@ -65,6 +65,17 @@ def score(model, held_out: TrialClips, neurons: np.ndarray, groups: dict, mask) 
     return scores
 
 
+def held_out_setup(data: Path, mask_from: Path):
+    """The mask of artifact `mask_from`, the first mouse under `data`, its train clips, its
+    held-out groups and their clips: what every fit-and-score bench starts from."""
+    mask = load_artifact(mask_from).evaluation_mask
+    mouse = open_mouse(data)
+    clips = TrialClips(mouse, mouse.trials("train"), multi_plane=False)
+    groups = clip_groups(mouse, TIERS)
+    held_out = TrialClips(mouse, sorted({t for g in GROUPS for t in groups.get(g, [])}, key=int), False)
+    return mask, mouse, clips, groups, held_out
+
+
 def point(clips, held_out, neurons, cfg, mask, groups) -> dict:
     started = time.perf_counter()
     model, report = fit_ridge(Subset(clips, neurons), cfg, mask, progress=False)
@@ -109,12 +120,7 @@ def main() -> None:
     parser.add_argument("--gaze-gains", type=float, nargs="+", default=[0.0], help="as baseline --gaze-gains")
     args = parser.parse_args()
 
-    artifact = load_artifact(args.mask_from)
-    mask = artifact.evaluation_mask
-    mouse = open_mouse(args.data)
-    clips = TrialClips(mouse, mouse.trials("train"), multi_plane=False)
-    groups = clip_groups(mouse, TIERS)
-    held_out = TrialClips(mouse, sorted({t for g in GROUPS for t in groups.get(g, [])}, key=int), False)
+    mask, mouse, clips, groups, held_out = held_out_setup(args.data, args.mask_from)
     everyone = np.arange(mouse.n_neurons)
     default = RidgeConfig(gaze_gains=tuple(args.gaze_gains))
     name = "bench_baseline_gaze" if any(args.gaze_gains) else "bench_baseline"

@@ -21,15 +21,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from bench_baseline import GROUPS, TIERS, score
+from bench_baseline import GROUPS, held_out_setup, score
 from common import RESULTS, write_result
 
-from stream_decoder.data import open_mouse
 from stream_decoder.data.truth import load_truth
 from stream_decoder.decoder.artifact import load_artifact
-from stream_decoder.decoder.baseline import TrialClips
 from stream_decoder.decoder.config import RidgeConfig
-from stream_decoder.decoder.evaluate import clip_groups
 from stream_decoder.decoder.ridge import fit_ridge
 
 
@@ -90,12 +87,7 @@ def main() -> None:
     parser.add_argument("--students", type=Path, nargs="*", default=[], help="artifacts to score beside")
     args = parser.parse_args()
 
-    masked = load_artifact(args.mask_from)
-    mask = masked.evaluation_mask
-    mouse = open_mouse(args.data, masked.meta.provenance.get("mouse"))
-    clips = TrialClips(mouse, mouse.trials("train"), multi_plane=False)
-    groups = clip_groups(mouse, TIERS)
-    held_out = TrialClips(mouse, sorted({t for g in GROUPS for t in groups.get(g, [])}, key=int), False)
+    mask, mouse, clips, groups, held_out = held_out_setup(args.data, args.mask_from)
     simulated_gain = load_truth(mouse.path).simulation["eye"]["screen_px_per_eye_px"]
     result = {"mouse": mouse.name, "mask_pixels": int(mask.sum()), "simulated_gain": simulated_gain}
     result["decoders"] = [
