@@ -12,7 +12,6 @@ Writes bench/results/bench_gaze.json and bench_gaze.png.
 """
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
@@ -32,8 +31,7 @@ from stream_decoder.decoder.ridge import fit_ridge
 
 def ridge_point(name: str, clips, held_out, gains, mask, groups) -> dict:
     started = time.perf_counter()
-    cfg = dataclasses.replace(RidgeConfig(), gaze_gains=tuple(gains))
-    model, report = fit_ridge(clips, cfg, mask, progress=False)
+    model, report = fit_ridge(clips, RidgeConfig(gaze_gains=tuple(gains)), mask, progress=False)
     everyone = np.arange(model.cfg.n_neurons)
     result = {"decoder": name, "fit_seconds": time.perf_counter() - started, "gains_tried": list(gains)}
     result |= {key: report[key] for key in ("gaze_gain", "gaze_validation_correlation", "penalty")}
@@ -47,7 +45,7 @@ def student_point(path: Path, held_out, mask, groups) -> dict:
     model = artifact.model()
     everyone = np.arange(model.cfg.n_neurons)
     result = {"decoder": f"student {artifact.model_id}", "artifact": str(path), "kind": artifact.meta.kind}
-    result |= {"gaze_gain": getattr(model.cfg, "gaze_gain", 0.0)}
+    result |= {"gaze_gain": model.cfg.gaze_gain}
     result["groups"] = score(model, held_out, everyone, groups, mask)
     print(result)
     return result

@@ -113,7 +113,7 @@ class Daemon:
         self.frame_out = FrameOut(cfg.stream.output_dtype, tuple(meta.frame_shape))
         self.tick_seq = 0
         planes = None if self.input_timing is None else self.input_timing["n_planes"]
-        gaze = backend.artifact.config.gaze_gain > 0
+        gaze = bool(backend.artifact.config.gaze_gain)  # negative for a mirrored eye camera
         self.watch = InputWatch(self.stats.warnings, self.log, self.assembler, planes, needs_pupil=gaze)
         self.ctx = ctx or zmq.Context()
         self._own_ctx = ctx is None
