@@ -2,8 +2,12 @@
 repeats are reliable but noisy, running raises activity, eye position moves receptive fields,
 and everything is deterministic for a seed."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+import stream_decoder
 
 from stream_decoder.cli import main
 from stream_decoder.data import CLIP_FRAMES, MouseDataset, PlaneTiming, find_mice, load_truth, simulate
@@ -11,8 +15,9 @@ from stream_decoder.data.behavior import screen_shift
 from stream_decoder.data.presets import preset_config
 from stream_decoder.data.reliability import repeat_reliability
 from stream_decoder.data.rig import SyntheticMouse
-from stream_decoder.data.simulate import plan_trials, rebuild_mouse, trial_filter_outputs
+from stream_decoder.data.simulate import expected_fingerprint, plan_trials, rebuild_mouse, trial_filter_outputs
 from stream_decoder.data.stimuli import HELD_OUT_PHOTOGRAPHS, pink_noise
+from stream_decoder.decoder.artifact import load_artifact
 
 LAGS = (2, 4, 6)  # responses trail the stimulus by kernel, calcium and deconvolution delays
 
@@ -56,7 +61,8 @@ def test_repeats_are_correlated_but_not_identical(tiny_mouse):
     first = [tiny_mouse.clip(t).responses for t in groups[0]]
     assert not np.allclose(first[0], first[1])
     reliability = np.nanmean(repeat_reliability(tiny_mouse))
-    assert 0.2 <= reliability <= 0.5, reliability
+    # Low, as in awake mouse V1: most of a neuron's variability is not the stimulus (bench_realism.py).
+    assert 0.08 <= reliability <= 0.3, reliability
 
 
 def test_running_raises_activity(tiny_mouse):
@@ -189,3 +195,19 @@ def test_cli_puts_several_mice_in_one_root(tmp_path, capsys):
     assert "reusing it" in capsys.readouterr().out  # the same settings: the same mouse, kept
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         simulate("huge", 0, root)
+
+
+def test_expected_fingerprint_is_the_simulated_datasets(tiny_mouse):
+    """Computed from the training tier in memory, it is what the written dataset reports."""
+    assert expected_fingerprint("tiny", 0) == tiny_mouse.fingerprint()
+    assert expected_fingerprint("tiny", 1) != tiny_mouse.fingerprint()
+
+
+def test_the_bundled_demo_student_matches_a_fresh_demo_simulation():
+    """`stream-decoder demo` simulates the demo dataset and serves the bundled student on it: a
+    simulator change that alters the data must ship a student trained on the new data."""
+    bundled = load_artifact(Path(stream_decoder.__file__).parent / "assets" / "demo")
+    assert bundled.meta.data_fingerprint == expected_fingerprint("demo", 0), (
+        "the bundled demo student was trained on other data than `simulate --preset demo` writes now: "
+        "retrain it as the README's pipeline section says"
+    )

@@ -3,7 +3,9 @@
 A slow arousal process drives both running bouts and pupil dilation, so the two covary as they
 do in real mice. The eye drifts around its resting position and makes occasional, mostly
 horizontal saccades (more of them while running), each shifting the retinal image, and so every
-receptive field, on the screen.
+receptive field, on the screen. Beside what the rig films, the mouse has hidden behavioural
+states (whisking, facial motion, posture: Stringer et al., Science 2019), a few slow factors of
+power-law variance that modulate the whole population and that no decoder is given.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class BehaviorConfig:
     saccade_rate_hz: float = 0.25  # while still; doubled while running
     saccade_px: tuple[float, float] = (4.0, 10.0)
     screen_px_per_eye_px: float = 0.5  # eye-camera px to screen px (about 2 degrees each)
+    hidden_dims: int = 16  # unfilmed behavioural factors, each unit variance (neurons weight them)
+    hidden_tau_s: float = 2.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,6 +42,7 @@ class Behavior:
     running: np.ndarray  # (T,) cm/s
     pupil: np.ndarray  # (T,) dilation
     pupil_center: np.ndarray  # (T, 2) x, y in eye-camera px
+    hidden: np.ndarray  # (T, hidden_dims) unfilmed behavioural factors: never written to the dataset
 
     @property
     def behavior(self) -> np.ndarray:
@@ -45,7 +50,9 @@ class Behavior:
         return np.stack([self.pupil, self.running], axis=1).astype(np.float32)
 
     def __getitem__(self, frames: slice) -> Behavior:
-        return Behavior(self.running[frames], self.pupil[frames], self.pupil_center[frames])
+        return Behavior(
+            self.running[frames], self.pupil[frames], self.pupil_center[frames], self.hidden[frames]
+        )
 
 
 def _ar1(rng: np.random.Generator, n: int, tau_s: float, sd: float, drive: np.ndarray | None = None):
@@ -91,7 +98,10 @@ def simulate_behavior(rng: np.random.Generator, n_frames: int, cfg: BehaviorConf
         ],
         axis=1,
     )
-    return Behavior(running.astype(np.float32), pupil.astype(np.float32), pupil_center.astype(np.float32))
+    hidden = [_ar1(rng, n_frames, cfg.hidden_tau_s, 1.0) for _ in range(cfg.hidden_dims)]
+    hidden = np.stack(hidden, axis=1) if hidden else np.zeros((n_frames, 0))
+    f32 = np.float32
+    return Behavior(running.astype(f32), pupil.astype(f32), pupil_center.astype(f32), hidden.astype(f32))
 
 
 def screen_shift(pupil_center: np.ndarray, cfg: BehaviorConfig) -> np.ndarray:

@@ -93,15 +93,17 @@ def poisson_spikes(rates_hz: np.ndarray, log_gain: np.ndarray, rng: np.random.Ge
     return rng.poisson(rates_hz * np.exp(log_gain) / FRAME_RATE_HZ)
 
 
-def spike_counts(rates_hz: np.ndarray, rng: np.random.Generator, cfg: ImagingConfig) -> np.ndarray:
+def spike_counts(
+    rates_hz: np.ndarray, rng: np.random.Generator, cfg: ImagingConfig, log_gain: np.ndarray
+) -> np.ndarray:
     """(T, N) spikes per 30 Hz frame: Poisson, with gain fluctuating from trial to trial (all
-    neurons together) and slowly within it (each neuron on its own)."""
+    neurons together), slowly within it (each neuron on its own) and by `log_gain` (T, N)."""
     gain = GainProcess.of(cfg)
     shocks = rng.normal(0.0, gain.innovation_sd, rates_hz.shape).astype(np.float32)
     shocks[0] += gain.keep * rng.normal(0.0, gain.sd, rates_hz.shape[1])  # start in the stationary state
     private = leaky_sum(shocks, gain.keep)
     shared = rng.normal(0.0, cfg.shared_gain_sd)
-    return poisson_spikes(rates_hz, private + shared + gain.offset, rng)
+    return poisson_spikes(rates_hz, private + shared + gain.offset + log_gain, rng)
 
 
 @dataclass(frozen=True, eq=False)

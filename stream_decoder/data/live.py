@@ -20,7 +20,7 @@ from scipy import sparse
 
 from .behavior import running_state, screen_shift, simulate_behavior
 from .imaging import CalciumKernel, Deconvolution, GainProcess, poisson_spikes, scan_phase
-from .neurons import CONTRAST_KEEP, KERNEL_FRAMES, local_contrast, shift_frames, to_contrast
+from .neurons import CONTRAST_KEEP, KERNEL_FRAMES, RetinalNoise, local_contrast, shift_frames, to_contrast
 from .planes import PlaneSample
 from .rig import SyntheticMouse
 from .sensorium import FRAME_RATE_HZ, FRAME_SHAPE
@@ -62,11 +62,14 @@ class Drive:
         self.history = np.zeros((KERNEL_FRAMES, population.n_neurons + n_odd), np.float32)
         self.energy = np.zeros(population.n_neurons, np.float32)
 
-    def step(self, frame: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
-        """(N,) drive for one shown frame (36, 64) with the receptive fields moved by `shift_px`."""
+    def step(self, frame: np.ndarray, shift_px: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        """(N,) drive for one shown frame (36, 64) with the receptive fields moved by `shift_px`,
+        seen through the retinal noise `noise` (36, 64)."""
         contrast = to_contrast(frame)[None]
         if np.any(shift_px):
             contrast = shift_frames(contrast, shift_px[None])
+        if noise is not None:
+            contrast = contrast + noise[None]
         self.history = np.roll(self.history, 1, axis=0)
         self.history[0] = self.spatial @ contrast.ravel()
         filtered = np.einsum("kn,kn->n", self.kernels, self.history)
@@ -141,8 +144,8 @@ class LiveMouse:
 
     def __init__(self, mouse: SyntheticMouse, seed: int, microscope: Microscope | None = None):
         self.mouse = mouse
-        self.behavior_rng, self.gain_rng, self.spike_rng, imaging = (
-            np.random.default_rng(s) for s in np.random.SeedSequence([mouse.seed, 9, seed]).spawn(4)
+        self.behavior_rng, self.gain_rng, self.spike_rng, imaging, self.retina_rng = (
+            np.random.default_rng(s) for s in np.random.SeedSequence([mouse.seed, 9, seed]).spawn(5)
         )
         cfg = mouse.cfg
         self.gain = GainProcess.of(cfg.imaging)
@@ -156,6 +159,8 @@ class LiveMouse:
         self.rise = np.zeros(n, np.float32)
         self.dff = np.zeros(n, np.float32)
         self.drive = Drive(mouse)
+        self.retina = RetinalNoise.of(cfg.population)
+        self.noise: np.ndarray | None = None  # the retinal noise of the last frame shown
         self.index = -cfg.preroll_frames
         self.scanner = Scanner(mouse, imaging, self.index / FRAME_RATE_HZ, microscope)
         self._behavior_block = 0
@@ -166,11 +171,13 @@ class LiveMouse:
 
     def show(self, frame: np.ndarray) -> Tick:
         """The screen shows `frame` (36, 64, luminance 0-255) for the next 1/30 s."""
-        running, pupil, centre = self._behavior_now()
+        running, pupil, centre, hidden = self._behavior_now()
         shift = screen_shift(centre[None], self.mouse.cfg.behavior)[0]
-        drive = self.drive.step(frame, shift)
-        rates = self.mouse.population.rates_from_drive(drive[None], running_state(running)[None])[0]
-        spikes = self._spikes(rates)
+        self.noise = self.retina.step(self.retina_rng, self.noise)
+        drive = self.drive.step(frame, shift, self.noise)
+        population = self.mouse.population
+        rates = population.rates_from_drive(drive[None], running_state(running)[None])[0]
+        spikes = self._spikes(rates, population.hidden_log_gain(hidden[None])[0])
         self.decay = self.keep_decay * self.decay + spikes
         self.rise = self.keep_rise * self.rise + spikes
         before, self.dff = self.dff, self.calcium.dff(self.decay, self.rise)
@@ -179,14 +186,15 @@ class LiveMouse:
         self.index += 1
         return tick
 
-    def _spikes(self, rates: np.ndarray) -> np.ndarray:
+    def _spikes(self, rates: np.ndarray, hidden_log_gain: np.ndarray) -> np.ndarray:
         shocks = self.gain_rng.normal(0.0, self.gain.innovation_sd, len(rates)).astype(np.float32)
         self.private = np.float32(self.gain.keep) * self.private + shocks
-        log_gain = self.private + self.shared + self.gain.offset
+        log_gain = self.private + self.shared + self.gain.offset + hidden_log_gain
         return poisson_spikes(rates, log_gain, self.spike_rng).astype(np.float32)
 
-    def _behavior_now(self) -> tuple[float, float, np.ndarray]:
-        """(running cm/s, pupil, pupil centre) at this tick; a new block after each hour."""
+    def _behavior_now(self) -> tuple[float, float, np.ndarray, np.ndarray]:
+        """(running cm/s, pupil, pupil centre, hidden factors) at this tick; a new block after
+        each hour."""
         k = self.index + self.mouse.cfg.preroll_frames - self._behavior_block * BEHAVIOR_BLOCK_FRAMES
         if k == BEHAVIOR_BLOCK_FRAMES:
             self._behavior_block += 1
@@ -195,7 +203,7 @@ class LiveMouse:
             )
             k = 0
         b = self._behavior
-        return float(b.running[k]), float(b.pupil[k]), b.pupil_center[k].astype(np.float64)
+        return float(b.running[k]), float(b.pupil[k]), b.pupil_center[k].astype(np.float64), b.hidden[k]
 
     def watch(self, video: np.ndarray) -> list[Tick]:
         """Show a whole movie (T, 36, 64): the offline form of the same session."""

@@ -5,8 +5,13 @@ Receptive-field centres follow the retinotopic map of the imaged patch of cortex
 they cover only part of the screen. Each neuron is a Gabor simple cell (rectified linear) or an
 energy-model complex cell (quadrature pair), with a biphasic temporal kernel (40-100 ms to its
 peak), divisive normalisation by local contrast, a thresholded power-law output and its own gain.
-Running multiplies the gain (about doubling it on average); the eye position shifts every
-receptive field on the screen. Filtering is one matrix product per stage, never a loop over
+Simple cells' ON and OFF subregions balance, so uniform luminance drives them little; most cells
+are complex, and each is silent for most frames (a high threshold), so a linear read-out gets
+little from any one neuron and needs many. Running multiplies the gain (about doubling it on
+average); the eye position shifts every receptive field on the screen; retinal noise
+(`RetinalNoise`) is added to what every field reads, and hidden behavioural factors scale each
+neuron's gain (`hidden_loading`). The values were calibrated against the paper's real-data figures
+with bench/bench_realism.py. Filtering is one matrix product per stage, never a loop over
 neurons, and the parameter draws use the sizes of REFERENCE.md section 7 (2 degrees per px).
 """
 
@@ -31,7 +36,10 @@ _ROW, _COL = (g.ravel().astype(np.float32) for g in np.mgrid[: FRAME_SHAPE[0], :
 @dataclass(frozen=True)
 class PopulationConfig:
     n_neurons: int
-    complex_fraction: float = 0.55
+    complex_fraction: float = 0.7  # phase-invariant cells: a linear read-out gets little from them
+    # How much of a simple cell's response to uniform luminance its OFF subregion cancels: V1
+    # fields are band-pass, their ON and OFF subregions roughly balanced (Niell & Stryker 2008).
+    balance: tuple[float, float] = (1.0, 1.0)  # uniform
     fov_um: float = 630.0  # square field of view of the imaged cortex
     px_per_um: float = 0.028  # retinotopic magnification: the field of view spans ~18 px
     rf_centre_px: tuple[float, float] = (18.0, 34.0)  # (row, col) seen by the field-of-view centre
@@ -39,12 +47,23 @@ class PopulationConfig:
     rf_sigma_px: tuple[float, float] = (2.0, 0.25)  # median, log-sd: 10-25 degree receptive fields
     cycles_per_px: tuple[float, float] = (0.08, 0.4)  # median, log-sd: 0.04 cycles/degree
     latency_s: tuple[float, float] = (0.04, 0.10)  # peak of the temporal kernel, uniform
-    mean_rate_hz: tuple[float, float] = (1.5, 0.6)  # median, log-sd of the mean evoked rate
-    spontaneous_hz: tuple[float, float] = (0.3, 0.5)  # median, log-sd
-    sparseness: tuple[float, float] = (0.5, 0.85)  # quantile of the drive below which a neuron is silent
+    # Median, log-sd of the mean evoked rate: a few Hz at most, and a wide spread, many neurons weakly
+    # driven (REFERENCE.md section 7).
+    mean_rate_hz: tuple[float, float] = (1.2, 0.9)
+    spontaneous_hz: tuple[float, float] = (0.4, 0.7)  # median, log-sd: well under 1 Hz
+    # Quantile of the drive below which a neuron is silent: each movie frame drives a small subset
+    # (Yoshida & Ohki, Nat. Commun. 2020).
+    sparseness: tuple[float, float] = (0.7, 0.95)
     exponent: tuple[float, float] = (1.5, 2.5)
     normalisation: tuple[float, float] = (0.5, 0.3)  # semi-saturation contrast: median, log-sd
     run_gain: tuple[float, float] = (1.0, 0.4)  # extra gain when running: median, log-sd
+    # Noise upstream of the cortex (photoreceptors, retina, thalamus), added to the contrast every
+    # receptive field reads: neurons that see the same pixels share it, so no number of neurons
+    # averages it away (information-limiting correlations, Moreno-Bote et al., Nat. Neurosci. 2014).
+    retinal_noise_sd: float = 0.6  # in units of the stimuli's contrast sd, per pixel and frame
+    retinal_noise_sigma_px: float = 1.5  # spatial correlation (gaussian sd)
+    retinal_noise_tau_s: float = 0.05  # temporal correlation
+    hidden_gain_sd: float = 0.6  # log-sd of the gain the hidden behavioural factors give a neuron
 
 
 CONTRAST_KEEP = float(np.exp(-1.0 / (CONTRAST_TAU_S * FRAME_RATE_HZ)))
@@ -135,6 +154,7 @@ class Population:
     orientation: np.ndarray
     cycles_per_px: np.ndarray
     phase: np.ndarray
+    balance: np.ndarray
     is_complex: np.ndarray
     latency_s: np.ndarray
     rebound: np.ndarray
@@ -144,6 +164,11 @@ class Population:
     run_gain: np.ndarray
     threshold: np.ndarray  # set by calibrate()
     gain: np.ndarray  # Hz per unit of drive above threshold, set by calibrate()
+    hidden_loading: np.ndarray  # (N, hidden factors): log-gain per unit of each hidden factor
+
+    def hidden_log_gain(self, hidden: np.ndarray) -> np.ndarray:
+        """(T, N) log-gain from the hidden behavioural factors (T, K), mean gain 1 over time."""
+        return hidden @ self.hidden_loading.T - 0.5 * np.square(self.hidden_loading).sum(1)
 
     def __post_init__(self):
         self.even, self.odd = self._spatial_filters()
@@ -179,20 +204,26 @@ class Population:
             envelope = np.exp(-(along**2 + (across / self.aspect[s]) ** 2) / (2 * sigma**2))
             envelope[envelope < 1e-4] = 0.0  # finite support; float32 denormals would slow matmuls 50x
             carrier = 2 * np.pi * self.cycles_per_px[s] * along + self.phase[s]
-            even[:, s] = envelope * np.cos(carrier)
-            odd[:, s] = envelope * np.sin(carrier)
+            for out, wave in ((even, np.cos(carrier)), (odd, np.sin(carrier))):
+                dc = (envelope * wave).sum(0) / envelope.sum(0)
+                out[:, s] = envelope * (wave - self.balance[s] * dc)
         even /= np.linalg.norm(even, axis=0)
         odd = np.ascontiguousarray(odd[:, self.is_complex])
         odd /= np.linalg.norm(odd, axis=0)
         return even, odd
 
-    def drive(self, video: np.ndarray, shift_px: np.ndarray | None = None) -> np.ndarray:
+    def drive(
+        self, video: np.ndarray, shift_px: np.ndarray | None = None, noise: np.ndarray | None = None
+    ) -> np.ndarray:
         """(T, N) normalised drive before the output nonlinearity.
 
         video (T, 36, 64) in 0-255; shift_px (T, 2) moves every receptive field by (dy, dx)
         screen px (from the eye position): sampling the screen at x + shift is the same as
-        moving each field to x + shift. Off-screen counts as mean grey."""
+        moving each field to x + shift. Off-screen counts as mean grey. `noise` (T, 36, 64), the
+        retinal noise, is added to the contrast on the retina."""
         contrast = self.screen_contrast(video, shift_px)
+        if noise is not None:
+            contrast = contrast + noise
         linear, quadrature = self.filter_outputs(contrast)
         response = np.maximum(linear, 0.0)
         if quadrature.shape[1]:
@@ -247,14 +278,56 @@ class Population:
         self.gain = (target / np.maximum(evoked.mean(0), 1e-6)).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class RetinalNoise:
+    """The retinal noise as a field over the screen: white noise blurred by a gaussian (unit sd
+    inside the screen), then an AR(1) over frames, stationary from the first frame."""
+
+    sd: float
+    sigma_px: float
+    keep: float
+
+    @classmethod
+    def of(cls, cfg: PopulationConfig) -> RetinalNoise:
+        keep = float(np.exp(-1.0 / (cfg.retinal_noise_tau_s * FRAME_RATE_HZ)))
+        return cls(cfg.retinal_noise_sd, cfg.retinal_noise_sigma_px, keep)
+
+    def innovations(self, rng: np.random.Generator, n_frames: int) -> np.ndarray:
+        """(T, 36, 64) independent fields, each of sd `sd` per pixel."""
+        white = rng.standard_normal((n_frames, *FRAME_SHAPE), dtype=np.float32)
+        unit = 2.0 * np.sqrt(np.pi) * self.sigma_px  # a blurred unit white field has sd 1 / unit
+        return (_blur(white, self.sigma_px) * (unit * self.sd)).reshape(white.shape)
+
+    def field(self, rng: np.random.Generator, n_frames: int) -> np.ndarray:
+        """(T, 36, 64) one trial's noise."""
+        shocks = self.innovations(rng, n_frames)
+        shocks[1:] *= np.sqrt(1.0 - self.keep**2)
+        return leaky_sum(shocks.reshape(n_frames, -1), self.keep).reshape(shocks.shape)
+
+    def step(self, rng: np.random.Generator, previous: np.ndarray | None) -> np.ndarray:
+        """The next frame's noise (36, 64) after `previous` (None: the first frame)."""
+        shock = self.innovations(rng, 1)[0]
+        return shock if previous is None else self.keep * previous + np.sqrt(1.0 - self.keep**2) * shock
+
+
+def hidden_loadings(rng: np.random.Generator, n: int, dims: int, gain_sd: float) -> np.ndarray:
+    """(N, dims): each neuron's weight on each hidden factor. Factor k's variance falls as 1/k,
+    the power law of the population's non-visual activity (Stringer et al., Science 2019); a
+    neuron's total log-gain from them has sd `gain_sd`."""
+    share = 1.0 / np.arange(1, dims + 1)
+    return (rng.normal(0.0, 1.0, (n, dims)) * gain_sd * np.sqrt(share / share.sum())).astype(np.float32)
+
+
 def make_population(
     rng: np.random.Generator,
     cfg: PopulationConfig,
     cortex_xy_um: np.ndarray,
     calibration_videos: list[np.ndarray],
+    hidden_dims: int,
 ) -> Population:
     """Draw a population whose receptive fields follow the retinotopy of the given cortical
-    positions (N, 2), then calibrate it on the given movies."""
+    positions (N, 2) and that weights `hidden_dims` hidden behavioural factors, then calibrate
+    it on the given movies."""
     n = cfg.n_neurons
     angle = rng.uniform(0, 2 * np.pi)
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
@@ -270,6 +343,7 @@ def make_population(
         orientation=rng.uniform(0, np.pi, n).astype(f32),
         cycles_per_px=np.clip(_lognormal(rng, cfg.cycles_per_px, n), 0.02, 0.22).astype(f32),
         phase=rng.uniform(0, 2 * np.pi, n).astype(f32),
+        balance=rng.uniform(*cfg.balance, n).astype(f32),
         is_complex=rng.random(n) < cfg.complex_fraction,
         latency_s=rng.uniform(*cfg.latency_s, n).astype(f32),
         rebound=rng.uniform(0.3, 0.8, n).astype(f32),
@@ -279,6 +353,7 @@ def make_population(
         run_gain=_lognormal(rng, cfg.run_gain, n).astype(f32),
         threshold=np.zeros(n, f32),
         gain=np.ones(n, f32),
+        hidden_loading=hidden_loadings(rng, n, hidden_dims, cfg.hidden_gain_sd),
     )
     population.calibrate(calibration_videos, rng, cfg)
     return population

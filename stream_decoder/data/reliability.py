@@ -1,5 +1,5 @@
-"""How repeatable a mouse's responses are: the number that says whether data behave like real
-recordings (about 0.2-0.5 in Sensorium-like data)."""
+"""How repeatable a mouse's responses are: one of the numbers that say whether data behave like
+real recordings (bench/bench_realism.py prints it beside the others)."""
 
 from __future__ import annotations
 

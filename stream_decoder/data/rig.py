@@ -8,7 +8,7 @@ import numpy as np
 
 from .behavior import Behavior, running_state, screen_shift, simulate_behavior
 from .imaging import Indicator, calcium, record, spike_counts
-from .neurons import Population, make_population
+from .neurons import Population, RetinalNoise, make_population
 from .planes import PlaneTiming
 from .presets import SimulationConfig
 from .sensorium import FRAME_RATE_HZ
@@ -63,7 +63,7 @@ class SyntheticMouse:
             natural_movie(np.random.default_rng([seed, 2, i]), 300, TRAINING_PHOTOGRAPHS)[0]
             for i in range(cfg.calibration_clips)
         ]
-        population = make_population(rng, cfg.population, cortex_xy, calibration)
+        population = make_population(rng, cfg.population, cortex_xy, calibration, cfg.behavior.hidden_dims)
         indicator = Indicator.draw(rng, n, imaging)
         return cls(
             cfg, seed, population, indicator, plane, cortex_xy.astype(np.float32), depth.astype(np.float32)
@@ -104,12 +104,19 @@ class SyntheticMouse:
         return shown, simulate_behavior(rng, len(shown), self.cfg.behavior)
 
     def watch(self, video: np.ndarray, rng: np.random.Generator) -> Calcium:
-        """Show a movie with freshly simulated behaviour: rates, spikes and calcium."""
+        """Show a movie with freshly simulated behaviour: rates, spikes and calcium.
+
+        The rates are noise-free: the screen as shown, the filmed behaviour. The spikes come from
+        the same population seeing the screen through its retinal noise, modulated by the hidden
+        behavioural factors, with Poisson and gain noise."""
         shown, behavior = self.show(video, rng)
-        rates = self.population.rates(
-            shown, screen_shift(behavior.pupil_center, self.cfg.behavior), running_state(behavior.running)
-        )
-        spikes = spike_counts(rates, rng, self.cfg.imaging)
+        population = self.population
+        shift = screen_shift(behavior.pupil_center, self.cfg.behavior)
+        running = running_state(behavior.running)
+        rates = population.rates(shown, shift, running)
+        noise = RetinalNoise.of(self.cfg.population).field(rng, len(shown))
+        seen = population.rates_from_drive(population.drive(shown, shift, noise), running)
+        spikes = spike_counts(seen, rng, self.cfg.imaging, population.hidden_log_gain(behavior.hidden))
         calcium_dff = calcium(spikes, self.indicator, self.cfg.imaging)
         return Calcium(rates, spikes, calcium_dff, behavior, self.cfg.preroll_frames, len(video))
 

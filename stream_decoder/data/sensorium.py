@@ -23,6 +23,7 @@ CLIP_FRAMES = 300
 GRAY = 127.5  # the middle of the 0-255 video range: a blank frame, and what nothing decoded shows
 BEHAVIOR_CHANNELS = 4  # behaviour then pupil centre, side by side: dilation, running speed, x, y
 DATA_KEYS = ("videos", "responses", "behavior", "pupil_center")
+RESPONSE_STD_FILE = "meta/statistics/responses/all/std.npy"
 STATISTICS = ("min", "max", "mean", "median", "std")
 STATISTICS_KINDS = ("all", "stimulus_frame")
 TIERS = (
@@ -253,18 +254,16 @@ class MouseDataset:
 
     @cached_property
     def _fingerprint(self) -> str:
-        digest = hashlib.sha256(b"sensorium-mouse-v1")
-        digest.update(np.ascontiguousarray(self.unit_ids).tobytes())
-        digest.update(np.ascontiguousarray(self.cell_motor_coordinates, dtype=np.float64).tobytes())
-        digest.update(
-            "\n".join(f"{t}:{tier}" for t, tier in zip(self.trial_ids, self.tiers, strict=True)).encode()
-        )
         first = self._raw(self.trial_ids[0])
-        digest.update(str([first[key].shape for key in DATA_KEYS]).encode())
-        std = self.path / "meta/statistics/responses/all/std.npy"
-        if std.is_file():
-            digest.update(std.read_bytes())
-        return digest.hexdigest()[:16]
+        std = self.path / RESPONSE_STD_FILE
+        return data_fingerprint(
+            self.unit_ids,
+            self.cell_motor_coordinates,
+            self.trial_ids,
+            self.tiers,
+            [first[key].shape for key in DATA_KEYS],
+            std.read_bytes() if std.is_file() else None,
+        )
 
     def fingerprint(self) -> str:
         """Short stable id of this data (neurons, trials and tiers, shapes, response scale), not of
@@ -275,6 +274,20 @@ class MouseDataset:
         """The identity of the recorded neurons in model order (`neuron_set_id`): what a served
         model and the data streamed into it must share, whatever the trials."""
         return neuron_set_id(self.unit_ids, self.cell_motor_coordinates)
+
+
+def data_fingerprint(unit_ids, cell_motor_coordinates, trial_ids, tiers, shapes, response_std: bytes | None):
+    """16 hex digits of SHA-256 over what identifies a dataset: its neurons, its trials and their
+    tiers, the first trial's array shapes (on disk, `DATA_KEYS` order) and the bytes of its
+    `RESPONSE_STD_FILE` (the response scale), where it has one."""
+    digest = hashlib.sha256(b"sensorium-mouse-v1")
+    digest.update(np.ascontiguousarray(unit_ids).tobytes())
+    digest.update(np.ascontiguousarray(cell_motor_coordinates, dtype=np.float64).tobytes())
+    digest.update("\n".join(f"{t}:{tier}" for t, tier in zip(trial_ids, tiers, strict=True)).encode())
+    digest.update(str([tuple(shape) for shape in shapes]).encode())
+    if response_std is not None:
+        digest.update(response_std)
+    return digest.hexdigest()[:16]
 
 
 def neuron_set_id(unit_ids, cell_motor_coordinates) -> str:

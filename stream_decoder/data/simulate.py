@@ -8,6 +8,7 @@ memory stays bounded whatever the preset.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
@@ -19,7 +20,8 @@ from tqdm import tqdm
 
 from .presets import SimulationConfig, TrialPlan, preset_config
 from .rig import Recording, SyntheticMouse
-from .sensorium import CLIP_FRAMES, FRAME_RATE_HZ
+from .sensorium import CLIP_FRAMES, FRAME_RATE_HZ, FRAME_SHAPE, data_fingerprint
+from .statistics import StreamingStats
 from .stimuli import HELD_OUT_PHOTOGRAPHS, TRAINING_PHOTOGRAPHS, render
 from .truth import Truth, TruthWriter, load_truth
 from .writer import MouseWriter
@@ -181,6 +183,33 @@ def simulate(
     )
     truth.finish(_simulation_record(cfg, seed, mouse), mouse.neuron_truth(), records)
     return [folder]
+
+
+def expected_fingerprint(
+    preset: str, seed: int, n_neurons: int | None = None, progress: bool = False
+) -> str:
+    """The data fingerprint `simulate` gives this (preset, seed), computed from only what it reads:
+    the neurons, the trial plan, the shapes on disk and the training tier's response scale (those
+    trials simulated in memory, nothing written). What a bundled model's fingerprint is checked
+    against, so a simulator change cannot ship a model that refuses a fresh simulation."""
+    cfg = preset_config(preset, n_neurons)
+    specs = plan_trials(cfg.trials, seed)
+    mouse = SyntheticMouse.create(cfg, seed)
+    train = [spec for spec in specs if spec.tier == "train"]
+    stats = StreamingStats(mouse.n_neurons)
+    for *_, recording in tqdm(recorded_trials(mouse, train, seed), total=len(train), disable=not progress):
+        stats.update(recording.responses)
+    std = io.BytesIO()
+    np.save(std, stats.result()["std"][:, None])  # as MouseWriter.finish writes it
+    shapes = [(*FRAME_SHAPE, CLIP_FRAMES), (mouse.n_neurons, CLIP_FRAMES), (2, CLIP_FRAMES), (2, CLIP_FRAMES)]
+    return data_fingerprint(
+        mouse.unit_ids(),
+        mouse.cell_motor_coordinates(),
+        [spec.trial for spec in specs],
+        [spec.tier for spec in specs],
+        shapes,
+        std.getvalue(),
+    )
 
 
 def _simulation_record(cfg: SimulationConfig, seed: int, mouse: SyntheticMouse) -> dict:

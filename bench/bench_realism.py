@@ -1,0 +1,311 @@
+"""How real is the synthetic mouse? The figures the paper and the literature measured on real mice,
+beside the same figures measured on this simulator's mouse.
+
+    python bench/bench_realism.py --preset demo [--neurons 8000] [--label after]
+        [--mask-from ARTIFACT] [--previous JSON]
+
+Simulates the preset's mouse in memory (its train, oracle and held-out photograph trials; nothing
+is written), then measures on the same clips and mask (the artifact's evaluation mask):
+
+- neuron curve: the gaze baseline (ridge with the eye-shift correction at the rig's gain) fitted on
+  12.5 / 25 / 50 / 100 % of the neurons (random subsets, seed 0), as a fraction of its score with
+  all of them (paper: 0.60 / 0.75 / 0.90);
+- noise gap: the gaze baseline on the recorded responses over the gaze baseline fitted and decoded
+  on the noise-free rates (paper: 0.569 / 0.766 = 0.74), and the noise-free curve at 12.5 %;
+- the linear baselines' held-out scores (earlier methods on real mice 0.24-0.27, the paper 0.57);
+- the population: repeat reliability, each neuron's stimulus-explained variance and signal-to-noise
+  ratio in 33 ms bins (from the repeats), spikes per bin, lifetime sparseness of the noise-free
+  rates, the share of trial-to-trial variability in the top 10 shared dimensions, the effective
+  dimensionality (participation ratio) of the noise-free signal against the number of neurons, and
+  how many neurons' receptive fields cover each masked pixel.
+
+Each run is one entry, keyed by --label, preset and neurons; --previous keeps the other entries of an
+earlier run (the "before" column: run this script on the simulator before a change). Writes
+bench/results/bench_realism.json and bench_realism.png, and prints the table.
+"""
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from bench_baseline import Subset
+from common import RESULTS, carried, write_result
+from tqdm import tqdm
+
+from stream_decoder.data.presets import preset_config
+from stream_decoder.data.rig import SyntheticMouse
+from stream_decoder.data.sensorium import FRAME_RATE_HZ
+from stream_decoder.data.simulate import plan_trials, recorded_trials
+from stream_decoder.decoder.artifact import load_artifact
+from stream_decoder.decoder.config import RidgeConfig
+from stream_decoder.decoder.evaluate import decode_clip
+from stream_decoder.decoder.ridge import fit_ridge
+from stream_decoder.metrics import pearson, video_correlation
+
+FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+HELD_OUT = ("oracle", "final_test_main")
+SKIP_FRAMES = 50  # as repeat_reliability: the first frames of a trial are left out of the statistics
+SHARED_DIMS = 10
+PAPER = {
+    "curve": {"0.125": 0.60, "0.25": 0.75, "0.5": 0.90},  # 0.344 / 0.427 / 0.512 of 0.569
+    "noise_gap": 0.74,  # 0.569 from recorded responses / 0.766 from the ensemble's predicted activity
+    "linear_baseline": "earlier methods 0.24-0.27; the ensemble inversion 0.57",
+    "encoder_single_trial": 0.29,  # DwiseNeuro's ensemble on Sensorium 2023
+    "rates": "spontaneous well under 1 Hz, evoked a few Hz (REFERENCE.md section 7)",
+}
+
+
+@dataclass
+class Trials:
+    """One simulated session in memory: clips as the daemon feeds them (activity, behaviour and
+    pupil (T, 4), video), the same clips with the noise-free rates, and the repeats of each
+    held-out video."""
+
+    train: list
+    train_rates: list
+    held: list  # (tier, clip)
+    held_rates: list
+    repeats: dict  # video id -> list of (T, N) recorded responses
+
+
+def simulate_session(cfg, seed: int) -> tuple[SyntheticMouse, Trials]:
+    specs = [s for s in plan_trials(cfg.trials, seed) if s.tier in ("train", *HELD_OUT)]
+    mouse = SyntheticMouse.create(cfg, seed)
+    trials = Trials([], [], [], [], {})
+    for spec, video, _, rec in tqdm(recorded_trials(mouse, specs, seed), total=len(specs), desc="simulate"):
+        behavior4 = np.concatenate([rec.behavior.behavior, rec.behavior.pupil_center], axis=1)
+        clip, rates = (rec.responses, behavior4, video), (rec.rates, behavior4, video)
+        if spec.tier == "train":
+            trials.train.append(clip)
+            trials.train_rates.append(rates)
+        else:
+            trials.held.append((spec.tier, clip))
+            trials.held_rates.append((spec.tier, rates))
+            trials.repeats.setdefault(spec.video_id, []).append(rec.responses)
+    return mouse, trials
+
+
+def ridge_scores(train, held, cells, cfg: RidgeConfig, mask) -> dict[str, float]:
+    """Fit on `train` with only `cells`, score each held-out tier (mean over its clips)."""
+    model, _ = fit_ridge(Subset(train, cells), cfg, mask, progress=False)
+    scores: dict[str, list] = {}
+    for tier, (activity, behavior4, video) in held:
+        end = len(video) - model.cfg.lookahead
+        decoded = decode_clip(model, activity[:, cells], behavior4[:, :2], behavior4[:, 2:])
+        scores.setdefault(tier, []).append(video_correlation(decoded[:end], video[:end], mask))
+    return {tier: round(float(np.mean(values)), 4) for tier, values in scores.items()}
+
+
+def repeat_statistics(repeats: dict) -> dict[str, float]:
+    """Reliability (one repeat against the mean of the others), stimulus-explained variance and SNR
+    per neuron in 33 ms bins, and the share of trial-to-trial variability in the top shared dims."""
+    reliability, signal, noise, residuals = [], [], [], []
+    for responses in repeats.values():
+        r = np.stack([x[SKIP_FRAMES:] for x in responses]).astype(np.float64)  # (k, T, N)
+        k = len(r)
+        others = (r.sum(0) - r) / (k - 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reliability.append(np.nanmean([pearson(a, b, axis=0) for a, b in zip(r, others, strict=True)], 0))
+        trial_noise = r.var(0, ddof=1).mean(0)
+        noise.append(trial_noise)
+        signal.append(np.maximum(r.mean(0).var(0) - trial_noise / k, 0.0))  # unbiased by the repeats
+        residuals.append((r - r.mean(0)).reshape(-1, r.shape[2]))
+    signal, noise = np.mean(signal, 0), np.mean(noise, 0)
+    live = noise > 0
+    explained = signal[live] / (signal[live] + noise[live])
+    residual = np.concatenate(residuals)
+    residual = residual[:, residual.std(0) > 0]
+    residual = (residual - residual.mean(0)) / residual.std(0)
+    values = np.linalg.eigvalsh(residual.T @ residual if residual.shape[1] < 3000 else _subset_gram(residual))
+    values = np.sort(values)[::-1]
+    reliability = np.nanmean(reliability, 0)
+    return {
+        "reliability_mean": round(float(np.nanmean(reliability)), 3),
+        "reliability_median": round(float(np.nanmedian(reliability)), 3),
+        "explained_variance_median": round(float(np.median(explained)), 3),
+        "explained_variance_q90": round(float(np.quantile(explained, 0.9)), 3),
+        "snr_median": round(float(np.median(signal[live] / noise[live])), 3),
+        "shared_noise_top10": round(float(values[:SHARED_DIMS].sum() / values.sum()), 3),
+    }
+
+
+def _subset_gram(x: np.ndarray, n: int = 2000) -> np.ndarray:
+    """The correlation matrix (times rows) of a random `n` of the columns: enough for the top dims."""
+    cells = np.random.default_rng(0).permutation(x.shape[1])[:n]
+    return x[:, cells].T @ x[:, cells]
+
+
+def participation_ratio(rates: np.ndarray) -> float:
+    """(sum of covariance eigenvalues)^2 / sum of their squares: the signal's effective dimensions."""
+    centred = rates - rates.mean(0)
+    values = np.linalg.eigvalsh(centred @ centred.T)  # the (T, T) Gram shares the nonzero eigenvalues
+    values = np.maximum(values, 0.0)
+    return float(values.sum() ** 2 / np.square(values).sum())
+
+
+def population_statistics(mouse: SyntheticMouse, trials: Trials, order: np.ndarray, mask) -> dict:
+    rates = np.concatenate([r[SKIP_FRAMES:] for r, _, _ in trials.train_rates[:10]]).astype(np.float64)
+    mean = rates.mean(0)
+    treves_rolls = mean**2 / np.maximum(np.square(rates).mean(0), 1e-12)
+    sparseness = (1 - treves_rolls) / (1 - 1 / len(rates))
+    n = mouse.n_neurons
+    population = mouse.population
+    rows, cols = np.nonzero(mask)
+    near = (rows[:, None] - population.rf_row[None]) ** 2 + (cols[:, None] - population.rf_col[None]) ** 2
+    covering = (near <= population.sigma[None] ** 2).sum(1)
+    return {
+        **repeat_statistics(trials.repeats),
+        "mean_rate_hz_median": round(float(np.median(mean)), 3),
+        "mean_rate_hz_mean": round(float(mean.mean()), 3),
+        "spikes_per_bin_median": round(float(np.median(mean) / FRAME_RATE_HZ), 4),
+        "lifetime_sparseness_median": round(float(np.nanmedian(sparseness)), 3),
+        "participation_ratio": {
+            f"{f:g}": round(participation_ratio(rates[:, np.sort(order[: round(f * n)])]), 1)
+            for f in FRACTIONS
+        },
+        "neurons_per_masked_pixel_median": int(np.median(covering)),
+    }
+
+
+def measure(preset: str, neurons: int | None, seed: int, mask) -> dict:
+    cfg = preset_config(preset, n_neurons=neurons)
+    started = time.perf_counter()
+    mouse, trials = simulate_session(cfg, seed)
+    n = mouse.n_neurons
+    order = np.random.default_rng(0).permutation(n)
+    subsets = {f"{f:g}": np.sort(order[: round(f * n)]) for f in FRACTIONS}
+    gaze = RidgeConfig(gaze_gains=(cfg.behavior.screen_px_per_eye_px,))
+    curve = {}
+    for key, cells in tqdm(subsets.items(), desc="neuron curve"):
+        curve[key] = ridge_scores(trials.train, trials.held, cells, gaze, mask)
+    noise_free = {
+        key: ridge_scores(trials.train_rates, trials.held_rates, subsets[key], gaze, mask)
+        for key in ("0.125", "1")
+    }
+    plain = ridge_scores(trials.train, trials.held, subsets["1"], RidgeConfig(), mask)
+    full = curve["1"]
+    return {
+        "preset": preset,
+        "neurons": n,
+        "seed": seed,
+        "train_clips": len(trials.train),
+        "held_out_clips": {tier: sum(t == tier for t, _ in trials.held) for tier in HELD_OUT},
+        "gaze_baseline": curve,
+        "plain_baseline": plain,
+        "noise_free_gaze_baseline": noise_free,
+        "curve_ratio": {key: {t: round(curve[key][t] / full[t], 3) for t in full} for key in curve},
+        "noise_gap": {t: round(full[t] / noise_free["1"][t], 3) for t in full},
+        "noise_free_curve_ratio_0.125": {
+            t: round(noise_free["0.125"][t] / noise_free["1"][t], 3) for t in full
+        },
+        "population": population_statistics(mouse, trials, order, mask),
+        "seconds": round(time.perf_counter() - started),
+    }
+
+
+def table(runs: list[dict]) -> str:
+    """One markdown row per figure, one column per run, the paper's value first."""
+
+    def tiers(key: str, *inner: str):
+        def cell(run: dict) -> str:
+            values = run[key]
+            for name in inner:
+                values = values[name]
+            return " / ".join(f"{values[t]:.2f}" for t in HELD_OUT)
+
+        return cell
+
+    def stat(name: str, digits: int = 3):
+        return lambda run: f"{run['population'][name]:.{digits}f}"
+
+    def dims(run: dict) -> str:
+        ratio = run["population"]["participation_ratio"]
+        return f"{ratio['0.125']} / {ratio['1']}"
+
+    linear = PAPER["linear_baseline"]
+    rows = [
+        ("neuron curve 12.5 %", tiers("curve_ratio", "0.125"), PAPER["curve"]["0.125"]),
+        ("neuron curve 25 %", tiers("curve_ratio", "0.25"), PAPER["curve"]["0.25"]),
+        ("neuron curve 50 %", tiers("curve_ratio", "0.5"), PAPER["curve"]["0.5"]),
+        ("noise gap (recorded / noise-free)", tiers("noise_gap"), PAPER["noise_gap"]),
+        ("noise-free curve 12.5 %", tiers("noise_free_curve_ratio_0.125"), "-"),
+        ("gaze baseline, all neurons", tiers("gaze_baseline", "1"), linear),
+        ("plain linear baseline", tiers("plain_baseline"), linear),
+        ("repeat reliability, mean", stat("reliability_mean"), "-"),
+        ("stimulus-explained variance, median", stat("explained_variance_median"), "-"),
+        ("mean rate (Hz), median", stat("mean_rate_hz_median", 2), PAPER["rates"]),
+        ("spikes per 33 ms bin, median", stat("spikes_per_bin_median"), "-"),
+        ("lifetime sparseness, median", stat("lifetime_sparseness_median", 2), "-"),
+        ("shared variability, top 10 dims", stat("shared_noise_top10"), "-"),
+        ("participation ratio, 12.5 / 100 %", dims, "-"),
+        ("neurons covering a masked pixel", stat("neurons_per_masked_pixel_median", 0), "-"),
+    ]
+    head = ["figure (oracle / held-out photographs)", "real mice", *(run_name(r) for r in runs)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, cell, paper in rows:
+        lines.append("| " + " | ".join([name, str(paper), *(cell(r) for r in runs)]) + " |")
+    return "\n".join(lines)
+
+
+def run_name(run: dict) -> str:
+    return f"{run['label']}: {run['preset']} n{run['neurons']}"
+
+
+def picture(runs: list[dict], out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
+    xs = [float(k) for k in ("0.125", "0.25", "0.5", "1")]
+    ax.plot(xs, [*PAPER["curve"].values(), 1.0], "k*-", ms=10, label="paper, real mice")
+    for i, run in enumerate(runs):
+        ratio = run["curve_ratio"]
+        style = "--" if run["label"] == "before" else "-"
+        for j, tier in enumerate(HELD_OUT):
+            ys = [ratio[k][tier] for k in ("0.125", "0.25", "0.5", "1")]
+            ax.plot(xs, ys, style, marker="os"[j], color=f"C{i}", label=f"{run_name(run)}, {tier}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("fraction of the neurons")
+    ax.set_ylabel("score / score with all neurons")
+    ax.set_title("neuron curve of the gaze baseline", fontsize=9)
+    ax.legend(fontsize=6)
+    fig.savefig(out, dpi=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--preset", default="demo", help="simulator preset (default demo)")
+    parser.add_argument("--neurons", type=int, help="another neuron count than the preset's")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--label", default="after", help="the run's name in the table (default after)")
+    parser.add_argument(
+        "--mask-from",
+        type=Path,
+        default=Path("stream_decoder/assets/demo"),
+        help="artifact whose evaluation mask to score in (default: the bundled demo student)",
+    )
+    parser.add_argument(
+        "--previous", type=Path, help="an earlier bench_realism.json whose other runs to keep"
+    )
+    args = parser.parse_args()  # fmt: skip
+
+    mask = load_artifact(args.mask_from).evaluation_mask
+    run = {"label": args.label} | measure(args.preset, args.neurons, args.seed, mask)
+    runs = [run]
+    if args.previous:
+        runs = carried(args.previous, "runs", runs, lambda r: (r["label"], r["preset"], r["neurons"])) + runs
+    runs.sort(key=lambda r: (r["preset"], r["neurons"], r["label"] != "before"))
+    text = table(runs)
+    print(text)
+    png = RESULTS / "bench_realism.png"
+    picture(runs, png)
+    write_result("bench_realism", {"paper": PAPER, "runs": runs, "table": text, "picture": png.name})
+
+
+if __name__ == "__main__":
+    main()
