@@ -8,14 +8,18 @@ import numpy as np
 import pytest
 
 import stream_decoder
-
 from stream_decoder.cli import main
 from stream_decoder.data import CLIP_FRAMES, MouseDataset, PlaneTiming, find_mice, load_truth, simulate
 from stream_decoder.data.behavior import screen_shift
 from stream_decoder.data.presets import preset_config
 from stream_decoder.data.reliability import repeat_reliability
 from stream_decoder.data.rig import SyntheticMouse
-from stream_decoder.data.simulate import expected_fingerprint, plan_trials, rebuild_mouse, trial_filter_outputs
+from stream_decoder.data.simulate import (
+    expected_fingerprint,
+    plan_trials,
+    rebuild_mouse,
+    trial_filter_outputs,
+)
 from stream_decoder.data.stimuli import HELD_OUT_PHOTOGRAPHS, pink_noise
 from stream_decoder.decoder.artifact import load_artifact
 
@@ -61,8 +65,7 @@ def test_repeats_are_correlated_but_not_identical(tiny_mouse):
     first = [tiny_mouse.clip(t).responses for t in groups[0]]
     assert not np.allclose(first[0], first[1])
     reliability = np.nanmean(repeat_reliability(tiny_mouse))
-    # Low, as in awake mouse V1: most of a neuron's variability is not the stimulus (bench_realism.py).
-    assert 0.08 <= reliability <= 0.3, reliability
+    assert 0.2 <= reliability <= 0.5, reliability  # tiny is the easy preset; demo's is 0.15 (bench_realism)
 
 
 def test_running_raises_activity(tiny_mouse):

@@ -185,9 +185,7 @@ def simulate(
     return [folder]
 
 
-def expected_fingerprint(
-    preset: str, seed: int, n_neurons: int | None = None, progress: bool = False
-) -> str:
+def expected_fingerprint(preset: str, seed: int, n_neurons: int | None = None, progress: bool = False) -> str:
     """The data fingerprint `simulate` gives this (preset, seed), computed from only what it reads:
     the neurons, the trial plan, the shapes on disk and the training tier's response scale (those
     trials simulated in memory, nothing written). What a bundled model's fingerprint is checked
