@@ -79,6 +79,14 @@ def to_contrast(video: np.ndarray) -> np.ndarray:
     return (np.asarray(video, dtype=np.float32) - MEAN_LUMINANCE) / LUMINANCE_STD
 
 
+def _uniform(rng: np.random.Generator, bounds: tuple[float, float], n: int) -> np.ndarray:
+    """Uniform draws in `bounds`; (0, 0), the feature off, draws nothing, so a population without
+    it draws what it drew before the feature existed."""
+    if bounds == (0.0, 0.0):
+        return np.zeros(n, np.float32)
+    return rng.uniform(*bounds, n).astype(np.float32)
+
+
 def _lognormal(rng: np.random.Generator, median_logsd: tuple[float, float], n: int) -> np.ndarray:
     median, log_sd = median_logsd
     return median * np.exp(rng.normal(0.0, log_sd, n))
@@ -343,7 +351,7 @@ def make_population(
         orientation=rng.uniform(0, np.pi, n).astype(f32),
         cycles_per_px=np.clip(_lognormal(rng, cfg.cycles_per_px, n), 0.02, 0.22).astype(f32),
         phase=rng.uniform(0, 2 * np.pi, n).astype(f32),
-        balance=rng.uniform(*cfg.balance, n).astype(f32),
+        balance=_uniform(rng, cfg.balance, n),
         is_complex=rng.random(n) < cfg.complex_fraction,
         latency_s=rng.uniform(*cfg.latency_s, n).astype(f32),
         rebound=rng.uniform(0.3, 0.8, n).astype(f32),

@@ -46,19 +46,20 @@ class SimulationConfig:
 PRESETS = {
     # Every test of every stage uses this: seconds to generate, and decodable from 320 neurons, so
     # it keeps the easier population of the first simulator (unbalanced fields, fewer complex cells,
-    # denser firing, little retinal noise and hidden behaviour); `demo` and `mouse` are calibrated
+    # denser firing, no retinal noise or hidden behaviour); `demo` and `mouse` are calibrated
     # against real mice (bench/bench_realism.py).
     "tiny": SimulationConfig(
         "tiny",
         PopulationConfig(
             n_neurons=320,  # not 300 = frames: a (T, N) / (N, T) mix-up cannot hide
             complex_fraction=0.55, balance=(0.0, 0.0), mean_rate_hz=(1.5, 0.6),
-            spontaneous_hz=(0.3, 0.5), sparseness=(0.5, 0.85), retinal_noise_sd=0.05, hidden_gain_sd=0.05,
+            spontaneous_hz=(0.3, 0.5), sparseness=(0.5, 0.85), retinal_noise_sd=0.0,
         ),
         TrialPlan(
             train=20, oracle_clips=2, oracle_repeats=4, test_clips=2, test_repeats=3,
             gratings=2, pink_noise=1, gaussian_dots=1, ood_repeats=1,
         ),
+        behavior=BehaviorConfig(hidden_dims=0),
     ),
     "demo": SimulationConfig(
         "demo",
