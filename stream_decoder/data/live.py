@@ -173,8 +173,7 @@ class LiveMouse:
         """The screen shows `frame` (36, 64, luminance 0-255) for the next 1/30 s."""
         running, pupil, centre, hidden = self._behavior_now()
         shift = screen_shift(centre[None], self.mouse.cfg.behavior)[0]
-        if self.retina.sd > 0:
-            self.noise = self.retina.step(self.retina_rng, self.noise)
+        self.noise = self.retina.step(self.retina_rng, self.noise)
         drive = self.drive.step(frame, shift, self.noise)
         population = self.mouse.population
         rates = population.rates_from_drive(drive[None], running_state(running)[None])[0]

@@ -306,14 +306,19 @@ class RetinalNoise:
         unit = 2.0 * np.sqrt(np.pi) * self.sigma_px  # a blurred unit white field has sd 1 / unit
         return (_blur(white, self.sigma_px) * (unit * self.sd)).reshape(white.shape)
 
-    def field(self, rng: np.random.Generator, n_frames: int) -> np.ndarray:
-        """(T, 36, 64) one trial's noise."""
+    def field(self, rng: np.random.Generator, n_frames: int) -> np.ndarray | None:
+        """(T, 36, 64) one trial's noise; None, drawing nothing, where there is none (sd 0)."""
+        if not self.sd:
+            return None
         shocks = self.innovations(rng, n_frames)
         shocks[1:] *= np.sqrt(1.0 - self.keep**2)
         return leaky_sum(shocks.reshape(n_frames, -1), self.keep).reshape(shocks.shape)
 
-    def step(self, rng: np.random.Generator, previous: np.ndarray | None) -> np.ndarray:
-        """The next frame's noise (36, 64) after `previous` (None: the first frame)."""
+    def step(self, rng: np.random.Generator, previous: np.ndarray | None) -> np.ndarray | None:
+        """The next frame's noise (36, 64) after `previous` (None: the first frame); None, drawing
+        nothing, where there is none."""
+        if not self.sd:
+            return None
         shock = self.innovations(rng, 1)[0]
         return shock if previous is None else self.keep * previous + np.sqrt(1.0 - self.keep**2) * shock
 

@@ -114,9 +114,12 @@ class SyntheticMouse:
         shift = screen_shift(behavior.pupil_center, self.cfg.behavior)
         running = running_state(behavior.running)
         rates = population.rates(shown, shift, running)
-        retina = RetinalNoise.of(self.cfg.population)
-        noise = retina.field(rng, len(shown)) if retina.sd > 0 else None
-        seen = population.rates_from_drive(population.drive(shown, shift, noise), running)
+        noise = RetinalNoise.of(self.cfg.population).field(rng, len(shown))
+        seen = (
+            rates
+            if noise is None
+            else population.rates_from_drive(population.drive(shown, shift, noise), running)
+        )
         spikes = spike_counts(seen, rng, self.cfg.imaging, population.hidden_log_gain(behavior.hidden))
         calcium_dff = calcium(spikes, self.indicator, self.cfg.imaging)
         return Calcium(rates, spikes, calcium_dff, behavior, self.cfg.preroll_frames, len(video))
