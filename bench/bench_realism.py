@@ -1,8 +1,8 @@
 """How real is the synthetic mouse? The figures the paper and the literature measured on real mice,
 beside the same figures measured on this simulator's mouse.
 
-    python bench/bench_realism.py --preset demo [--neurons 8000] [--label after]
-        [--mask-from ARTIFACT] [--previous JSON]
+    python bench/bench_realism.py --preset demo [--neurons 8000] [--imaging-noise DFF]
+        [--label after] [--mask-from ARTIFACT] [--previous JSON]
 
 Simulates the preset's mouse in memory (its train, oracle and held-out photograph trials; nothing
 is written), then measures on the same clips and mask (the artifact's evaluation mask):
@@ -173,8 +173,8 @@ def population_statistics(mouse: SyntheticMouse, trials: Trials, order: np.ndarr
     }
 
 
-def measure(preset: str, neurons: int | None, seed: int, mask) -> dict:
-    cfg = preset_config(preset, n_neurons=neurons)
+def measure(preset: str, neurons: int | None, noise_dff: float | None, seed: int, mask) -> dict:
+    cfg = preset_config(preset, n_neurons=neurons, noise_dff=noise_dff)
     started = time.perf_counter()
     mouse, trials = simulate_session(cfg, seed)
     n = mouse.n_neurons
@@ -193,6 +193,7 @@ def measure(preset: str, neurons: int | None, seed: int, mask) -> dict:
     return {
         "preset": preset,
         "neurons": n,
+        "imaging_noise_dff": cfg.imaging.noise_dff[0],
         "seed": seed,
         "train_clips": len(trials.train),
         "held_out_clips": {tier: sum(t == tier for t, _ in trials.held) for tier in HELD_OUT},
@@ -253,8 +254,14 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_key(run: dict) -> tuple:
+    return run["label"], run["preset"], run["neurons"], run.get("imaging_noise_dff")
+
+
 def run_name(run: dict) -> str:
-    return f"{run['label']}: {run['preset']} n{run['neurons']}"
+    return f"{run['label']}: {run['preset']} n{run['neurons']}" + (
+        f", imaging noise {run['imaging_noise_dff']}" if run.get("noise_set") else ""
+    )
 
 
 def picture(runs: list[dict], out: Path) -> None:
@@ -281,6 +288,12 @@ def main() -> None:
     )
     parser.add_argument("--preset", default="demo", help="simulator preset (default demo)")
     parser.add_argument("--neurons", type=int, help="another neuron count than the preset's")
+    parser.add_argument(
+        "--imaging-noise",
+        type=float,
+        metavar="DFF",
+        help="another imaging noise than the preset's (median sd of one sample, dF/F)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label", default="after", help="the run's name in the table (default after)")
     parser.add_argument(
@@ -295,10 +308,11 @@ def main() -> None:
     args = parser.parse_args()  # fmt: skip
 
     mask = load_artifact(args.mask_from).evaluation_mask
-    run = {"label": args.label} | measure(args.preset, args.neurons, args.seed, mask)
+    run = {"label": args.label, "noise_set": args.imaging_noise is not None}
+    run |= measure(args.preset, args.neurons, args.imaging_noise, args.seed, mask)
     runs = [run]
     if args.previous:
-        runs = carried(args.previous, "runs", runs, lambda r: (r["label"], r["preset"], r["neurons"])) + runs
+        runs = carried(args.previous, "runs", runs, run_key) + runs
     runs.sort(key=lambda r: (r["preset"], r["neurons"], r["label"] != "before"))
     text = table(runs)
     print(text)

@@ -36,7 +36,10 @@ _ROW, _COL = (g.ravel().astype(np.float32) for g in np.mgrid[: FRAME_SHAPE[0], :
 @dataclass(frozen=True)
 class PopulationConfig:
     n_neurons: int
-    complex_fraction: float = 0.7  # phase-invariant cells: a linear read-out gets little from them
+    # Phase-invariant cells, from which a linear read-out gets little: in layer 2/3 most cells have
+    # overlapping ON and OFF subfields (Liu et al., J. Neurosci. 2009); simple cells gather in layer 4
+    # (Niell & Stryker, J. Neurosci. 2008).
+    complex_fraction: float = 0.85
     # How much of a simple cell's response to uniform luminance its OFF subregion cancels: V1
     # fields are band-pass, their ON and OFF subregions roughly balanced (Niell & Stryker 2008).
     balance: tuple[float, float] = (1.0, 1.0)  # uniform
@@ -45,7 +48,8 @@ class PopulationConfig:
     rf_centre_px: tuple[float, float] = (18.0, 34.0)  # (row, col) seen by the field-of-view centre
     rf_scatter_px: float = 2.0
     rf_sigma_px: tuple[float, float] = (2.0, 0.25)  # median, log-sd: 10-25 degree receptive fields
-    cycles_per_px: tuple[float, float] = (0.08, 0.4)  # median, log-sd: 0.04 cycles/degree
+    # Median, log-sd: 0.04 cycles/degree, spread over 0.02-0.16 (REFERENCE.md section 7).
+    cycles_per_px: tuple[float, float] = (0.08, 0.6)
     latency_s: tuple[float, float] = (0.04, 0.10)  # peak of the temporal kernel, uniform
     # Median, log-sd of the mean evoked rate: a few Hz at most, and a wide spread, many neurons weakly
     # driven (REFERENCE.md section 7).

@@ -45,20 +45,22 @@ class SimulationConfig:
 
 PRESETS = {
     # Every test of every stage uses this: seconds to generate, and decodable from 320 neurons, so
-    # it keeps the easier population of the first simulator (unbalanced fields, fewer complex cells,
-    # denser firing, no retinal noise or hidden behaviour); `demo` and `mouse` are calibrated
-    # against real mice (bench/bench_realism.py).
+    # it keeps the easier mouse of the first simulator (unbalanced fields, fewer complex cells,
+    # denser firing, no retinal noise or hidden behaviour, brighter imaging); `demo` and `mouse`
+    # are calibrated against real mice (bench/bench_realism.py).
     "tiny": SimulationConfig(
         "tiny",
         PopulationConfig(
             n_neurons=320,  # not 300 = frames: a (T, N) / (N, T) mix-up cannot hide
-            complex_fraction=0.55, balance=(0.0, 0.0), mean_rate_hz=(1.5, 0.6),
-            spontaneous_hz=(0.3, 0.5), sparseness=(0.5, 0.85), retinal_noise_sd=0.0,
+            complex_fraction=0.55, balance=(0.0, 0.0), cycles_per_px=(0.08, 0.4),
+            mean_rate_hz=(1.5, 0.6), spontaneous_hz=(0.3, 0.5), sparseness=(0.5, 0.85),
+            retinal_noise_sd=0.0,
         ),
         TrialPlan(
             train=20, oracle_clips=2, oracle_repeats=4, test_clips=2, test_repeats=3,
             gratings=2, pink_noise=1, gaussian_dots=1, ood_repeats=1,
         ),
+        imaging=ImagingConfig(noise_dff=(0.08, 0.35)),
         behavior=BehaviorConfig(hidden_dims=0),
     ),
     "demo": SimulationConfig(
@@ -68,6 +70,9 @@ PRESETS = {
             train=64, oracle_clips=3, oracle_repeats=6, test_clips=2, test_repeats=5,
             gratings=2, pink_noise=1, gaussian_dots=1, ood_repeats=2,
         ),
+        # A quarter of the mouse's cells in the same scan time: each gets 4x the photons, so half
+        # the shot noise (Huang et al., eLife 2021: fewer cells per field, more spikes detected).
+        imaging=ImagingConfig(noise_dff=(0.1, 0.35)),
     ),
     # One Sensorium-sized mouse: ~8,000 neurons, ~700 trials.
     "mouse": SimulationConfig(
