@@ -97,16 +97,25 @@ def compute(args, result: dict, baseline: Path) -> dict:
 
 
 def lookahead_sweep(args, mask) -> dict:
-    """Per lookahead: a student trained like `artifact` (fewer epochs) and the baseline fitted at that
-    lookahead, both scored on the held-out tiers in the same mask."""
+    """Per lookahead: the artifact's recipe retrained at that lookahead beside the
+    baseline it stands against, both scored on the held-out tiers in the same mask. A residual
+    student's baseline (gaze correction and all) is refitted at each lookahead and corrected again;
+    for a plain student the baseline is the plain ridge."""
     provenance = load_artifact(args.artifact).meta.provenance
     settings = DistillConfig(**provenance["distill"])
     store, ensemble = provenance.get("teacher_store"), provenance.get("ensemble")
+    residual_of = provenance.get("residual_of")
+    ridge = RidgeConfig()
+    if residual_of is not None:
+        ridge = RidgeConfig(**load_artifact(local_path(residual_of)).meta.provenance["baseline"]["ridge"])
     scores = {}
     for lookahead in args.lookaheads:
-        cfg = dataclasses.replace(settings, lookahead=lookahead, epochs=args.sweep_epochs)
+        cfg = dataclasses.replace(settings, lookahead=lookahead, epochs=args.sweep_epochs or settings.epochs)
         with tempfile.TemporaryDirectory() as tmp:
             student, baseline = Path(tmp) / "student", Path(tmp) / "baseline"
+            fit_baseline(
+                args.data, baseline, dataclasses.replace(ridge, lookahead=lookahead), mask, progress=False
+            )
             distill(
                 args.data,
                 store and local_path(store),
@@ -115,8 +124,8 @@ def lookahead_sweep(args, mask) -> dict:
                 progress=False,
                 mask=mask,
                 ensemble=ensemble and local_path(ensemble),
+                residual_of=baseline if residual_of is not None else None,
             )
-            fit_baseline(args.data, baseline, RidgeConfig(lookahead=lookahead), mask, progress=False)
             groups = evaluate(student, args.data, args.teacher, baseline, tiers=SWEEP_TIERS, missing=())[
                 "groups"
             ]
@@ -204,8 +213,12 @@ def main() -> None:
     parser.add_argument("--teacher", type=Path, help="teacher store of held-out clips (bench_teacher.py's)")
     parser.add_argument("--baseline", type=Path, help="baseline artifact (default: fitted into the cache)")
     parser.add_argument("--backend", default="onnxruntime", help="backend the cost per clip is timed on")
-    parser.add_argument("--lookaheads", type=int, nargs="*", default=[], help="train one decoder per L")
-    parser.add_argument("--sweep-epochs", type=int, default=150, help="epochs of each lookahead's student")
+    parser.add_argument(
+        "--lookaheads", type=int, nargs="*", default=[], help="retrain the decoder and its baseline per L"
+    )
+    parser.add_argument(
+        "--sweep-epochs", type=int, help="epochs of each lookahead's student (default: the artifact's)"
+    )
     args = parser.parse_args()
 
     artifact = load_artifact(args.artifact)

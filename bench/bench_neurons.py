@@ -1,13 +1,13 @@
-"""The student and the linear baseline against the neuron count: the paper's curve measured here.
+"""The student and the gaze baseline against the neuron count: the paper's curve measured here.
 
     python bench/bench_neurons.py --data DATA [DATA ...] --mask-from ARTIFACT [--epochs 5]
 
 Each DATA is the same mouse and clips simulated with another neuron count (`stream-decoder simulate
 --preset demo --neurons N --out DATA`): its neurons are a fresh draw from the same population, as a
-random fraction of one recording is. For each: the linear baseline (`stream-decoder baseline`,
-cached), and the residual student trained on it from the recorded clips alone (`distill
---residual-of`, distill's defaults but `--epochs`: the ablation's "residual, recorded clips only"
-row), both scored by `evaluate` on every held-out group with the same mask (`--mask-from`). The
+random fraction of one recording is. For each: the gaze baseline (`stream-decoder baseline
+--gaze-gains 0 0.25 0.5 0.75 1`, cached), and the residual student trained on it from the recorded
+clips alone (`distill --residual-of`, distill's defaults but `--epochs`: the bundled student's
+recipe), both scored by `evaluate` on every held-out group with the same mask (`--mask-from`). The
 paper's decoder (Bauer et al. 2026, real mice) goes 0.344 / 0.427 / 0.512 / 0.569 at 12.5 / 25 / 50
 / 100 % of its neurons. Writes bench/results/bench_neurons.json and bench_neurons.png.
 """
@@ -26,7 +26,7 @@ from common import RESULTS, write_result
 from stream_decoder.data import open_mouse
 from stream_decoder.decoder.artifact import load_artifact
 from stream_decoder.decoder.baseline import ensure_baseline
-from stream_decoder.decoder.config import DistillConfig
+from stream_decoder.decoder.config import GAZE_GAINS, DistillConfig, RidgeConfig
 from stream_decoder.decoder.distill import distill
 from stream_decoder.decoder.evaluate import evaluate
 from stream_decoder.paths import cache_dir
@@ -37,8 +37,8 @@ PAPER = {"fractions": [0.125, 0.25, 0.5, 1.0], "correlation": [0.344, 0.427, 0.5
 def point(data: Path, mask, epochs: int) -> dict:
     """Baseline and residual student of one dataset, scored on its held-out groups."""
     mouse = open_mouse(data)
-    baseline = ensure_baseline(data, mask)
-    out = cache_dir() / "artifacts" / f"{mouse.name}-residual-recorded-{epochs}ep"
+    baseline = ensure_baseline(data, mask, cfg=RidgeConfig(gaze_gains=GAZE_GAINS))
+    out = cache_dir() / "artifacts" / f"{mouse.name}-gaze-residual-recorded-{epochs}ep"
     print(f"{mouse.name}: residual student, recorded clips, {epochs} epochs -> {out}")
     student = distill(data, None, out, DistillConfig(epochs=epochs), mask=mask, residual_of=baseline)
     report = evaluate(student.path, data, baseline=baseline, missing=())
@@ -60,8 +60,11 @@ def picture(points: list[dict], out: Path) -> None:
     neurons = [p["neurons"] for p in points]
     most = max(neurons)
     for ax, group in zip(axes, ("oracle", "final_test_main"), strict=True):
-        for name, style in (("student", "o-"), ("baseline", "s--")):
-            ax.plot(neurons, [p[name]["groups"][group] for p in points], style, label=name)
+        for name, style, label in (
+            ("student", "o-", "gaze residual student"),
+            ("baseline", "s--", "gaze baseline"),
+        ):
+            ax.plot(neurons, [p[name]["groups"][group] for p in points], style, label=label)
         paper = [f * most for f in PAPER["fractions"]]
         ax.plot(paper, PAPER["correlation"], "k:", marker="x", label="paper, real mice (same fractions)")
         ax.set_xscale("log", base=2)

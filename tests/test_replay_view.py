@@ -2,6 +2,7 @@
 
 import json
 import threading
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -10,6 +11,8 @@ from conftest import HANG_GUARD_S, until
 
 from stream_decoder.data import PlaneTiming, held_responses
 from stream_decoder.data.planes import frame_of
+from stream_decoder.decoder.artifact import load_artifact
+from stream_decoder.decoder.config import GAZE_GAINS
 from stream_decoder.runtime import open_backend
 from stream_decoder.stream.config import EndpointsConfig
 from stream_decoder.stream.replay import ReplayOptions, ReplayPlan, Rig, plane_timing, replay
@@ -383,8 +386,10 @@ def test_demo_streams_clips_end_to_end_and_writes_its_summary(
     assert summary["daemon"]["rejected"] == {} and summary["daemon"]["lost"] == 0
     assert np.isfinite(summary["correlation_with_stimulus_all_pixels"])
     assert summary["correlation_with_stimulus_in_mask"] == summary["correlation_with_stimulus_all_pixels"]
-    beside = summary["beside_the_baseline"]  # every oracle clip, offline, the linear baseline beside
+    beside = summary["beside_the_baseline"]  # every oracle clip, offline, the gaze baseline beside
     assert beside["clips"] == len(tiny_mouse.trials("oracle")) and beside["baseline"] > 0.2
+    fitted = load_artifact(Path(beside["artifact"])).meta.provenance["baseline"]
+    assert fitted["ridge"]["gaze_gains"] == list(GAZE_GAINS)  # the strongest simple baseline, not plain ridge
     assert beside["student_over_baseline"] == pytest.approx(beside["student"] / beside["baseline"])
     assert sorted(p.name for p in (tmp_path / "demo" / "view").iterdir()) == [
         "view.gif",

@@ -85,7 +85,7 @@ def test_report_has_real_numbers_embedded_images_and_a_small_gif(demo_run):
     (clip,) = figures["clips"]
     assert clip["frames"] > 200
     # The student streamed live is the baseline decoded offline here: the frames line up exactly.
-    assert clip["student, live"] == pytest.approx(clip["linear baseline, offline"], abs=0.01)
+    assert clip["student, live"] == pytest.approx(clip["baseline, offline"], abs=0.01)
     assert clip["student, live"] > 0.2 > clip["shuffled control, p95"]
     latency = figures["timing"]["latency_ms"]
     assert 0 < latency["p50"] <= latency["p99"]
@@ -129,7 +129,7 @@ def test_a_partial_teacher_store_shows_the_teacher_on_its_clips_and_names_the_ot
     same = figures["teacher_clips"]
     assert same["trials"] == [held]
     assert same["student, live"] == second["student, live"] != figures["mean_over_clips"]["student, live"]
-    assert same["linear baseline, offline"] == second["linear baseline, offline"]
+    assert same["baseline, offline"] == second["baseline, offline"]
     assert f"{TEACHER_LACKS} {lacking}" in page and f"teacher (on clip(s) {held}" in page
     assert TEACHER_NOT_RUN not in page
     # The cost: the teacher's seconds as the store holds them, the student's from the daemon's latency.

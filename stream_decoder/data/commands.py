@@ -9,7 +9,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..paths import cache_dir
-from .imaging import ImagingConfig
 from .presets import PRESETS, SimulationConfig, preset_config
 from .sensorium import MouseDataset
 from .simulate import mouse_name, simulate
@@ -45,8 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--imaging-noise",
         type=float,
         metavar="DFF",
-        help=f"noise sd of one imaging sample in dF/F, median over neurons (default "
-        f"{ImagingConfig().noise_dff[0]}; a dimmer indicator or a faster scan is noisier)",
+        help="noise sd of one imaging sample in dF/F, median over neurons (default: the preset's, "
+        + ", ".join(f"{name} {cfg.imaging.noise_dff[0]}" for name, cfg in PRESETS.items())
+        + "; a dimmer indicator or a faster scan is noisier)",
     )
     parser.add_argument(
         "--force",

@@ -66,11 +66,12 @@ def fit_baseline(
 def ensure_baseline(
     data: Path, mask: np.ndarray | None, mouse_name: str | None = None, cfg: RidgeConfig | None = None
 ) -> Path:
-    """The mouse's baseline in the cache, fitted now unless one of the same data, settings and mask
-    is there already (a fit is ~30 s for the demo mouse: worth keeping, not worth committing)."""
+    """The mouse's baseline in the cache (plain ridge by default, the gaze baseline with gaze gains),
+    fitted now unless one of the same data, settings and mask is there already (a fit is 10-30 s for
+    the demo mouse: worth keeping, not worth committing)."""
     cfg = cfg or RidgeConfig()
     mouse = open_mouse(data, mouse_name)
-    out = cache_dir() / "artifacts" / f"{mouse.name}-baseline"
+    out = cache_dir() / "artifacts" / f"{mouse.name}-{'gaze-' if any(cfg.gaze_gains) else ''}baseline"
     wanted = {"ridge": settings(cfg), "mask": None if mask is None else np.flatnonzero(mask).tolist()}
     try:
         found = load_artifact(out)

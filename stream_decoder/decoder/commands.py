@@ -6,7 +6,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from stream_decoder.decoder.config import DistillConfig, RidgeConfig
+from stream_decoder.decoder.config import GAZE_GAINS, DistillConfig, RidgeConfig
 from stream_decoder.paths import cache_dir
 
 HELP = {
@@ -207,18 +207,23 @@ def baseline_main(args) -> int:
 def register_evaluate(sub) -> None:
     parser = sub.add_parser(
         "evaluate",
-        help="score a decoder beside the linear baseline and the teacher on held-out clips",
+        help="score a decoder beside the gaze baseline and the teacher on held-out clips",
         description="Masked video correlation and SSIM against the true stimulus, per group of held-out "
-        "clips, for the artifact, the linear baseline (fitted into the cache unless --baseline names one "
-        "or --no-baseline) and the teacher where --teacher has the clip, on the same clips, frames and "
-        "mask (the artifact's recorded evaluation mask, else the teacher's).",
+        "clips, for the artifact, the strongest simple baseline (the gaze baseline: ridge on the true "
+        "stimuli with the eye-shift correction, its gain chosen among "
+        f"{' '.join(f'{g:g}' for g in GAZE_GAINS)} as `baseline --gaze-gains` does, fitted into the "
+        "cache unless --baseline names one or --no-baseline) and the teacher where --teacher has the "
+        "clip, on the same clips, frames and mask (the artifact's recorded evaluation mask, else the "
+        "teacher's).",
     )
     parser.add_argument("artifact", type=Path, help="the decoder's artifact directory")
     parser.add_argument("--data", type=Path, required=True, help="dataset root it was trained on")
     parser.add_argument("--teacher", type=Path, help="teacher store with reconstructions of held-out clips")
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--baseline", type=Path, help="baseline artifact (default: fitted into the cache)")
-    which.add_argument("--no-baseline", action="store_true", help="score without the linear baseline")
+    which.add_argument(
+        "--baseline", type=Path, help="baseline artifact (default: the gaze baseline, fitted into the cache)"
+    )
+    which.add_argument("--no-baseline", action="store_true", help="score without a baseline")
     parser.add_argument("--json", type=Path, help="also write the full result here")
     parser.set_defaults(func=evaluate_main)
 
@@ -231,7 +236,12 @@ def evaluate_main(args) -> int:
     artifact = load_artifact(args.artifact)
     baseline = args.baseline
     if baseline is None and not args.no_baseline:
-        baseline = ensure_baseline(args.data, artifact.evaluation_mask, artifact.meta.provenance.get("mouse"))
+        baseline = ensure_baseline(
+            args.data,
+            artifact.evaluation_mask,
+            artifact.meta.provenance.get("mouse"),
+            RidgeConfig(gaze_gains=GAZE_GAINS),
+        )
     result = evaluate(args.artifact, args.data, args.teacher, baseline)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

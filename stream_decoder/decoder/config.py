@@ -36,6 +36,11 @@ class DistillConfig:
             raise ValueError("epochs and batch_size must be >= 1")
 
 
+# The gains a lab scans when it does not know its rig's screen px per eye-camera px (decoder/gaze.py):
+# the gaze baseline, what every decoder is scored beside by default.
+GAZE_GAINS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
 @dataclass(frozen=True)
 class RidgeConfig:
     """The linear baseline (decoder/ridge.py): lagged principal components, penalty by validation."""

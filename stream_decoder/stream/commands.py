@@ -187,11 +187,12 @@ def register(sub) -> None:
         "report",
         help="one HTML page of a demo run, to open offline",
         description="Write RUN_DIR/report.html from the run.npz and summary.json `demo` wrote there: "
-        "the stimulus with the evaluation mask, the student as streamed, the linear baseline decoding "
-        "the same clips offline (and the teacher on the clips its store holds, with --teacher), masked "
-        "correlation per clip beside a shuffled control, latency, output cadence and the figures table "
-        "(with the student's compute per clip against the teacher's). Images are embedded; "
-        "report.gif (under 2 MB) and report_strip.png are written beside it.",
+        "the stimulus with the evaluation mask, the student as streamed, the baseline the demo scored it "
+        "beside (the gaze baseline) decoding the same clips offline (and the teacher on the clips its "
+        "store holds, with --teacher), masked correlation per clip beside a shuffled control, latency, "
+        "output cadence and the figures table (with the student's compute per clip against the "
+        "teacher's). Images are embedded; report.gif (under 2 MB) and report_strip.png are written "
+        "beside it.",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the folder `demo --out` wrote")
     p.add_argument("--data", type=Path, help="dataset root of the run (default: the one the demo used)")

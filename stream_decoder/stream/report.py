@@ -1,7 +1,8 @@
 """`write_report`: one HTML page of a demo run that opens offline, to show a colleague what was decoded.
 
 From the run record (run.npz) and summary.json the demo wrote: the stimulus with the evaluation
-mask drawn, the student as it streamed, the linear baseline decoding the same clips offline
+mask drawn, the student as it streamed, the baseline (the gaze baseline where the demo fitted it)
+decoding the same clips offline
 (aligned frame by frame) and the teacher where a store is given; the masked correlation per clip
 beside a shuffled control; latency and output cadence; the figures table. Every number on the
 page comes from the run folder or from a file it names. Images are embedded as data URIs.
@@ -35,6 +36,7 @@ SKIP = 30  # first frames of each clip left out of the correlations, as `evaluat
 SHUFFLES = 32  # time shifts of the truth for the control
 MIN_SHIFT_S = 2.0  # a shifted truth this far away shares no more with the frame than chance
 BENCH_E2E = Path(__file__).resolve().parents[2] / "bench" / "results" / "bench_e2e.json"
+BASELINE_ROW = "baseline, offline"
 TEACHER_NOT_RUN = "teacher: not run for these clips"
 TEACHER_LACKS = "teacher: not in the store for clip(s)"
 TEACHER_NOT_MEASURED = "not measured for these clips"
@@ -55,6 +57,7 @@ class Videos:
     missing: dict[str, set[int]]  # per row: the clips (indices into the run's trials) it has no frames of
     # per trial: the teacher's wall time, where its store records one; None: no store given
     teacher_seconds: dict[str, float] | None
+    baseline: str  # which baseline the BASELINE_ROW is (`baseline_kind`)
 
     def has(self, name: str, clip: int) -> bool:
         return name in self.rows and clip not in self.missing.get(name, ())
@@ -70,14 +73,22 @@ def offline_videos(record: RunRecord, summary: dict, mouse: MouseDataset, teache
     rows = {
         "stimulus": record.truth.astype(np.float32),
         "student, live": record.recon.astype(np.float32),
-        "linear baseline, offline": align(record, [rival.decode(mouse, t) for t in record.trials]),
+        BASELINE_ROW: align(record, [rival.decode(mouse, t) for t in record.trials]),
     }
-    videos = Videos(rows, [], rival.artifact.meta.lookahead, {}, None)
+    videos = Videos(rows, [], rival.artifact.meta.lookahead, {}, None, baseline_kind(rival.artifact))
     if teacher is None:
         videos.notes.append(TEACHER_NOT_RUN)
     else:
         add_teacher(videos, record, TeacherStore(teacher), mouse.name)
     return videos
+
+
+def baseline_kind(artifact) -> str:
+    """What a baseline artifact is, in words: the gaze baseline with its gain, or plain ridge."""
+    gain = artifact.meta.provenance.get("baseline", {}).get("gaze_gain", 0.0)
+    if gain:
+        return f"gaze baseline: ridge on the true stimuli, moved back by the eye's shift at gain {gain:g}"
+    return "plain ridge on the true stimuli, no eye-shift correction"
 
 
 def add_teacher(videos: Videos, record: RunRecord, store: TeacherStore, mouse: str) -> None:
@@ -227,7 +238,8 @@ def report_figures(record: RunRecord, summary: dict, videos: Videos, lengths: li
         "teacher_clips": {"trials": [c["trial"] for c in taught], **mean_over(taught, decoders)}
         if taught
         else None,
-        "student_over_baseline": mean["student, live"] / mean["linear baseline, offline"],
+        "student_over_baseline": mean["student, live"] / mean[BASELINE_ROW],
+        "baseline": videos.baseline,
         "cost": compute_cost(summary, videos, dict(zip(record.trials, lengths, strict=True))),
         "mask_pixels": None if record.mask is None else int(record.mask.sum()),
         "timing": timing(record, summary),
@@ -427,9 +439,7 @@ def teacher_rows(figures: dict) -> list[tuple[str, str, str]]:
         rows.append(
             (
                 f"on the teacher's clip(s) {clips}: student / baseline / teacher",
-                " / ".join(
-                    f"{same[k]:.3f}" for k in ("student, live", "linear baseline, offline", "teacher")
-                ),
+                " / ".join(f"{same[k]:.3f}" for k in ("student, live", BASELINE_ROW, "teacher")),
                 "run.npz frames of those clips, scored alike (the rows above are over every clip)",
             )
         )
@@ -481,9 +491,9 @@ def table_rows(figures: dict) -> list[tuple[str, str, str]]:
             f"run.npz, {n} clip(s), {mask}",
         ),
         (
-            "masked correlation, linear baseline (offline, same frames)",
-            f"{mean['linear baseline, offline']:.3f}",
-            "run.npz clips decoded with the baseline artifact",
+            "masked correlation, baseline (offline, same frames)",
+            f"{mean[BASELINE_ROW]:.3f}",
+            f"run.npz clips decoded with the baseline artifact ({figures['baseline']})",
         ),
         ("student / baseline", f"{figures['student_over_baseline']:.2f}", "the two rows above"),
         (
@@ -543,7 +553,7 @@ def render(
 <style>{STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{clips}, streamed through the daemon (replay, daemon and display in one process). The student row
-is what the daemon sent, live; the linear baseline (ridge on the true stimuli) decoded the same clips
+is what the daemon sent, live; the baseline ({html.escape(figures["baseline"])}) decoded the same clips
 offline, frame by frame; the evaluation mask (where the recorded neurons see) is outlined in red on
 the stimulus.</p>
 <h2>Movie</h2>{_img(movie, "gif", "movie")}
