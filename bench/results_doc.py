@@ -113,7 +113,10 @@ def decoders(r: dict) -> str:
 
 
 def budget(r: dict) -> str:
-    rows = [[e["row"], e["mouse"], *group_cells(e["groups"]), carried_from(e)] for e in r["rows"]]
+    def mouse(e: dict) -> str:
+        return e["mouse"] + (f", repeat reliability {e['reliability']:.2f}" if "reliability" in e else "")
+
+    rows = [[e["row"], mouse(e), *group_cells(e["groups"]), carried_from(e)] for e in r["rows"]]
     return (
         f"One table from the screen to the decoders, the same held-out clips of each mouse and "
         f"{r['mask_pixels']}-px mask (bench_budget.py's docstring says what each row fits).\n\n"

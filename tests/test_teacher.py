@@ -190,3 +190,15 @@ def test_job_warm_starts_from_a_student_or_the_baseline(
     recon = store.load(tiny_mouse.name, trial)
     assert video_correlation(recon, start, skip=0) > 0.8  # one small step away from the student's video
     assert store.manifest()["warm_start"] == str(artifact.resolve())
+
+
+def test_an_alpha_mask_that_lets_no_pixel_change_says_so(caplog):
+    from stream_decoder.teacher.mask import TRAIN_THRESHOLD, training_mask
+
+    alpha = np.full((36, 64), TRAIN_THRESHOLD / 2)
+    with caplog.at_level("WARNING", logger="stream_decoder.teacher.mask"):
+        assert training_mask(alpha).sum() == 0
+    assert "reaches 0.5 at no pixel (max 0.25)" in caplog.text and "(--no-mask)" in caplog.text
+    caplog.clear()
+    alpha[3, 4] = TRAIN_THRESHOLD
+    assert training_mask(alpha).sum() == 1 and not caplog.text

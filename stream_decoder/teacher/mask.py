@@ -62,8 +62,21 @@ def _response_error(encoders, video, behavior, pupil, recorded, mouse) -> torch.
 
 
 def training_mask(alpha: np.ndarray | None) -> np.ndarray | None:
-    """Pixels the teacher may change; None (every pixel) without an alpha mask."""
-    return None if alpha is None else (alpha >= TRAIN_THRESHOLD).astype(np.float32)
+    """Pixels the teacher may change; None (every pixel) without an alpha mask. One that passes
+    TRAIN_THRESHOLD nowhere leaves every video as it started: said, since nothing else would show it."""
+    if alpha is None:
+        return None
+    mask = alpha >= TRAIN_THRESHOLD
+    if not mask.any():
+        log.warning(
+            "the alpha mask reaches %s at no pixel (max %.2f): the encoders' predicted responses depend "
+            "too little on the video for any pixel to pay for its size, so the teacher will change "
+            "nothing; fit it longer (reconstruct --mask-iterations), reconstruct every pixel "
+            "(--no-mask), or train better encoders",
+            TRAIN_THRESHOLD,
+            float(alpha.max()),
+        )
+    return mask.astype(np.float32)
 
 
 def evaluation_mask(alpha: np.ndarray | None) -> np.ndarray | None:
