@@ -97,8 +97,8 @@ def compute(args, result: dict, baseline: Path) -> dict:
 
 
 def lookahead_sweep(args, mask) -> dict:
-    """Per lookahead: the artifact's recipe retrained at that lookahead beside the
-    baseline it stands against, both scored on the held-out tiers in the same mask. A residual
+    """Per lookahead: the artifact's recipe retrained at that lookahead beside the baseline it stands
+    against, both scored on the held-out tiers in the same mask. A residual
     student's baseline (gaze correction and all) is refitted at each lookahead and corrected again;
     for a plain student the baseline is the plain ridge."""
     provenance = load_artifact(args.artifact).meta.provenance

@@ -26,7 +26,7 @@ from common import RESULTS, write_result
 from stream_decoder.data import open_mouse
 from stream_decoder.decoder.artifact import load_artifact
 from stream_decoder.decoder.baseline import ensure_baseline
-from stream_decoder.decoder.config import GAZE_GAINS, DistillConfig, RidgeConfig
+from stream_decoder.decoder.config import GAZE_BASELINE, DistillConfig
 from stream_decoder.decoder.distill import distill
 from stream_decoder.decoder.evaluate import evaluate
 from stream_decoder.paths import cache_dir
@@ -37,7 +37,7 @@ PAPER = {"fractions": [0.125, 0.25, 0.5, 1.0], "correlation": [0.344, 0.427, 0.5
 def point(data: Path, mask, epochs: int) -> dict:
     """Baseline and residual student of one dataset, scored on its held-out groups."""
     mouse = open_mouse(data)
-    baseline = ensure_baseline(data, mask, cfg=RidgeConfig(gaze_gains=GAZE_GAINS))
+    baseline = ensure_baseline(data, mask, cfg=GAZE_BASELINE)
     out = cache_dir() / "artifacts" / f"{mouse.name}-gaze-residual-recorded-{epochs}ep"
     print(f"{mouse.name}: residual student, recorded clips, {epochs} epochs -> {out}")
     student = distill(data, None, out, DistillConfig(epochs=epochs), mask=mask, residual_of=baseline)

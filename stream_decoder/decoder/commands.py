@@ -6,7 +6,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from stream_decoder.decoder.config import GAZE_GAINS, DistillConfig, RidgeConfig
+from stream_decoder.decoder.config import GAZE_BASELINE, GAZE_GAINS, DistillConfig, RidgeConfig
 from stream_decoder.paths import cache_dir
 
 HELP = {
@@ -240,7 +240,7 @@ def evaluate_main(args) -> int:
             args.data,
             artifact.evaluation_mask,
             artifact.meta.provenance.get("mouse"),
-            RidgeConfig(gaze_gains=GAZE_GAINS),
+            GAZE_BASELINE,
         )
     result = evaluate(args.artifact, args.data, args.teacher, baseline)
     if args.json:

@@ -36,11 +36,6 @@ class DistillConfig:
             raise ValueError("epochs and batch_size must be >= 1")
 
 
-# The gains a lab scans when it does not know its rig's screen px per eye-camera px (decoder/gaze.py):
-# the gaze baseline, what every decoder is scored beside by default.
-GAZE_GAINS = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
 @dataclass(frozen=True)
 class RidgeConfig:
     """The linear baseline (decoder/ridge.py): lagged principal components, penalty by validation."""
@@ -69,3 +64,9 @@ class RidgeConfig:
             raise ValueError(f"RidgeConfig: penalties must be >= 0 and not empty, got {self.penalties}")
         if self.validation_clips < 1:
             raise ValueError("RidgeConfig: validation_clips must be >= 1 (the penalty is chosen on them)")
+
+
+# The gains a lab scans when it does not know its rig's screen px per eye-camera px (decoder/gaze.py),
+# and the baseline fitted with them: the gaze baseline, what every decoder is scored beside by default.
+GAZE_GAINS = (0.0, 0.25, 0.5, 0.75, 1.0)
+GAZE_BASELINE = RidgeConfig(gaze_gains=GAZE_GAINS)

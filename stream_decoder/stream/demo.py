@@ -17,7 +17,7 @@ import numpy as np
 from stream_decoder.data import MouseDataset, PlaneTiming, open_mouse, simulate
 from stream_decoder.decoder.artifact import load_artifact
 from stream_decoder.decoder.baseline import ensure_baseline
-from stream_decoder.decoder.config import GAZE_GAINS, RidgeConfig
+from stream_decoder.decoder.config import GAZE_BASELINE
 from stream_decoder.decoder.evaluate import evaluate
 from stream_decoder.metrics import video_correlation
 from stream_decoder.paths import cache_dir
@@ -76,7 +76,7 @@ def beside_the_baseline(cfg: DemoConfig, data: Path, mask) -> dict:
     correction, the strongest simple one; fitted into the cache on first use) on every clip of the
     demo's tier, as `stream-decoder evaluate` scores them."""
     print("demo: scoring the student beside the gaze baseline (fitted once into the cache)", file=sys.stderr)
-    baseline = ensure_baseline(data, mask, open_mouse(data).name, RidgeConfig(gaze_gains=GAZE_GAINS))
+    baseline = ensure_baseline(data, mask, open_mouse(data).name, GAZE_BASELINE)
     row = evaluate(cfg.artifact, data, baseline=baseline, tiers=(cfg.tier,), missing=())["groups"][cfg.tier]
     return {
         "tier": cfg.tier,

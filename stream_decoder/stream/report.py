@@ -2,10 +2,10 @@
 
 From the run record (run.npz) and summary.json the demo wrote: the stimulus with the evaluation
 mask drawn, the student as it streamed, the baseline (the gaze baseline where the demo fitted it)
-decoding the same clips offline
-(aligned frame by frame) and the teacher where a store is given; the masked correlation per clip
-beside a shuffled control; latency and output cadence; the figures table. Every number on the
-page comes from the run folder or from a file it names. Images are embedded as data URIs.
+decoding the same clips offline (aligned frame by frame) and the teacher where a store is given;
+the masked correlation per clip beside a shuffled control; latency and output cadence; the figures
+table. Every number on the page comes from the run folder or from a file it names. Images are
+embedded as data URIs.
 """
 
 import base64
