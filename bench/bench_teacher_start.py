@@ -62,9 +62,9 @@ def encoder_loss(encoder, videos: np.ndarray, batch: ClipBatch, mouse: str) -> f
     return round(float(poisson_loss(predicted, batch.recorded)) / batch.recorded.numel(), 5)
 
 
-def picture(rows: dict, trials: list[str], out: Path) -> None:
-    """Per run: correlation per clip and its mean; beside it, correlation against the encoder's loss,
-    the true stimulus's loss marked."""
+def picture(rows: dict, trials: list[str], out: Path, judge: str = "member 0") -> None:
+    """Per run: correlation per clip and its mean; beside it, correlation against the `judge`
+    encoder's loss, the true stimulus's loss marked."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), layout="constrained", width_ratios=(3, 2))
     names = list(rows)[::-1]
     for i, trial in enumerate(trials):
@@ -79,7 +79,7 @@ def picture(rows: dict, trials: list[str], out: Path) -> None:
     right.axvline(
         rows["true stimulus"]["encoder_loss"], color="gray", linestyle=":", label="the truth's loss"
     )
-    right.set_xlabel("member 0's Poisson loss per neuron and frame")
+    right.set_xlabel(f"{judge}'s Poisson loss per neuron and frame")
     right.set_ylabel("mean correlation")
     right.legend(fontsize=7)
     fig.suptitle("the teacher from gray and from the linear baseline's decoding (held-out clips)", fontsize=9)

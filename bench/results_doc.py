@@ -289,6 +289,32 @@ def teacher_start(r: dict) -> str:
     )
 
 
+def teacher_ceiling(r: dict) -> str:
+    rows = [
+        [
+            name,
+            f3(row["mean"]),
+            " / ".join(f"{v:.2f}" for v in row["per_clip"]),
+            row.get("sigma", ""),
+            f3(row.get("encoder_loss")),
+            row.get("seconds_per_clip", ""),
+        ]
+        for name, row in r["rows"].items()
+    ]
+    runs = "; ".join(
+        f"{label}: {run['iterations']} iterations at rate {run['lr']:g}" for label, run in r["runs"].items()
+    )
+    return (
+        "Gradient inversion with a perfect encoder (the mouse's own encoding, `simulator-encoder`) "
+        f"and with member 0 of the trained ensemble, every pixel free, on clips {', '.join(r['trials'])} "
+        f"of `{r['mouse']}` ({runs}); each run's smoothing chosen on training clips "
+        f"{', '.join(r['selection_trials'])}. Frames {r['frames_scored'][0]}-{r['frames_scored'][1]}, "
+        f"{r['eval_pixels']}-px mask; the perfect encoder's Poisson loss of each video beside it.\n\n"
+        + table(["video", "mean", "per clip", "smoothing sd", "perfect encoder's loss", "s per clip"], rows)
+        + picture(r)
+    )
+
+
 def teacher(r: dict) -> str:
     q, cost = r["quality"], r["cost"]
     rows = [
@@ -455,6 +481,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict], str]]] = [
     ("bench_blend", "Does the student see what the baseline misses", blend),
     ("bench_precision", "int8 weights", precision),
     ("bench_encoder", "The encoder ensemble", encoder),
+    ("bench_teacher_ceiling", "The teacher with a perfect encoder", teacher_ceiling),
     ("bench_teacher_start", "The teacher from a good start", teacher_start),
     ("bench_teacher", "The teacher", teacher),
     ("bench_loop", "Closed-loop latency", loop),

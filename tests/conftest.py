@@ -50,6 +50,17 @@ def untrained_artifact(tmp_path_factory, tiny_mouse):
     ).path
 
 
+@pytest.fixture(scope="session")
+def rf_coverage(tiny_mouse) -> np.ndarray:
+    """(36, 64) the tiny mouse's pixels within 6 px of some simulated receptive-field centre."""
+    from stream_decoder.data import load_truth
+
+    neurons = load_truth(tiny_mouse.path).neurons
+    yy, xx = np.mgrid[0:36, 0:64]
+    distance = np.min(np.hypot(yy[..., None] - neurons["rf_row"], xx[..., None] - neurons["rf_col"]), axis=-1)
+    return distance < 6
+
+
 TINY_RIDGE = RidgeConfig(components=48, lags=4, lag_step=2, lookahead=4, validation_clips=4)
 
 

@@ -103,23 +103,12 @@ def test_pixels_outside_the_training_mask_stay_gray(encoders, held_out, tiny_mou
     assert np.abs(video[:, :, :32] - GRAY).max() > 1.0
 
 
-def test_alpha_mask_covers_the_receptive_fields_more_than_the_rest(encoders, tiny_mouse):
+def test_alpha_mask_covers_the_receptive_fields_more_than_the_rest(encoders, tiny_mouse, rf_coverage):
     clips = [cut(ClipTensors.from_clip(tiny_mouse.clip(t))) for t in tiny_mouse.trials("train")[:4]]
     cfg = MaskConfig(iterations=30, clips_per_step=1)
     alpha = train_alpha_mask(encoders, clips, tiny_mouse.name, cfg, progress=False)
     assert alpha.shape == clips[0].video.shape[1:]
-    covered = _rf_coverage(tiny_mouse)
-    assert alpha[covered].mean() > alpha[~covered].mean() + 0.2
-
-
-def _rf_coverage(mouse) -> np.ndarray:
-    """Pixels within 6 px of some simulated receptive-field centre."""
-    from stream_decoder.data import load_truth
-
-    neurons = load_truth(mouse.path).neurons
-    yy, xx = np.mgrid[0:36, 0:64]
-    distance = np.min(np.hypot(yy[..., None] - neurons["rf_row"], xx[..., None] - neurons["rf_col"]), axis=-1)
-    return distance < 6
+    assert alpha[rf_coverage].mean() > alpha[~rf_coverage].mean() + 0.2
 
 
 def test_job_stores_clips_resumes_and_refuses_other_settings(tiny_root, tiny_encoders, tmp_path):

@@ -75,9 +75,13 @@ def _low_pass(x: np.ndarray, tau_s: float) -> np.ndarray:
     return lfilter([1 - phi], [1.0, -phi], x, zi=[phi * x[0]])[0]
 
 
+RUN_ONSET_CM_S = 2.0  # running_state is one half at this speed
+RUN_WIDTH_CM_S = 0.7  # and rises from 0 to 1 over a few times this
+
+
 def running_state(running_cm_s: np.ndarray) -> np.ndarray:
     """0 when still, 1 when clearly running: what scales visual gain."""
-    return 1.0 / (1.0 + np.exp(-(np.asarray(running_cm_s) - 2.0) / 0.7))
+    return 1.0 / (1.0 + np.exp(-(np.asarray(running_cm_s) - RUN_ONSET_CM_S) / RUN_WIDTH_CM_S))
 
 
 def simulate_behavior(rng: np.random.Generator, n_frames: int, cfg: BehaviorConfig) -> Behavior:

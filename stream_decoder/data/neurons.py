@@ -264,6 +264,14 @@ class Population:
         """(T, N) contrast energy in a gaussian window around each field's centre, this frame."""
         return _blur(np.square(contrast), POOL_SIGMA_PX)[:, self.centre_pixel]
 
+    def pool_weights(self) -> np.ndarray:
+        """(pixels, N) the gaussian window of each field's normalisation pool: squared contrast
+        (T, pixels) @ this is `pool_energy`, as one matrix for a differentiable copy."""
+        row, col = np.divmod(self.centre_pixel, FRAME_SHAPE[1])
+        down = _gaussian_matrix(FRAME_SHAPE[0], POOL_SIGMA_PX)[:, row]
+        across = _gaussian_matrix(FRAME_SHAPE[1], POOL_SIGMA_PX)[:, col]
+        return (down[:, None, :] * across[None, :, :]).reshape(_PIXELS, -1)
+
     def rates(
         self, video: np.ndarray, shift_px: np.ndarray | None = None, running: np.ndarray | None = None
     ) -> np.ndarray:

@@ -4,6 +4,9 @@ config.json          the EncoderConfig that builds the model
 weights.pt           the EMA weights (a state_dict), what inference and the teacher use
 meta.json            neurons per mouse, unit-id hashes, data fingerprints, epochs, history
 training_state.pt    raw weights, optimizer state and step, only to resume training
+
+A synthetic mouse's own encoding (`encoder.simulator`) is a member too: its config.json has
+"kind": "simulator" and names the mouse folders whose truth rebuilds it; weights.pt holds its readouts.
 """
 
 import hashlib
@@ -18,6 +21,7 @@ from stream_decoder.atomic import write_atomic, write_atomic_with
 from stream_decoder.encoder.model import Encoder, EncoderConfig
 
 CONFIG, WEIGHTS, META, TRAINING_STATE = "config.json", "weights.pt", "meta.json", "training_state.pt"
+SIMULATOR_KIND = "simulator"  # config.json's "kind" of the simulator's encoding; trained members have none
 
 
 def unit_ids_hash(unit_ids) -> str:
@@ -59,11 +63,16 @@ def load_encoder(path, mice: dict | None = None) -> Encoder:
     count, unit ids and data fingerprint; anything else is a ValueError naming the file.
     """
     path = Path(path)
-    cfg = EncoderConfig.from_dict(read_json(path / CONFIG))
+    config = read_json(path / CONFIG)
     meta = read_json(path / META)
     if mice is not None:
         check_matches_data(meta, path / META, mice)
-    model = Encoder(cfg, meta["neurons"])
+    if config.get("kind") == SIMULATOR_KIND:
+        from stream_decoder.encoder.simulator import load_simulator_member  # imports this module
+
+        model = load_simulator_member(config)
+    else:
+        model = Encoder(EncoderConfig.from_dict(config), meta["neurons"])
     state = load_tensors(path / WEIGHTS)
     try:
         model.load_state_dict(state)

@@ -45,6 +45,37 @@ def register(sub) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the members already under --out")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.set_defaults(func=run)
+    register_simulator(sub)
+
+
+def register_simulator(sub) -> None:
+    parser = sub.add_parser(
+        "simulator-encoder",
+        help="a synthetic mouse's own encoding as an ensemble member: what a perfect encoder gives",
+        description="Rebuild the encoding of every synthetic mouse under --data from its truth folder "
+        "(filters, eye shift, normalisation, gains, nonlinearity) as a differentiable member, fit each "
+        "neuron's readout (a lag kernel from noise-free rates to recorded responses) by ridge on the "
+        "first --clips trials of --tier, and write it where a trained member would go. Give it to "
+        "`reconstruct --models` to see what gradient inversion reaches with a perfect encoder.",
+    )
+    parser.add_argument("--data", type=Path, required=True, help="dataset root of synthetic mice")
+    parser.add_argument(
+        "--out", type=Path, help="member directory (default: <cache>/encoders/<name of --data>-simulator)"
+    )
+    parser.add_argument("--tier", default="train", help="tier the readouts are fitted on")
+    parser.add_argument("--clips", type=int, default=32, help="trials of --tier the readouts are fitted on")
+    parser.set_defaults(func=run_simulator)
+
+
+def run_simulator(args) -> int:
+    from stream_decoder.encoder.simulator import save_simulator_member
+
+    if args.clips < 1:
+        raise ValueError("--clips must be at least 1")
+    out = args.out or cache_dir() / "encoders" / f"{args.data.resolve().name}-simulator"
+    save_simulator_member(args.data, out, args.tier, args.clips)
+    print(json.dumps({"out": str(out), **json.loads((out / "meta.json").read_text())["readout"]}, indent=2))
+    return 0
 
 
 def run(args) -> int:
