@@ -14,6 +14,8 @@ Writes bench/results/bench_encoder.json.
 
     python bench/bench_encoder.py                 # train 3 members x 8 epochs (~15 min on 2 free cores)
     python bench/bench_encoder.py --reuse         # measure the ensemble already in <cache>/encoders/demo
+    python bench/bench_encoder.py --reuse --out <cache>/encoders/demo-no-shifter --results \
+        bench/results/bench_encoder_no_shifter.json   # the ablation: members without a shifter
 """
 
 import argparse
@@ -59,6 +61,30 @@ def quality(encoders, dataset, tier: str) -> dict:
     }
 
 
+@torch.no_grad()
+def shifter_fit(encoders, dataset, tier: str = "final_test_main") -> list[dict] | None:
+    """Per member with a shifter: its shift (dx, dy) against the simulator's eye on `tier`'s pupil
+    positions: correlation per axis, rms error and the true shift's sd, in screen px."""
+    if not encoders[0].cfg.shifter:
+        return None
+    eye = load_truth(dataset.path).simulation["eye"]
+    pupil = torch.cat([c.pupil_center for c in load_clips(dataset, tier)])
+    true = eye["screen_px_per_eye_px"] * (pupil - torch.tensor(eye["center_px"]))
+    fits = []
+    for encoder in encoders:
+        learned = encoder.shifters[dataset.name](pupil)
+        fits.append(
+            {
+                "correlation": [
+                    round(float(np.corrcoef(learned[:, a], true[:, a])[0, 1]), 3) for a in (0, 1)
+                ],
+                "rms_error_px": round(float((learned - true).square().mean().sqrt()), 3),
+                "true_sd_px": [round(float(v), 3) for v in true.std(0)],
+            }
+        )
+    return fits
+
+
 def seconds(fn, repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
@@ -75,7 +101,7 @@ def forward_backward(cfg, neurons: int, frames: int, batch: int, repeats: int) -
     behavior, pupil = torch.randn(batch, frames, 2), torch.randn(batch, frames, 2)
 
     def step():
-        rates = model.predict_frames(model.inputs(video, behavior, pupil), "m")
+        rates = model.predict_frames(model.inputs(video, behavior, pupil, "m"), "m")
         rates.mean().backward()
 
     step()  # warm-up
@@ -116,6 +142,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=cache_dir() / "encoders" / "demo")
     parser.add_argument("--members", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--no-shifter", action="store_true", help="train without the shifter (the ablation)")
     parser.add_argument("--reuse", action="store_true", help="measure the ensemble in --out, do not train")
     parser.add_argument("--results", type=Path, default=RESULTS / "bench_encoder.json")
     args = parser.parse_args()
@@ -126,7 +153,7 @@ def main() -> None:
     if not args.reuse:
         shutil.rmtree(args.out, ignore_errors=True)
         train = replace(TRAINING_PRESETS["cpu"], epochs=args.epochs)
-        train_ensemble(args.data, args.out, args.members, preset("cpu"), train)
+        train_ensemble(args.data, args.out, args.members, preset("cpu", shifter=not args.no_shifter), train)
     mice = open_mice(args.data)
     encoders = load_ensemble(args.out, mice)
     metas = [json.loads((d / "meta.json").read_text()) for d in member_dirs(args.out)]
@@ -147,11 +174,13 @@ def main() -> None:
             "dir": str(args.out),
             "members": len(encoders),
             "preset": "cpu",
+            "shifter": encoders[0].cfg.shifter,
             "epochs": metas[0]["epochs"],
             "train": metas[0]["train"],
             "validation_history": [[h["val_correlation"] for h in m["history"]] for m in metas],
         },
         "correlation": {tier: quality(encoders, dataset, tier) for tier in ("final_test_main", "oracle")},
+        "shifter": shifter_fit(encoders, dataset),
         "epoch_s": {
             "runs": [round(s, 1) for s in epoch_s],
             "p50": round(statistics.median(epoch_s), 1),

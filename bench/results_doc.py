@@ -242,6 +242,21 @@ def precision(r: dict) -> str:
     )
 
 
+def shifter_line(fits: list[dict] | None) -> str:
+    """What each member's shifter learned, against the simulator's eye."""
+    if not fits:
+        return ""
+    members = "; ".join(
+        f"correlation {f['correlation'][0]:.2f} / {f['correlation'][1]:.2f}, "
+        f"rms error {f['rms_error_px']:.2f} px"
+        for f in fits
+    )
+    return (
+        f"\n\nEach member's shifter against the simulator's eye (dx / dy, held-out photographs; the true "
+        f"shift's sd {fits[0]['true_sd_px'][0]:.2f} / {fits[0]['true_sd_px'][1]:.2f} px): {members}."
+    )
+
+
 def encoder(r: dict) -> str:
     c = r["correlation"]
     rows = [
@@ -256,11 +271,14 @@ def encoder(r: dict) -> str:
     ]
     e, fb = r["ensemble"], r["forward_backward"]
     return (
-        f"{e['members']} `{e['preset']}`-preset members, {e['epochs']} epochs on `{r['dataset']['mouse']}`: "
+        f"{e['members']} `{e['preset']}`-preset members "
+        f"({'with' if e.get('shifter') else 'without'} a shifter), {e['epochs']} epochs on "
+        f"`{r['dataset']['mouse']}`: "
         "single-trial correlation with the recorded responses (per neuron over all frames, first 50 "
         "skipped, mean over neurons) beside the simulator's noise-free rates, the ceiling any model "
         "can reach. DwiseNeuro's ensemble on real data: 0.29 (REFERENCE.md section 2).\n\n"
         + table(["tier", "clips", "members", "ensemble", "noise-free rates"], rows)
+        + shifter_line(r.get("shifter"))
         + f"\n\nTraining epoch p50 {r['epoch_s']['p50']:.0f} s; forward and backward of one 300-frame "
         f"clip {fb['cpu_preset_clip_s']['p50']:.2f} s (`cpu` preset); of one 16-frame stack of the published "
         f"`dwiseneuro` shape {fb['dwiseneuro_stack_s']['p50']:.1f} s."
@@ -481,6 +499,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict], str]]] = [
     ("bench_blend", "Does the student see what the baseline misses", blend),
     ("bench_precision", "int8 weights", precision),
     ("bench_encoder", "The encoder ensemble", encoder),
+    ("bench_encoder_no_shifter", "The encoder ensemble without a shifter", encoder),
     ("bench_teacher_ceiling", "The teacher with a perfect encoder", teacher_ceiling),
     ("bench_teacher_start", "The teacher from a good start", teacher_start),
     ("bench_teacher", "The teacher", teacher),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stream_decoder.encoder.config import PRESETS, EncoderConfig, preset
-from stream_decoder.encoder.model import Encoder, Readout
+from stream_decoder.encoder.model import Encoder, Readout, Shifter, shifted
 
 # The published shape, shrunk so a CPU test can run it (same blocks, same code paths).
 SMALL_DWISENEURO = preset(
@@ -65,7 +65,7 @@ def test_sliding_average_is_the_mean_of_every_stack_prediction():
     model = Encoder(SMALL_DWISENEURO, {"m": 5}).eval()
     model.windows_per_pass = 7  # several chunks, the last one partial
     video, behavior, pupil = clip(frames=20)
-    x = model.inputs(video, behavior, pupil)
+    x = model.inputs(video, behavior, pupil, "m")
     size, step = SMALL_DWISENEURO.stack_frames, SMALL_DWISENEURO.stack_step
     total, count = torch.zeros(2, 20, 5), torch.zeros(20)
     for end in range(20):
@@ -155,3 +155,33 @@ def test_config_round_trips_through_json_and_rejects_unknown_fields():
         preset("cpu", strides=(1,))
     with pytest.raises(ValueError, match="sliding must be False"):
         preset("cpu", sliding=True)
+
+
+def test_shifted_moves_frames_by_whole_pixels_with_zero_off_the_frame():
+    frames = torch.rand(1, 2, 36, 64)
+    shift = torch.tensor([[[3.0, 0.0], [0.0, -2.0]]])  # (dx, dy) per frame
+    out = shifted(frames, shift)
+    torch.testing.assert_close(out[0, 0, :, :-3], frames[0, 0, :, 3:])
+    assert out[0, 0, :, -3:].abs().max() < 1e-6
+    torch.testing.assert_close(out[0, 1, 2:], frames[0, 1, :-2])
+    assert out[0, 1, :2].abs().max() < 1e-6
+
+
+def test_shifter_starts_still_and_learns_how_the_pupil_moves_the_image():
+    torch.manual_seed(0)
+    pupil = torch.tensor([160.0, 120.0]) + 3.0 * torch.randn(1, 64, 2)
+    true_shift = 0.5 * (pupil - torch.tensor([160.0, 120.0]))  # the simulator's eye (BehaviorConfig)
+    frames = torch.nn.functional.avg_pool2d(torch.randn(64, 1, 40, 68), 5, 1)[:, 0][
+        None
+    ]  # smooth, (1, 64, 36, 64)
+    target = shifted(frames, true_shift)
+    shifter = Shifter()
+    shifter.set_centre(pupil[0])
+    assert torch.all(shifter(pupil) == 0)
+    optimizer = torch.optim.Adam(shifter.parameters(), lr=0.05)
+    for _ in range(300):
+        optimizer.zero_grad()
+        loss = ((shifted(frames, shifter(pupil)) - target)[..., 4:-4, 4:-4] ** 2).mean()
+        loss.backward()
+        optimizer.step()
+    assert (shifter(pupil) - true_shift).abs().mean() < 0.2

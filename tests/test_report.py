@@ -13,6 +13,7 @@ from stream_decoder.stream.report import (
     TEACHER_LACKS,
     TEACHER_NOT_MEASURED,
     TEACHER_NOT_RUN,
+    swap_rows,
     write_report,
 )
 from stream_decoder.stream.run_record import RunRecord, load_summary
@@ -154,3 +155,29 @@ def test_a_folder_without_a_run_is_one_line(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "no summary.json there" in err
+
+
+def test_a_run_with_a_live_swap_names_each_model_and_the_frame_it_took_over(tmp_path):
+    frames = 5
+    record = RunRecord(
+        recon=np.zeros((frames, 2, 2), np.uint8),
+        truth=np.zeros((frames, 2, 2), np.uint8),
+        t_stim=np.arange(frames, dtype=np.float64),
+        clip=np.zeros(frames, np.int32),
+        frame=np.arange(frames, dtype=np.int32),
+        latency_s=np.zeros(frames),
+        arrival_s=np.zeros(frames),
+        model=np.array(["aaa", "aaa", "bbb", "bbb", "bbb"]),
+        trials=["1"],
+        mask=None,
+        daemon_stats={},
+    )
+    record.save(tmp_path)
+    spans = RunRecord.load(tmp_path).model_spans()
+    assert spans == [
+        {"model": "aaa", "first_frame": 0, "frames": 2},
+        {"model": "bbb", "first_frame": 2, "frames": 3},
+    ]
+    ((_, made, _),) = swap_rows(spans)
+    assert made == "aaa from frame 0 (2 frames); bbb from frame 2 (3 frames)"
+    assert swap_rows(spans[:1]) == []

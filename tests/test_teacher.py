@@ -191,3 +191,15 @@ def test_an_alpha_mask_that_lets_no_pixel_change_says_so(caplog):
     caplog.clear()
     alpha[3, 4] = TRAIN_THRESHOLD
     assert training_mask(alpha).sum() == 1 and not caplog.text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a visible GPU")
+def test_reconstruct_on_a_gpu_where_none_is_visible_says_what_to_do(
+    tiny_root, tiny_encoders, tmp_path, capsys
+):
+    from stream_decoder.cli import main
+
+    argv = ["reconstruct", "--data", str(tiny_root), "--models", str(tiny_encoders[0]), "--device", "cuda"]
+    assert main([*argv, "--out", str(tmp_path / "store")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--device cpu" in err[0]

@@ -1,5 +1,6 @@
 """`stream-decoder train-encoder`: train an ensemble of encoding models on a dataset root."""
 
+import argparse
 import json
 import os
 from dataclasses import replace
@@ -32,6 +33,12 @@ def register(sub) -> None:
     )
     parser.add_argument("--batch-size", type=int, help="windows per step and rank (default per preset)")
     parser.add_argument("--lr", type=float, help="peak AdamW learning rate (default per preset)")
+    parser.add_argument(
+        "--shifter",
+        action=argparse.BooleanOptionalAction,
+        help="a per-mouse shifter that moves the video by the pupil's position (default: on for cpu, "
+        "off for dwiseneuro as published)",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed, help="member m uses seed + m")
     parser.add_argument("--train-tier", default=defaults.train_tier, help="tier trained on")
     parser.add_argument(
@@ -93,7 +100,8 @@ def run(args) -> int:
         **{k: v for k, v in given.items() if v is not None},
     )
     out = args.out or cache_dir() / "encoders" / args.data.resolve().name
-    dirs = train_ensemble(args.data, out, args.members, preset(args.preset), train, args.resume, args.device)
+    shape = preset(args.preset) if args.shifter is None else preset(args.preset, shifter=args.shifter)
+    dirs = train_ensemble(args.data, out, args.members, shape, train, args.resume, args.device)
     if os.environ.get("RANK", "0") == "0":
         summary = {d.name: json.loads((d / "meta.json").read_text())["history"][-1] for d in dirs}
         print(json.dumps({"out": str(out), "members": summary}, indent=2))

@@ -35,6 +35,7 @@ class EncoderConfig:
     stack_frames: int = 16  # frames in one training window
     stack_step: int = 2  # raw frames between consecutive window frames
     sliding: bool = True  # inference: one window ending at every frame, overlaps averaged
+    shifter: bool = False  # a per-mouse shifter moves the video by the pupil's position (model.Shifter)
 
     def __post_init__(self):
         if len(self.features) != len(self.strides):
@@ -87,6 +88,7 @@ PRESETS = {
         stack_frames=100,
         stack_step=1,
         sliding=False,
+        shifter=True,
     ),
 }
 
@@ -105,6 +107,9 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0  # never more than a quarter of all steps
     min_lr_ratio: float = 0.01  # the cosine ends at lr x this
+    # The shifter's rate, as a multiple of lr, without weight decay: at lr it moved the image by
+    # 0.005 px where the eye moves it by 2 px (sd) in 8 epochs on the demo mouse.
+    shifter_lr_scale: float = 20.0
     ema_decay: float = 0.999  # reached after a warm-up of about 10 / (1 - decay) steps
     train_tier: str = "train"
     val_tier: str = "oracle"

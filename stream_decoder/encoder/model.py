@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stream_decoder.data import BEHAVIOR_CHANNELS, FRAME_SHAPE
+from stream_decoder.data import BEHAVIOR_CHANNELS, FRAME_SHAPE, GRAY
 from stream_decoder.encoder.config import EncoderConfig
 
 IN_CHANNELS = 1 + BEHAVIOR_CHANNELS  # video, pupil dilation, running speed, pupil centre x, pupil centre y
@@ -39,6 +39,19 @@ def encoder_inputs(video, behavior, pupil_center, size: tuple[int, int]) -> torc
     extra = torch.cat([behavior, pupil_center], dim=-1).transpose(1, 2)
     extra = extra[..., None, None].expand(batch, BEHAVIOR_CHANNELS, frames, *size)
     return torch.cat([padded.unsqueeze(1), extra.to(padded.dtype)], dim=1)
+
+
+def shifted(frames: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """(B, T, H, W) frames sampled at (y + dy, x + dx), bilinear, zero off the frame; `shift`
+    (B, T, 2) is (dx, dy) in px, one per frame: where the eye's position moves the image."""
+    batch, frames_, height, width = frames.shape
+    size = (batch, frames_, height, width)
+    ys = torch.arange(height, dtype=frames.dtype, device=frames.device)[:, None] + shift[..., 1, None, None]
+    xs = torch.arange(width, dtype=frames.dtype, device=frames.device)[None, :] + shift[..., 0, None, None]
+    normalised = (2 * xs.expand(size) / (width - 1) - 1, 2 * ys.expand(size) / (height - 1) - 1)
+    grid = torch.stack(normalised, dim=-1).flatten(0, 1)  # (B * T, H, W, 2) as (x, y) in [-1, 1]
+    sampled = F.grid_sample(frames.flatten(0, 1)[:, None], grid, padding_mode="zeros", align_corners=True)
+    return sampled.view(size)
 
 
 def position_code(channels: int, sizes: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
@@ -178,6 +191,30 @@ class Readout(nn.Module):
         self.conv.bias[: self.neurons] = inverse
 
 
+class Shifter(nn.Module):
+    """One mouse's eye: pupil centre -> a shift (dx, dy) in screen px of the whole image, so the
+    core sees the screen as the retina did (the shifter of the Sensorium baselines, Lurz et al.,
+    ICLR 2021: a small tanh MLP; here it moves the input, since the cpu core's readout has no
+    positions to move). Its last layer starts at zero: no shift until the data ask for one."""
+
+    def __init__(self, hidden: int = 5):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2, hidden), nn.Tanh(), nn.Linear(hidden, 2))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+        self.register_buffer("centre", torch.zeros(2))
+        self.register_buffer("scale", torch.ones(2))
+
+    def forward(self, pupil_center: torch.Tensor) -> torch.Tensor:
+        return self.net((pupil_center - self.centre) / self.scale)
+
+    @torch.no_grad()
+    def set_centre(self, pupil_center: torch.Tensor) -> None:
+        """Normalise by the training clips' pupil positions (N, 2): their mean and sd."""
+        self.centre.copy_(pupil_center.mean(0))
+        self.scale.copy_(pupil_center.std(0).clamp_min(1e-3))
+
+
 class Encoder(nn.Module):
     """All mice share the core and cortex; each mouse has its own readout, by name."""
 
@@ -210,15 +247,18 @@ class Encoder(nn.Module):
         self.readouts = nn.ModuleDict(
             {mouse: Readout(cfg.cortex_features[-1], n, cfg) for mouse, n in neurons.items()}
         )
+        self.shifters = nn.ModuleDict({mouse: Shifter() for mouse in neurons} if cfg.shifter else {})
 
     def forward(self, video, behavior, pupil_center, mouse: str) -> torch.Tensor:
         """(B, T, 36, 64) video in 0-255, (B, T, 2) behaviour, (B, T, 2) pupil centre -> rates (B, T, N)."""
-        x = self.inputs(video, behavior, pupil_center)
+        x = self.inputs(video, behavior, pupil_center, mouse)
         if self.cfg.sliding:
             return self.sliding_average(x, mouse)
         return self.predict_frames(x, mouse)
 
-    def inputs(self, video, behavior, pupil_center) -> torch.Tensor:
+    def inputs(self, video, behavior, pupil_center, mouse: str) -> torch.Tensor:
+        """(B, 5, T, H, W) what the core reads; with a shifter the video as the mouse's eye saw it."""
+        self.check_mouse(mouse)
         if video.ndim != 4 or tuple(video.shape[2:]) != FRAME_SHAPE:
             raise ValueError(
                 f"video must be (B, T, {FRAME_SHAPE[0]}, {FRAME_SHAPE[1]}), got {tuple(video.shape)}"
@@ -228,12 +268,17 @@ class Encoder(nn.Module):
                 raise ValueError(
                     f"{name} must be (B, T, 2) = {(*video.shape[:2], 2)}, got {tuple(value.shape)}"
                 )
+        if self.cfg.shifter:
+            video = shifted(video - GRAY, self.shifters[mouse](pupil_center)) + GRAY
         return encoder_inputs(video, behavior, pupil_center, self.cfg.input_size)
+
+    def check_mouse(self, mouse: str) -> None:
+        if mouse not in self.readouts:
+            raise ValueError(f"unknown mouse {mouse!r}; this encoder knows {', '.join(self.readouts)}")
 
     def predict_frames(self, x: torch.Tensor, mouse: str) -> torch.Tensor:
         """One pass over the frames of `x` (B, 5, T, H, W) as given -> rates (B, T, N)."""
-        if mouse not in self.readouts:
-            raise ValueError(f"unknown mouse {mouse!r}; this encoder knows {', '.join(self.readouts)}")
+        self.check_mouse(mouse)
         x = self.stem(x)
         for block in self.blocks:
             x = block(self.add_position(x))

@@ -35,6 +35,7 @@ from stream_decoder.encoder.checkpoint import (
     unit_ids_hash,
     write_json,
 )
+from stream_decoder.encoder.model import shifted
 
 LAGS = (-4, 15)  # readout kernel: responses lead the rates by up to 4 frames, trail them by 15
 READOUT_RIDGE = 1e-3  # ridge on the readout's lag weights, relative to the rates' mean power
@@ -86,17 +87,8 @@ class SimulatedMouse(nn.Module):
 
     def contrast(self, video: torch.Tensor, pupil_center: torch.Tensor) -> torch.Tensor:
         """(B, T, H, W) contrast as the eye sees it: the screen sampled at (y + dy, x + dx)."""
-        batch, frames, height, width = video.shape
-        contrast = (video - MEAN_LUMINANCE) / LUMINANCE_STD
         shift = self.screen_px_per_eye_px * (pupil_center - self.eye_center)  # (B, T, 2) as (dx, dy)
-        size = (batch, frames, height, width)
-        ys = torch.arange(height, dtype=video.dtype)[:, None] + shift[..., 1, None, None]
-        xs = torch.arange(width, dtype=video.dtype)[None, :] + shift[..., 0, None, None]
-        normalised = (2 * xs.expand(size) / (width - 1) - 1, 2 * ys.expand(size) / (height - 1) - 1)
-        grid = torch.stack(normalised, dim=-1).flatten(0, 1)  # (B * T, H, W, 2) as (x, y) in [-1, 1]
-        flat = contrast.flatten(0, 1)[:, None]
-        sampled = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-        return sampled.view(batch, frames, height, width)
+        return shifted((video - MEAN_LUMINANCE) / LUMINANCE_STD, shift)
 
     def temporal(self, x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
         """(B, T, M) each column through its own causal kernel (M, 1, K)."""

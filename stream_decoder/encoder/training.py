@@ -74,7 +74,7 @@ class PoissonObjective(nn.Module):
         self.encoder = encoder
 
     def forward(self, video, behavior, pupil_center, responses, mouse: str) -> torch.Tensor:
-        rates = self.encoder.predict_frames(self.encoder.inputs(video, behavior, pupil_center), mouse)
+        rates = self.encoder.predict_frames(self.encoder.inputs(video, behavior, pupil_center, mouse), mouse)
         return F.poisson_nll_loss(rates, responses, log_input=False, full=False, eps=1e-8)
 
 
@@ -242,8 +242,12 @@ def _start(out, data, cfg, train, seed, resume: bool, device) -> Member:
     model = Encoder(cfg, data.neurons)
     for mouse, clips in data.train.items():
         model.readouts[mouse].set_baseline(torch.cat([c.responses for c in clips]).mean(0))
+        if cfg.shifter:
+            model.shifters[mouse].set_centre(torch.cat([c.pupil_center for c in clips]))
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, train), lr=train.lr, weight_decay=train.weight_decay
+    )
     member = Member(out, cfg, train, seed, data, model, EMA(model, train.ema_decay), optimizer)
     if saved is not None:
         model.load_state_dict(saved["model"])
@@ -252,6 +256,17 @@ def _start(out, data, cfg, train, seed, resume: bool, device) -> Member:
         member.epoch, member.step = int(saved["epoch"]), int(saved["step"])
         member.history = [h for h in read_json(out / META)["history"] if h["epoch"] <= member.epoch]
     return member
+
+
+def parameter_groups(model: Encoder, train: TrainConfig) -> list[dict]:
+    """The optimiser's groups: every weight at the schedule's rate; the shifters (if any) at
+    `shifter_lr_scale` times it, without weight decay."""
+    shifter = [p for n, p in model.named_parameters() if n.startswith("shifters.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("shifters.")]
+    groups = [{"params": rest, "lr_scale": 1.0}]
+    if shifter:
+        groups.append({"params": shifter, "lr_scale": train.shifter_lr_scale, "weight_decay": 0.0})
+    return groups
 
 
 def _objective(model: Encoder, ranks: Ranks, mice: int) -> nn.Module:
@@ -273,7 +288,7 @@ def _train_epoch(member: Member, objective: nn.Module, schedule: Schedule, ranks
     losses = []
     for batch in batches[ranks.rank :: ranks.world][: schedule.per_rank]:
         for group in member.optimizer.param_groups:
-            group["lr"] = schedule.lr(train, member.step)
+            group["lr"] = schedule.lr(train, member.step) * group["lr_scale"]
         tensors = stack_batch(
             member.data.train, batch, member.cfg.stack_frames, member.cfg.stack_step, ranks.device
         )

@@ -137,8 +137,9 @@ class ControlClient:
         sock.connect(self.endpoint)
         return sock
 
-    def request(self, cmd: str) -> dict:
-        self.sock.send(encode_request(cmd))
+    def request(self, cmd: str, **fields) -> dict:
+        """`cmd` with its `fields` (`load`: artifact=...), its reply once it comes."""
+        self.sock.send(encode_request(cmd, **fields))
         if not self.sock.poll(self.timeout_ms):
             # A REQ socket that lost its reply cannot send again; start over with a fresh one.
             self.sock.close(linger=0)

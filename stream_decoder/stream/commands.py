@@ -1,5 +1,6 @@
 """CLI verbs of the streaming stage: serve (the rig daemon), replay (a rig simulator), view (a display),
-bridge (real acquisition software in), virtual-rig (a live synthetic mouse for closed loops)."""
+bridge (real acquisition software in), virtual-rig (a live synthetic mouse for closed loops), swap (another
+model served live)."""
 
 import argparse
 import contextlib
@@ -150,6 +151,7 @@ def register(sub) -> None:
 
     _register_bridge(sub)
     _register_virtual_rig(sub)
+    _register_swap(sub)
 
     p = sub.add_parser(
         "demo",
@@ -414,6 +416,52 @@ def _replay_plan(args):
     from stream_decoder.stream.playback import PlaybackPlan
 
     return PlaybackPlan.open(args.recording, args.session_index, args.session_name, args.gap_s)
+
+
+def _register_swap(sub) -> None:
+    p = sub.add_parser(
+        "swap",
+        help="swap the model a running daemon serves, without stopping the stream",
+        description="Ask the daemon on --control to load ARTIFACT (a directory on the daemon's host) "
+        "and serve it from the next tick (docs/protocol.md section 5.5). The running model keeps "
+        "serving while the new one opens; an artifact that reads other neurons, draws other frames or "
+        "was distilled on another plane count is refused with the reason. Waits for the outcome and "
+        "prints the swap record; exit code 2 if refused.",
+    )
+    p.add_argument("artifact", type=Path, metavar="ARTIFACT", help="artifact directory to serve")
+    p.add_argument("--control", default="tcp://127.0.0.1:5557", help="the daemon's control socket")
+    p.add_argument(
+        "--wait-s", type=float, default=60.0, help="give up waiting for the outcome after this long"
+    )
+    _curve_arguments(p)
+    p.set_defaults(func=_swap)
+
+
+def _swap(args) -> int:
+    import json
+    import time
+
+    from stream_decoder.stream.client import ControlClient
+    from stream_decoder.stream.config import check_endpoint
+
+    check_endpoint(args.control, "--control", allow_remote=True)
+    artifact = str(args.artifact.resolve())
+    with ControlClient(args.control, timeout_s=5.0, curve=_curve(args)) as control:
+        before = len(control.request("info").get("swaps", []))
+        reply = control.request("load", artifact=artifact)
+        if not reply.get("ok"):
+            raise RuntimeError(f"{args.control}: {reply.get('error')}")
+        deadline = time.monotonic() + args.wait_s
+        while time.monotonic() < deadline:
+            swaps = control.request("info")["swaps"]
+            if len(swaps) > before:
+                record = swaps[before]
+                print(json.dumps(record, indent=1))
+                if not record["ok"]:
+                    raise ValueError(f"{artifact}: {record['error']}")
+                return 0
+            time.sleep(0.2)
+    raise TimeoutError(f"{args.control}: {artifact} still loading after {args.wait_s:g} s; see info")
 
 
 def _check_model(endpoint: str, check, curve, verb: str = "replay") -> None:

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 
 import numpy as np
 import zmq
@@ -44,6 +45,7 @@ from stream_decoder.stream.realtime import apply_realtime
 from stream_decoder.stream.recorder import Recorder
 from stream_decoder.stream.sockets import REFUSED, open_sockets, publish, receive
 from stream_decoder.stream.stats import DaemonStats, RateLimitedLog, kv
+from stream_decoder.stream.swap import Loader, SwapRecord, refusal, thread_loader
 from stream_decoder.stream.watch import InputWatch
 
 log = logging.getLogger(__name__)
@@ -83,26 +85,25 @@ class Daemon:
         backend: Backend,
         ctx: zmq.Context | None = None,
         clock: Callable[[], float] = time.monotonic,
+        loader: Loader | None = None,
     ):
         self.cfg = cfg
-        self.backend = backend
         self.clock = clock
         meta = backend.artifact.meta
-        self.model_id = meta.model_id
         self.n_neurons = meta.n_neurons
-        self.lookahead_s = meta.lookahead / cfg.stream.rate_hz
         self.stats = DaemonStats()
         self.forecast = ArrivalForecast(cfg.stream.prefetch_ms / 1e3)
         self.log = RateLimitedLog(log, cfg.log.interval_s, clock)
-        self.input_timing = meta.provenance.get("input_timing")  # None: the artifact records none
+        self.load = loader  # how `load` opens an artifact off the loop; a thread when first needed
+        self.pending: tuple[str, Future] | None = None  # the artifact being opened, and its job
+        self.swaps: list[SwapRecord] = []
         state = backend.artifact.state_dict
+        input_timing = meta.provenance.get("input_timing")
         self.raw = None
         if cfg.frontend.rois is not None:
             from stream_decoder.stream.raw_input import RawInput  # scipy and the ROI readers: only when used
 
-            self.raw = RawInput(
-                cfg.frontend, self.n_neurons, state["activity_mean"].numpy(), self.input_timing
-            )
+            self.raw = RawInput(cfg.frontend, self.n_neurons, state["activity_mean"].numpy(), input_timing)
         self.assembler = Assembler(
             self.n_neurons,
             state["behavior_mean"].numpy(),
@@ -112,9 +113,8 @@ class Daemon:
         )
         self.frame_out = FrameOut(cfg.stream.output_dtype, tuple(meta.frame_shape))
         self.tick_seq = 0
-        planes = None if self.input_timing is None else self.input_timing["n_planes"]
-        gaze = bool(backend.artifact.config.gaze_gain)  # negative for a mirrored eye camera
-        self.watch = InputWatch(self.stats.warnings, self.log, self.assembler, planes, needs_pupil=gaze)
+        self.watch = InputWatch(self.stats.warnings, self.log, self.assembler, None)
+        self.use(backend)
         self.ctx = ctx or zmq.Context()
         self._own_ctx = ctx is None
         self.sockets = open_sockets(
@@ -153,6 +153,16 @@ class Daemon:
         for warning in config_warnings(cfg):
             log.warning(warning)
 
+    def use(self, backend: Backend) -> None:
+        """Serve `backend` from the next tick: its id on every frame, its lookahead and input timing."""
+        self.backend = backend
+        meta = backend.artifact.meta
+        self.model_id = meta.model_id
+        self.lookahead_s = meta.lookahead / self.cfg.stream.rate_hz
+        self.input_timing = meta.provenance.get("input_timing")  # None: the artifact records none
+        self.watch.model_planes = None if self.input_timing is None else self.input_timing["n_planes"]
+        self.watch.needs_pupil = bool(backend.artifact.config.gaze_gain)  # negative: a mirrored eye camera
+
     # ---- the loop ----
 
     def run(self, stop: threading.Event) -> None:
@@ -179,6 +189,8 @@ class Daemon:
             self.stats.prefetches += 1
         if self.sockets.control in ready:
             self._serve_control()
+        if self.pending is not None and self.pending[1].done():
+            self._take_swap()
         for monitor in self.sockets.monitors:
             if monitor in ready:
                 self._peer_event(monitor)
@@ -323,7 +335,8 @@ class Daemon:
         except zmq.Again:
             return
         try:
-            reply = self.reply(decode_request(frames))
+            request = decode_request(frames)
+            reply = self.reply(request.cmd, request.artifact)
         except Rejected as exc:
             self.stats.control_errors[exc.reason] += 1
             reply = {"ok": False, "error": str(exc)}
@@ -332,8 +345,11 @@ class Daemon:
             reply = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
         sock.send(encode_reply(reply))
 
-    def reply(self, cmd: str) -> dict:
-        """The control socket's answer to `cmd` (ping, info, stats; anything else is an error)."""
+    def reply(self, cmd: str, artifact: str | None = None) -> dict:
+        """The control socket's answer to `cmd` (ping, info, stats, load `artifact`; anything else
+        is an error)."""
+        if cmd == "load":
+            return self._begin_swap(artifact)
         if cmd == "ping":
             return {"ok": True, "version": VERSION}
         if cmd == "info":
@@ -355,11 +371,52 @@ class Daemon:
                 "output_dtype": self.cfg.stream.output_dtype,
                 "version": VERSION,
                 "endpoints": self.sockets.endpoints(),
+                "swaps": [record.to_dict() for record in self.swaps],
+                "loading": None if self.pending is None else self.pending[0],
             }
         if cmd == "stats":
             return {"ok": True, "model": self.model_id, **self._summary()}
         self.stats.control_errors["unknown_cmd"] += 1
         return {"ok": False, "error": f"unknown command {cmd!r:.60}; known: {', '.join(CONTROL_COMMANDS)}"}
+
+    # ---- live model swap (stream/swap.py) ----
+
+    def _begin_swap(self, artifact: str) -> dict:
+        """Start opening `artifact` off the loop; the reply says it is loading, or why not."""
+        if self.pending is not None:
+            return {"ok": False, "error": f"still loading {self.pending[0]}; ask again when info shows it"}
+        running, planes, model = self.backend.artifact, self.watch.stream_planes, self.cfg.model
+
+        def open_checked() -> Backend:
+            backend = open_backend(artifact, model.backend, **model.backend_options())
+            reason = refusal(running, backend.artifact, planes)
+            if reason is not None:
+                raise ValueError(f"{backend.artifact.model_id} refused: {reason}")
+            backend.warmup()
+            return backend
+
+        self.load = self.load or thread_loader()
+        self.pending = (artifact, self.load(open_checked))
+        log.info(kv("loading", artifact=artifact, running=self.model_id))
+        return {"ok": True, "loading": artifact, "model": self.model_id}
+
+    def _take_swap(self) -> None:
+        """Serve the opened model from the next tick, or record why it was refused."""
+        artifact, job = self.pending
+        self.pending = None
+        try:
+            backend = job.result()
+        except Exception as exc:  # any failure to open is a refusal: the running model serves on
+            self.swaps.append(SwapRecord(artifact, False, previous=self.model_id, error=str(exc)))
+            self.stats.control_errors["load_refused"] += 1
+            log.warning(kv("swap_refused", artifact=artifact, error=str(exc)))
+            return
+        record = SwapRecord(
+            artifact, True, backend.artifact.model_id, self.model_id, self.tick_seq, self.assembler.session
+        )
+        self.use(backend)
+        self.swaps.append(record)
+        log.info(kv("swapped", **record.to_dict()))
 
     def _summary(self) -> dict:
         summary = self.stats.snapshot()

@@ -449,21 +449,32 @@ def _payload(array: np.ndarray, wire: np.dtype):
 
 # ---- control socket (REP): msgpack map in, msgpack map out ----
 
-CONTROL_COMMANDS = ("ping", "info", "stats")
+CONTROL_COMMANDS = ("ping", "info", "stats", "load")
 
 
-def encode_request(cmd: str) -> bytes:
-    return msgpack.packb({"cmd": cmd})
+@dataclass(frozen=True)
+class Request:
+    """A control request: its command, and for `load` the artifact directory to swap in (§5.5)."""
+
+    cmd: str
+    artifact: str | None = None
 
 
-def decode_request(frames: Sequence) -> str:
-    """The command of a control request; `Rejected` if the request is not `{"cmd": str}`."""
+def encode_request(cmd: str, **fields) -> bytes:
+    return msgpack.packb({"cmd": cmd, **fields})
+
+
+def decode_request(frames: Sequence) -> Request:
+    """A control request; `Rejected` if it is not `{"cmd": str}` (with `"artifact": str` for `load`)."""
     if len(frames) != 1:
         raise Rejected("frame_count", f"a control request is one frame, got {len(frames)}")
     if len(memoryview(frames[0])) > MAX_HEADER_BYTES:
         raise Rejected("oversized", f"control request over {MAX_HEADER_BYTES} bytes")
     request = _unpack_map(memoryview(frames[0]), "control request")
-    return _require(request, "cmd", lambda x: isinstance(x, str), "a str")
+    cmd = _require(request, "cmd", lambda x: isinstance(x, str), "a str")
+    if cmd != "load":
+        return Request(cmd)
+    return Request(cmd, _require(request, "artifact", lambda x: isinstance(x, str) and x, "a directory path"))
 
 
 def encode_reply(reply: dict) -> bytes:

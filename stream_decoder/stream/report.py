@@ -250,6 +250,7 @@ def report_figures(record: RunRecord, summary: dict, videos: Videos, lengths: li
             k: record.daemon_stats.get(k) for k in ("received", "emitted", "lost", "rejected", "dropped")
         },
         "tier": summary["beside_the_baseline"],
+        "models": record.model_spans(),  # more than one: the daemon swapped models live
         "notes": videos.notes,
     }
 
@@ -479,6 +480,14 @@ def cost_rows(cost: dict) -> list[tuple[str, str, str]]:
     ]
 
 
+def swap_rows(spans: list[dict]) -> list[tuple[str, str, str]]:
+    """A row naming the models that made the frames, where a live swap made it more than one."""
+    if len(spans) < 2:
+        return []
+    made = "; ".join(f"{s['model']} from frame {s['first_frame']} ({s['frames']} frames)" for s in spans)
+    return [("models swapped live", made, "run.npz, each frame's model id")]
+
+
 def table_rows(figures: dict) -> list[tuple[str, str, str]]:
     """(figure, value, where it comes from) for the figures table."""
     mean, t, tier = figures["mean_over_clips"], figures["timing"], figures["tier"]
@@ -509,6 +518,7 @@ def table_rows(figures: dict) -> list[tuple[str, str, str]]:
         ),
         ("latency, rig time to shown", _ms(t["latency_ms"], t["latency_note"]), "run.npz"),
         ("latency in the daemon, receive to publish", _ms(t["daemon_latency_ms"]), "summary.json"),
+        *swap_rows(figures["models"]),
     ]
     floor = figures["zmq_floor"]
     if floor:

@@ -36,12 +36,12 @@ class RunSink(MovieSink):
         super().__init__(out, keep=keep)
         self.lookup = TruthLookup(plan)
         self.clock, self.wall_clock = clock, wall_clock
-        self.notes: deque = deque(maxlen=keep)  # (clip, frame, latency_s, arrival_s), beside `frames`
+        self.notes: deque = deque(maxlen=keep)  # (clip, frame, latency_s, arrival_s, model), beside `frames`
 
     def show(self, recon: np.ndarray, truth: np.ndarray | None, header: ReconHeader) -> None:
         super().show(recon, truth, header)
         clip, frame = self.lookup.where(header) or (NOWHERE, NOWHERE)
-        self.notes.append((clip, frame, self.wall_clock() - header.t_newest, self.clock()))
+        self.notes.append((clip, frame, self.wall_clock() - header.t_newest, self.clock(), header.model))
 
 
 @dataclass
@@ -55,6 +55,7 @@ class RunRecord:
     frame: np.ndarray  # (F,) frame of that clip, NOWHERE outside every clip
     latency_s: np.ndarray  # (F,) shown on this host minus the rig time of the newest input
     arrival_s: np.ndarray  # (F,) this host's monotonic clock, from the first frame
+    model: np.ndarray  # (F,) str: the id of the model that made each frame (a live swap changes it)
     trials: list[str]
     mask: np.ndarray | None  # (H, W) bool evaluation mask, None: every pixel
     daemon_stats: dict
@@ -62,7 +63,7 @@ class RunRecord:
     @classmethod
     def from_sink(cls, sink: RunSink, trials: list[str], mask: np.ndarray | None, stats: dict) -> "RunRecord":
         recons, truths, t_stim = zip(*sink.frames, strict=True)
-        clip, frame, latency, arrival = (np.asarray(c) for c in zip(*sink.notes, strict=True))
+        clip, frame, latency, arrival, model = (np.asarray(c) for c in zip(*sink.notes, strict=True))
         gray = np.full(recons[0].shape, 127, np.uint8)
         return cls(
             recon=np.stack([to_uint8(r) for r in recons]),
@@ -72,6 +73,7 @@ class RunRecord:
             frame=frame.astype(np.int32),
             latency_s=latency.astype(np.float64),
             arrival_s=(arrival - arrival[0]).astype(np.float64),
+            model=model.astype(str),
             trials=list(trials),
             mask=mask,
             daemon_stats=stats,
@@ -83,6 +85,7 @@ class RunRecord:
         arrays |= {
             "latency_s": self.latency_s,
             "arrival_s": self.arrival_s,
+            "model": self.model.astype(str),
             "trials": np.asarray(self.trials),
         }
         arrays["mask"] = np.zeros((0, 0), bool) if self.mask is None else self.mask
@@ -99,7 +102,16 @@ class RunRecord:
                 return cls(
                     **{
                         k: z[k]
-                        for k in ("recon", "truth", "t_stim", "clip", "frame", "latency_s", "arrival_s")
+                        for k in (
+                            "recon",
+                            "truth",
+                            "t_stim",
+                            "clip",
+                            "frame",
+                            "latency_s",
+                            "arrival_s",
+                            "model",
+                        )
                     },
                     trials=[str(t) for t in z["trials"]],
                     mask=mask if mask.size else None,
@@ -112,6 +124,15 @@ class RunRecord:
             ) from None
         except (KeyError, ValueError) as exc:
             raise ValueError(f"{path}: not a demo run record ({exc}); run the demo again") from None
+
+    def model_spans(self) -> list[dict]:
+        """Each run of consecutive frames one model made: its id, first frame and frame count."""
+        starts = [0, *np.flatnonzero(self.model[1:] != self.model[:-1]) + 1]
+        ends = [*starts[1:], len(self.model)]
+        return [
+            {"model": str(self.model[a]), "first_frame": int(a), "frames": int(b - a)}
+            for a, b in zip(starts, ends, strict=True)
+        ]
 
     def located(self) -> np.ndarray:
         """(F,) bool: the frames that belong to a clip of the plan."""

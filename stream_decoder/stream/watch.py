@@ -35,6 +35,7 @@ class InputWatch:
         self.model_planes = model_planes  # None: the artifact records no input timing
         self.needs_pupil = needs_pupil  # a gaze-corrected model: it moves its frames by the eye's shift
         self.missing_run = 0  # frames in a row decoded with most neurons missing
+        self.stream_planes: int | None = None  # the plane count of the latest message, None before one
 
     def session_started(self, msg: Activity) -> None:
         """`session_restarted`, when the session `msg` started is one its sender had already."""
@@ -54,6 +55,7 @@ class InputWatch:
 
     def message(self, msg: Activity) -> None:
         """`input_timing`, for a message with another plane count than the model's input had."""
+        self.stream_planes = msg.n_planes
         if self.model_planes is None or msg.n_planes == self.model_planes:
             return
         self.counts["input_timing"] += 1

@@ -18,7 +18,7 @@ def register(sub) -> None:
         description="Optimise a gray video per clip until each encoder's predicted responses match the "
         "recorded ones (Bauer, Margrie & Clopath 2026), average the members, smooth. Results go to a "
         "store the distillation reads; clips already there are skipped, so a run resumes. Under "
-        "torchrun, clips are sharded across ranks.",
+        "torchrun, clips are sharded across ranks, one GPU per rank where GPUs are visible.",
     )
     parser.add_argument(
         "--data", type=Path, required=True, help="dataset root (Sensorium 2023 mouse folders)"
@@ -47,6 +47,10 @@ def register(sub) -> None:
         type=Path,
         help="student or baseline artifact: start each clip from its decoding instead of gray (on the demo "
         "mouse inversion pulls a baseline start down: bench/bench_teacher_start.py)",
+    )
+    parser.add_argument(
+        "--device",
+        help="cpu or cuda (default: cuda when a GPU is visible); under torchrun each rank takes its own GPU",
     )
     parser.set_defaults(func=main)
 
@@ -81,6 +85,7 @@ def main(args) -> int:
         batch_size=args.batch_size,
         limit=args.limit,
         warm_start=warm_start,
+        device=args.device,
     )
     store = run(job)
     print(json.dumps({"store": str(out), "mice": store.summary()}, indent=2))

@@ -48,6 +48,7 @@ class Job:
     batch_size: int = 1  # clips reconstructed together
     limit: int | None = None  # at most this many clips per mouse (in trial order)
     warm_start: WarmStart | None = None  # None: every clip starts gray
+    device: str | None = None  # cpu or cuda; None: cuda when a GPU is visible (one per rank)
 
 
 FRAME_SCORE_SKIP = 30  # leading frames left out of the frame-wise score: the models' warm-up
@@ -76,9 +77,9 @@ def manifest(teacher: TeacherConfig, mask: MaskConfig | None, models, mice: dict
 
 
 def run(job: Job, progress: bool = True) -> TeacherStore:
-    ranks = Ranks.start("cpu")
+    ranks = Ranks.start(job.device)
     mice = open_mice(job.data)
-    encoders = [e.requires_grad_(False) for e in load_ensemble(list(job.models), mice)]
+    encoders = [e.requires_grad_(False).to(ranks.device) for e in load_ensemble(list(job.models), mice)]
     store = TeacherStore(job.out)
     if ranks.rank == 0:
         warm_source = job.warm_start.source if job.warm_start else None

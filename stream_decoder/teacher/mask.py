@@ -29,11 +29,13 @@ def train_alpha_mask(encoders, clips, mouse: str, cfg: MaskConfig, progress=True
     if len(clips) < 2:
         raise ValueError("the alpha mask needs at least two clips: each is blended with another")
     generator = torch.Generator().manual_seed(cfg.seed)
+    device = next(encoders[0].parameters()).device
     frames = min(len(c.video) for c in clips)
     data = [
-        tuple(a[None, :frames] for a in (c.video, c.behavior, c.pupil_center, c.responses)) for c in clips
+        tuple(a[None, :frames].to(device) for a in (c.video, c.behavior, c.pupil_center, c.responses))
+        for c in clips
     ]
-    mask = torch.rand(clips[0].video.shape[1:], generator=generator) * cfg.init_scale
+    mask = (torch.rand(clips[0].video.shape[1:], generator=generator) * cfg.init_scale).to(device)
     with torch.no_grad():
         baseline = [_response_error(encoders, *clip, mouse) for clip in data]
     bar = tqdm(range(cfg.iterations), desc="alpha mask", unit="it", leave=False, disable=not progress)
@@ -49,10 +51,12 @@ def train_alpha_mask(encoders, clips, mouse: str, cfg: MaskConfig, progress=True
             loss = loss + error / baseline[i] / cfg.clips_per_step
         (grad,) = torch.autograd.grad(loss, alpha)
         grad = (grad / grad.norm().clamp_min(1e-12)).clamp(-1.0, 1.0)
-        grad = torch.from_numpy(gaussian_filter(grad.numpy(), cfg.blur_sigma, mode="nearest"))
+        grad = torch.from_numpy(gaussian_filter(grad.cpu().numpy(), cfg.blur_sigma, mode="nearest")).to(
+            device
+        )
         mask = mask - cfg.lr * grad
         bar.set_postfix(mean_alpha=f"{mask.clamp(0, 1).mean():.3f}")
-    return mask.numpy().astype(np.float32)
+    return mask.cpu().numpy().astype(np.float32)
 
 
 def _response_error(encoders, video, behavior, pupil, recorded, mouse) -> torch.Tensor:

@@ -69,11 +69,16 @@ def learning_rate(cfg: TeacherConfig, iteration: int) -> float:
 
 
 def invert(encoder, clips: "ClipBatch", mouse: str, mask, cfg: TeacherConfig, init=None, progress=True):
-    """One member's reconstruction of a batch of clips: (B, T, H, W) float32 tensor in 0-255."""
+    """One member's reconstruction of a batch of clips: (B, T, H, W) float32 tensor in 0-255, on
+    the encoder's device."""
+    device = next(encoder.parameters()).device
+    clips = clips.to(device)
     video = torch.full(clips.shape, GRAY) if init is None else torch.as_tensor(init).float().clamp(0.0, 255.0)
+    video = video.to(device)
     mask = torch.ones(clips.shape[2:]) if mask is None else torch.as_tensor(mask, dtype=torch.float32)
-    index = window_index(clips.shape[1], cfg.window, cfg.stride)
-    neurons = neuron_subset(clips.recorded.shape[-1], cfg)
+    mask = mask.to(device)
+    index = window_index(clips.shape[1], cfg.window, cfg.stride).to(device)
+    neurons = neuron_subset(clips.recorded.shape[-1], cfg).to(device)
     first, second = torch.zeros_like(video), torch.zeros_like(video)
     bar = tqdm(range(cfg.iterations), desc="teacher", unit="it", leave=False, disable=not progress)
     for it in bar:
@@ -115,6 +120,10 @@ class ClipBatch:
     def shape(self) -> tuple[int, ...]:
         return (*self.recorded.shape[:2], *self.frame_shape)
 
+    def to(self, device: torch.device) -> "ClipBatch":
+        move = (t.to(device) for t in (self.recorded, self.behavior, self.pupil))
+        return ClipBatch(*move, self.frame_shape)
+
 
 def smooth(videos: np.ndarray, sigma: float) -> np.ndarray:
     """3D gaussian over (t, y, x) of each (T, H, W) video in a (B, T, H, W) batch."""
@@ -133,5 +142,5 @@ def reconstruct(
     """
     cfg = cfg or PRESETS["published"]
     batch = ClipBatch.of(clips)
-    members = [invert(encoder, batch, mouse, mask, cfg, init, progress) for encoder in encoders]
+    members = [invert(encoder, batch, mouse, mask, cfg, init, progress).cpu() for encoder in encoders]
     return smooth(torch.stack(members).mean(0).numpy(), cfg.smooth_sigma).astype(np.float32)
