@@ -93,16 +93,16 @@ def test_neurons_never_sent_are_stale():
     np.testing.assert_array_equal(a.activity, [0, 0, 0, 0, 1, 1])
 
 
-def test_multi_plane_ticks_complete_when_a_later_tick_begins():
+def test_multi_plane_ticks_complete_when_a_sample_after_them_arrives():
     a = Assembler(N, RESTING, RATE)
-    assert a.tick_of(1 / RATE - 1e-7) == 1 and a.tick_of(1 / RATE - 1e-5) == 0  # on the grid within 1 us
+    assert a.tick_of(1 / RATE + 1e-7) == 1 and a.tick_of(1 / RATE + 1e-5) == 2  # on the grid within 1 us
+    assert a.tick_of(1 / RATE - 1e-5) == 1  # tick k holds the samples acquired at or before it
     assert a.tick_time(45) == 1.5
     t0 = 100.0  # tick 3000
     assert a.due_ticks(t0) == (range(0), 0)  # the first message opens the grid, completes nothing
-    assert a.due_ticks(t0 + 0.5 / RATE) == (range(0), 0)  # still within tick 3000
-    assert a.due_ticks(t0 + 1 / RATE) == (range(3000, 3001), 0)  # tick 3001 begins: 3000 is complete
-    assert a.due_ticks(t0 + 1 / RATE) == (range(0), 0)  # each tick once
-    assert a.due_ticks(t0 + 3.2 / RATE) == (range(3001, 3003), 0)  # a short pause: every tick
+    assert a.due_ticks(t0 + 0.5 / RATE) == (range(3000, 3001), 0)  # acquired after tick 3000: complete
+    assert a.due_ticks(t0 + 1 / RATE) == (range(0), 0)  # each tick once; this sample is tick 3001's
+    assert a.due_ticks(t0 + 3.2 / RATE) == (range(3001, 3004), 0)  # a short pause: every tick
     assert a.due_ticks(t0 + 2 / RATE) == (range(0), 0)  # a plane acquired earlier emits nothing
 
 
@@ -112,3 +112,57 @@ def test_after_a_jump_in_rig_time_only_the_last_ticks_are_emitted():
     assert a.due_ticks(2 / RATE) == (range(0, 2), 0)  # within the limit: all
     assert a.due_ticks(12 / RATE) == (range(9, 12), 7)  # ticks 2..8 skipped, 9..11 emitted
     assert a.due_ticks(13 / RATE) == (range(12, 13), 0)
+
+
+def volume_step(a: Assembler, seq: int, t: float, plane: int, first: int, size: int) -> list[int]:
+    """One plane's message through the daemon's order (due ticks, apply, complete ticks): the
+    ticks emitted."""
+    msg = message(
+        seq, t=t, values=np.full(size, float(seq), np.float32), first=first, plane=plane, n_planes=2
+    )
+    a.admit(msg)
+    due, _ = a.due_ticks(t)
+    a.apply(msg)
+    return [*due, *a.complete_ticks()]
+
+
+def test_multi_plane_ticks_are_emitted_once_every_plane_s_next_sample_falls_in_a_later_tick():
+    # 2 planes of 3 neurons, a volume every 4 ticks: plane 0 at tick 4v, plane 1 at 4v + 1.
+    a = Assembler(N, RESTING, RATE)
+    period = 4 / RATE
+    emitted, seq = [], 0
+    for v in range(3):
+        for plane in (0, 1):
+            ticks = volume_step(a, seq, v * period + plane / RATE, plane, 3 * plane, 3)
+            emitted.append(ticks)
+            seq += 1
+    # First volume: periods unknown, so only the old rule: a message from a later tick completes earlier ones.
+    assert emitted[:3] == [[], [0], [1, 2, 3]]
+    # From the second plane 1 sample on every period is known: after it, the ticks before plane 0's
+    # next sample (tick 8) are out at once (4 by the old rule, 5-7 early), not when tick 8's comes.
+    assert emitted[3] == [4, 5, 6, 7]
+    assert emitted[4] == [8]  # plane 1's next sample is in tick 9
+    assert emitted[5] == [9, 10, 11]
+
+
+def test_a_plane_split_over_messages_completes_ticks_only_once_whole():
+    a = Assembler(N, RESTING, RATE)
+    period = 4 / RATE
+    emitted = []
+    for v in range(2):  # plane 0 whole; plane 1 in two messages of 2 and 1 neurons
+        for plane, first, size in ((0, 0, 3), (1, 3, 2), (1, 5, 1)):
+            emitted.append(volume_step(a, len(emitted), v * period + plane / RATE, plane, first, size))
+    assert emitted[3:] == [[1, 2, 3], [4], [5, 6, 7]]  # 5-7 only once plane 1's second part came
+    plane_1 = a.planes[1]
+    assert plane_1.size == 3 and plane_1.values == 3 and plane_1.period == pytest.approx(period)
+
+
+def test_a_dropped_volume_keeps_the_shortest_period():
+    from stream_decoder.stream.assembly import PlaneClock
+
+    clock = PlaneClock()
+    for t in (0.0, 0.1, 0.3, 0.4):  # the sample at 0.2 never came
+        clock.take(t, 5)
+    assert clock.period == pytest.approx(0.1) and clock.next_sample() == pytest.approx(0.5)
+    clock.take(0.5, 2)  # part of a sample: not whole yet
+    assert clock.next_sample() is None

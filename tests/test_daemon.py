@@ -349,15 +349,29 @@ def test_a_jump_in_rig_time_emits_only_the_last_ticks_and_counts_the_skipped(
         volumes[0][:half], t0 + 21 / RATE, first=0, plane=0, n_planes=2, behavior=BEHAVIOR, pupil_center=PUPIL
     )
     s.deliver(9)
-    ticks = [0, 1, 16, 17, 18, 19, 20]  # tick 20's message completes 2..19: only the last 4 go out
+    # A tick goes out once a sample acquired after it arrives, or once every plane's next sample is
+    # due after it (tick 2: plane 0's tick-2 sample, plane 1's next at 2.5); tick 20's message
+    # completes 3..19, of which only the last 4 go out; tick 21's plane 0 completes tick 21.
+    ticks = [0, 1, 2, 16, 17, 18, 19, 20, 21]
     frames, headers = receive(s.display, len(ticks))
-    assert s.daemon.stats.dropped == {"catchup_ticks": 14}  # ticks 2..15
-    held = volumes[[0, 1, 2, 2, 2, 2, 3]]  # the skipped ticks hold tick 2's values, as the last 4 do
+    assert s.daemon.stats.dropped == {"catchup_ticks": 13}  # ticks 3..15
+    rest = np.zeros(n, np.float32)
+    planes = [(0, None), (1, 0), (2, 1), (2, 2), (2, 2), (2, 2), (2, 2), (3, 2), (0, 3)]  # volume per plane
+    held = np.stack(
+        [
+            np.concatenate([volumes[p0][:half], (rest if p1 is None else volumes[p1])[half:]])
+            for p0, p1 in planes
+        ]
+    )
     np.testing.assert_allclose(frames, offline_frames(untrained_artifact, held), atol=1e-4)
     lookahead = s.daemon.backend.artifact.meta.lookahead
     np.testing.assert_allclose([h.t_stim for h in headers], t0 + (np.array(ticks) - lookahead) / RATE)
     assert [h.seq for h in headers] == list(range(len(ticks))) and s.display.lost == 0  # no frame lost
-    assert [h.stale for h in headers] == [0, 0, 1, 1, 1, 1, 0]  # tick 2's values are old by tick 16
+    # stale: plane 1 not yet acquired at tick 0, both planes' tick-2 values old by tick 16, plane 1's
+    # tick-2.5 value old by tick 20
+    plane_1 = (n - half) / n
+    expected_stale = [plane_1, 0, 0, 1, 1, 1, 1, plane_1, 0]
+    assert [h.stale for h in headers] == pytest.approx(expected_stale, abs=1 / n)
 
 
 def test_uint8_output_is_each_frame_rounded_and_clipped(step_daemon, untrained_artifact, tiny_mouse):

@@ -5,12 +5,15 @@ to the tick). Before its first value of a session a neuron holds 0, as `data.hel
 the distillation (a neuron the raw-frame front end has no ROI for: its training mean); behaviour
 holds the model's training mean until the rig sends some. Single-plane input is decoded once per
 message; multi-plane input on a grid of rig time, tick k at k / rate_hz: a tick is complete, and
-emitted with each neuron's latest value acquired at or before it, once a message from a later
-tick arrives.
+emitted with each neuron's latest value acquired at or before it, once a message acquired after
+it arrives, or as soon as every plane's next sample is known to fall after it (each plane's
+period learned from the stream, its latest sample whole): the frame then waits for no message it
+does not need.
 """
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,6 +34,34 @@ def contiguous_runs(neurons: np.ndarray) -> list[tuple[int, int, int]]:
     breaks = np.flatnonzero(np.diff(neurons) != 1) + 1
     bounds = np.concatenate([[0], breaks, [neurons.size]])
     return [(int(neurons[a]), int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+
+
+@dataclass
+class PlaneClock:
+    """One plane's sampling as the stream shows it: when its latest sample was acquired, how many
+    values of it came so far and how many its previous sample had (the whole plane, in however
+    many messages), and its period: the shortest gap seen, so a dropped volume only lengthens one
+    gap and jitter in the rig's times makes the next sample look due earlier, never later."""
+
+    t: float = -math.inf
+    values: int = 0
+    size: int = 0
+    period: float | None = None
+
+    def take(self, t: float, values: int) -> None:
+        if t > self.t + TIME_TOLERANCE_S:
+            if math.isfinite(self.t):
+                gap = t - self.t
+                self.period = gap if self.period is None else min(self.period, gap)
+                self.size = self.values
+            self.t, self.values = t, 0
+        self.values += values
+
+    def next_sample(self) -> float | None:
+        """When its next sample is due; None until a whole sample and the period are known."""
+        if self.period is None or self.values < self.size:
+            return None
+        return self.t + self.period
 
 
 class Assembler:
@@ -63,6 +94,7 @@ class Assembler:
         self.last_seq = -1
         self.newest: Activity | None = None  # newest accepted message (its t and seq go into recon)
         self.next_tick: int | None = None  # multi-plane: first grid tick not emitted yet
+        self.planes: list[PlaneClock] = []  # multi-plane: each plane's sampling in this session
         self.restarted: str | None = None  # why the last admitted message restarted a known session
         self._refused = 0  # messages of `_refused_session` refused in a row
         self._refused_session: str | None = None
@@ -116,6 +148,23 @@ class Assembler:
             self.behavior[2:] = msg.pupil_center
             self.pupil_t = msg.t
         self.newest = msg
+        if msg.n_planes > 1:
+            if len(self.planes) != msg.n_planes:
+                self.planes = [PlaneClock() for _ in range(msg.n_planes)]
+            self.planes[msg.plane].take(msg.t, msg.values.size)
+
+    def complete_ticks(self) -> range:
+        """Multi-plane, after applying a message: the grid ticks no sample still to come can
+        change, because every plane's next one falls in a later tick. Emit them now."""
+        due = [plane.next_sample() for plane in self.planes]
+        if self.next_tick is None or not due or None in due:
+            return range(0)
+        end = min(self.tick_of(t) for t in due)
+        if end <= self.next_tick:
+            return range(0)
+        ticks = range(self.next_tick, end)
+        self.next_tick = end
+        return ticks
 
     def due_ticks(self, t: float) -> tuple[range, int]:
         """Multi-plane: (grid ticks that a message acquired at `t` completes, ticks skipped).
@@ -135,7 +184,8 @@ class Assembler:
         return range(start, tick), skipped
 
     def tick_of(self, t: float) -> int:
-        return math.floor((t + TIME_TOLERANCE_S) * self.rate_hz)
+        """The first grid tick whose frame holds a sample acquired at `t`: at or after it."""
+        return math.ceil((t - TIME_TOLERANCE_S) * self.rate_hz)
 
     def tick_time(self, tick: int) -> float:
         return tick / self.rate_hz
@@ -160,3 +210,4 @@ class Assembler:
         self.pupil_t = msg.t
         self.newest = None
         self.next_tick = None
+        self.planes = []

@@ -288,6 +288,8 @@ class Daemon:
                     self._emit(self.assembler.tick_time(tick), received)
                 for part in parts:
                     self.assembler.apply(part)
+                for tick in self.assembler.complete_ticks():
+                    self._emit(self.assembler.tick_time(tick), received)
         finally:  # recorded after the frame is out, so the disk copy never delays it
             if self.recorder is not None:
                 for part in parts:
