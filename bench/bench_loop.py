@@ -12,12 +12,11 @@ the step's rig time to its arrival, splits exactly into
     (biology, indicator and scan beyond what the lookahead covers; negative if it shows the
     step early, smeared back from later activity);
   - the lookahead, t_newest - t_stim (L ticks);
-  - the rest, arrival - t_newest: a multi-plane tick is complete only when the next plane's
-    message arrives (docs/protocol.md §6.2), the virtual rig publishes a plane at the tick after
-    its acquisition, then ZeroMQ and one step (the daemon's own receive-to-publish time is
-    recorded beside it).
-The lookahead part is L ticks plus where in its tick the newest sample fell (a tick holds the
-samples acquired up to the next grid point).
+  - the rest, arrival - t_newest: the virtual rig reads a plane out at the end of the 30 Hz
+    tick it was scanned in, then ZeroMQ and one step (the daemon's own receive-to-publish time is
+    recorded beside it; bench_loop_split.py splits this part in separate processes).
+The lookahead part is L ticks less how long before its tick the newest sample was acquired (a
+tick holds the samples acquired at or before it).
 Beside it, biology and indicator alone: the simulated population's half-rise time after the
 step, from the same mouse offline. Models: the ridge baseline fitted on the rig's 3-plane timing
 at L = 0, 2, 4, 8 (fitted into <cache>/loop/ once, ~15 s each) and the bundled student. The
@@ -114,15 +113,16 @@ def run_loop(artifact: Path, mouse, frames: np.ndarray) -> tuple[float, list, di
     return t0, received, stats
 
 
-def step_latencies(t0: float, received: list, steps: list[int], pictures: list, mask) -> dict:
-    """Per step, the reconstruction that first reflects it, and its latency split in three.
+def reflecting_frames(t0: float, received: list, steps: list[int], pictures: list, mask) -> list[tuple]:
+    """Per step the model decodes: (its rig time, the index in `received` of the first
+    reconstruction that reflects it).
 
     Each reconstruction is scored by how its change from the model's picture of grey (its mean
     over the half second before the step) correlates with the new picture in the mask, so a
     decoder's prior (natural images are alike) does not count as seeing the step."""
-    arrival, t_stim, t_newest = (np.array([r[i] for r in received]) for i in range(3))
+    arrival, t_stim = (np.array([r[i] for r in received]) for i in range(2))
     recons = np.stack([r[3] for r in received]).astype(np.float32)
-    parts = {"total": [], "picture_delay": [], "lookahead": [], "transport_compute": []}
+    found = []
     for step, picture in zip(steps, pictures, strict=True):
         t_step = t0 + step / FRAME_RATE_HZ
         grey = (t_stim >= t_step - 0.5) & (t_stim < t_step)
@@ -135,13 +135,20 @@ def step_latencies(t0: float, received: list, steps: list[int], pictures: list, 
         if not plateau > 0.1:
             continue  # this model does not decode the picture: no latency to speak of
         candidates = np.flatnonzero((arrival >= t_step) & (corr >= plateau / 2))
-        if not candidates.size:
-            continue
-        k = candidates[0]
-        parts["total"].append(arrival[k] - t_step)
-        parts["picture_delay"].append(t_stim[k] - t_step)
-        parts["lookahead"].append(t_newest[k] - t_stim[k])
-        parts["transport_compute"].append(arrival[k] - t_newest[k])
+        if candidates.size:
+            found.append((t_step, int(candidates[0])))
+    return found
+
+
+def step_latencies(t0: float, received: list, steps: list[int], pictures: list, mask) -> dict:
+    """Per step, the reconstruction that first reflects it, and its latency split in three."""
+    parts = {"total": [], "picture_delay": [], "lookahead": [], "transport_compute": []}
+    for t_step, k in reflecting_frames(t0, received, steps, pictures, mask):
+        arrival, t_stim, t_newest = received[k][:3]
+        parts["total"].append(arrival - t_step)
+        parts["picture_delay"].append(t_stim - t_step)
+        parts["lookahead"].append(t_newest - t_stim)
+        parts["transport_compute"].append(arrival - t_newest)
     return {"steps_timed": len(parts["total"]), **{k: percentiles(v) for k, v in parts.items() if v}}
 
 

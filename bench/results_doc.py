@@ -384,6 +384,35 @@ def loop(r: dict) -> str:
     )
 
 
+def loop_split(r: dict) -> str:
+    rows = [[name.replace("_", " "), f"{v['p50']:.1f}", f"{v['p99']:.1f}"] for name, v in r["steps"].items()]
+    software, relay = r["software_every_frame"], r["relay_every_message"]
+    daemon, target = r["daemon_receive_to_publish_ms"], r["target_software_ms"]
+    return (
+        f"The loop in separate processes ({', '.join(r['processes'])}) on `{r['mouse']}`, "
+        f"{r['neurons']:,} neurons in {r['planes']} planes, model {r['model']}: a step shown -> the first "
+        f"frame that shows it, {r['steps_timed']} steps, ms (the biology and indicator's half rise alone: "
+        f"{r['biology_indicator_half_rise_ms']:.0f} ms).\n\n"
+        + table(["part", "p50", "p99"], rows)
+        + "\n\nWhat the software adds, newest needed activity message -> frame, every frame, beside a bare "
+        "ZeroMQ relay of the same messages (arrival at the stimulus program, ms):\n\n"
+        + table(
+            ["path", "p50", "p99", "max", "samples"],
+            [
+                ["daemon", *(f"{software[k]:.2f}" for k in ("p50", "p99", "max")), r["frames"]],
+                ["bare ZeroMQ relay", *(f"{relay[k]:.2f}" for k in ("p50", "p99", "max")), relay["messages"]],
+                [
+                    "daemon's own receive -> publish",
+                    *(f"{daemon[k]:.2f}" for k in ("p50", "p99", "max")),
+                    daemon["samples"],
+                ],
+            ],
+        )
+        + f"\n\nTarget for the software: p50 <= {target['p50']:.0f} ms, p99 <= {target['p99']:.0f} ms."
+        + picture(r)
+    )
+
+
 def e2e(r: dict) -> str:
     def cells(run):
         lat = run["latency_ms"]
@@ -504,6 +533,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict], str]]] = [
     ("bench_teacher_start", "The teacher from a good start", teacher_start),
     ("bench_teacher", "The teacher", teacher),
     ("bench_loop", "Closed-loop latency", loop),
+    ("bench_loop_split", "Closed-loop latency in separate processes", loop_split),
     ("bench_e2e", "Rig to display latency", e2e),
     ("bench_step", "Backend.step", step),
     ("bench_step_residual", "Backend.step, residual student", step),
