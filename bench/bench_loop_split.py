@@ -266,7 +266,7 @@ def main() -> None:
                 "stream-decoder serve",
                 "stream-decoder virtual-rig",
                 "bench/zmq_relay.py",
-                "this script",
+                "the stimulus program (this script)",
             ],
             "biology_indicator_half_rise_ms": biology * 1e3,
             "target_software_ms": {"p50": 5.0, "p99": 15.0},
