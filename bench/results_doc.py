@@ -413,6 +413,39 @@ def loop_split(r: dict) -> str:
     )
 
 
+def calibrate(r: dict) -> str:
+    groups = list(r["held_out_clips"])
+    head = ["decoder", "minutes of data", "fit s", "gaze gain", *(g.replace("_", " ") for g in groups)]
+    rows = [
+        [
+            f"calibrated on the day's block ({c['clips']} clips)",
+            f"{c['minutes']:g}",
+            f"{c['fit_s']:.0f}",
+            c["gaze_gain"],
+        ]
+        + [f3(c["scores"][g]) for g in groups]
+        for c in r["calibrated"]
+    ]
+    offline = r["offline"]
+    rows.append(
+        [
+            "offline, the dataset's training clips",
+            f"{offline['minutes']:.1f}",
+            f"{offline['fit_s']:.0f}",
+            offline["gaze_gain"],
+        ]
+        + [f3(offline["scores"][g]) for g in groups]
+    )
+    clips = ", ".join(f"{n} {g.replace('_', ' ')}" for g, n in r["held_out_clips"].items())
+    return (
+        f"The gaze baseline fitted on a calibration block of `{r['mouse']}` (a mouse no bundled model "
+        f"has seen) taken through its virtual rig, beside the same decoder fitted offline; masked "
+        f"correlation on the dataset's held-out clips ({clips}; {r['mask_pixels']}-px mask).\n\n"
+        + table(head, rows)
+        + picture(r)
+    )
+
+
 def e2e(r: dict) -> str:
     def cells(run):
         lat = run["latency_ms"]
@@ -532,6 +565,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict], str]]] = [
     ("bench_teacher_ceiling", "The teacher with a perfect encoder", teacher_ceiling),
     ("bench_teacher_start", "The teacher from a good start", teacher_start),
     ("bench_teacher", "The teacher", teacher),
+    ("bench_calibrate", "Calibrating on the day", calibrate),
     ("bench_loop", "Closed-loop latency", loop),
     ("bench_loop_split", "Closed-loop latency in separate processes", loop_split),
     ("bench_e2e", "Rig to display latency", e2e),

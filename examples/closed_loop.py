@@ -8,7 +8,9 @@ or after `--max-s` seconds of a clip; the next clip is one not yet shown, then t
 has been weakest on. Each decision is logged as one JSON line with the rig times it was based on.
 
 By default everything runs in this process on private endpoints: the virtual rig of a synthetic
-dataset's mouse (`stream-decoder virtual-rig`) and the daemon serving --artifact:
+dataset's mouse (`stream-decoder virtual-rig`) and the daemon serving --artifact, by default the
+mouse's gaze baseline in the rig's own plane timing (fitted into the cache the first time, under a
+minute for the demo mouse), so the daemon decodes the timing its model was fitted on:
 
     python examples/closed_loop.py --data .cache/stream_decoder/data/demo
 
@@ -28,10 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from stream_decoder.data import FRAME_RATE_HZ, open_mouse
+from stream_decoder.data import FRAME_RATE_HZ, PlaneTiming, open_mouse
 from stream_decoder.decoder.artifact import load_artifact
+from stream_decoder.decoder.baseline import ensure_baseline
+from stream_decoder.decoder.config import GAZE_BASELINE
 from stream_decoder.metrics import frame_correlations
 from stream_decoder.runtime import open_backend
+from stream_decoder.runtime.export import export_artifact
 from stream_decoder.stream.client import ReconClient
 from stream_decoder.stream.config import DaemonConfig, LogConfig, ModelConfig
 from stream_decoder.stream.demo import DEMO_ARTIFACT
@@ -72,6 +77,7 @@ class Experiment:
     scores: dict[int, list[float]] = field(default_factory=dict)  # clip -> masked correlations
     recent: list[tuple[float, float, float]] = field(default_factory=list)  # (score, t_stim, t_newest)
     decisions: list[Decision] = field(default_factory=list)
+    warnings: dict[str, int] = field(default_factory=dict)  # the daemon's, when run in this process
 
     def frame(self, tick: int) -> np.ndarray:
         """What the screen shows at `tick`: the current clip, looped."""
@@ -142,7 +148,7 @@ def run(exp: Experiment, screen: Screen, client: ReconClient, decisions: int, ma
 @contextlib.contextmanager
 def standalone(data: Path, artifact: Path, seed: int):
     """The virtual rig of the dataset's mouse and a daemon serving `artifact`, in this process:
-    yields (stimulus endpoint, reconstruction client)."""
+    yields (stimulus endpoint, reconstruction client, the loop: its daemon's stats)."""
     backend = open_backend(artifact, "onnxruntime")
     backend.warmup()
     with private_endpoints() as endpoints:
@@ -150,13 +156,29 @@ def standalone(data: Path, artifact: Path, seed: int):
             model=ModelConfig(artifact, "onnxruntime"), endpoints=endpoints, log=LogConfig(interval_s=60.0)
         )
         with virtual_loop(cfg, backend, open_mouse(data), seed) as (loop, _, stimulus):
-            yield stimulus, loop.display
+            yield stimulus, loop.display, loop
+
+
+def rig_timed_baseline(mouse) -> Path:
+    """The mouse's gaze baseline fitted on its rig's own plane timing, scored in the bundled
+    model's mask: what the virtual rig's stream is decoded with when no model is named."""
+    planes = PlaneTiming.for_mouse(mouse.path).n_planes
+    mask = load_artifact(DEMO_ARTIFACT).evaluation_mask
+    print(f"closed_loop: serving {mouse.name}'s gaze baseline on its {planes}-plane timing", file=sys.stderr)
+    path = ensure_baseline(mouse.path.parent, mask, mouse.name, GAZE_BASELINE, multi_plane=planes > 1)
+    if not load_artifact(path).onnx_path.is_file():
+        export_artifact(path)
+    return path
 
 
 def main(argv: list[str] | None = None, log=sys.stdout) -> Experiment:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--data", type=Path, required=True, help="synthetic dataset root or mouse folder")
-    p.add_argument("--artifact", type=Path, default=DEMO_ARTIFACT, help="model the daemon serves")
+    p.add_argument(
+        "--artifact",
+        type=Path,
+        help="model the daemon serves (default: the mouse's gaze baseline in its rig's plane timing)",
+    )
     p.add_argument("--tier", default="final_test_main", help="tier whose movies are shown")
     p.add_argument("--clips", type=int, default=4, help="how many of its clips to choose from")
     p.add_argument(
@@ -174,17 +196,22 @@ def main(argv: list[str] | None = None, log=sys.stdout) -> Experiment:
     clips = [mouse.clip(trial).video for trial in mouse.trials(args.tier)[: args.clips]]
     if len(clips) < 2:
         raise SystemExit(f"closed_loop: {mouse.path} has {len(clips)} clip(s) in tier {args.tier!r}; need 2")
+    args.artifact = args.artifact or rig_timed_baseline(mouse)
     mask = load_artifact(args.artifact).evaluation_mask
     exp = Experiment(clips, mask, args.threshold, args.window, int(args.max_s * FRAME_RATE_HZ))
     with contextlib.ExitStack() as stack:
+        loop = None
         if args.stimulus is None:
-            stimulus, client = stack.enter_context(standalone(args.data, args.artifact, args.seed))
+            stimulus, client, loop = stack.enter_context(standalone(args.data, args.artifact, args.seed))
         else:
             stimulus, client = args.stimulus, stack.enter_context(ReconClient(args.recon))
         screen = stack.enter_context(Screen(stimulus, bind=False, session=fresh_session_id("closed-loop")))
         if not screen.wait_for_subscriber(30.0, topic=b"stimulus"):
             raise SystemExit(f"closed_loop: no virtual rig subscribed at {stimulus} within 30 s")
         run(exp, screen, client, args.decisions, args.total_s, log)
+        if loop is not None:
+            exp.warnings = loop.stats()["warnings"]
+            print(f"closed_loop: the daemon's warnings: {exp.warnings or 'none'}", file=sys.stderr)
     matched = sum(d.reason == "matched" for d in exp.decisions)
     print(f"closed_loop: {len(exp.decisions)} decisions, {matched} on decoded frames", file=sys.stderr)
     return exp

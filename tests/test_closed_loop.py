@@ -60,14 +60,31 @@ def test_a_clip_decoded_badly_times_out_and_the_weakest_clip_comes_back(closed_l
     assert decisions[2].next_clip == 1  # every clip seen: back to the one decoded worst
 
 
-def test_the_example_runs_against_the_virtual_rig_and_decides_on_decoded_frames(
-    closed_loop, tiny_root, baseline
-):
+def test_the_example_runs_against_the_virtual_rig_and_decides_on_decoded_frames(closed_loop, tiny_root):
     log = io.StringIO()
-    argv = ["--data", str(tiny_root), "--artifact", str(baseline.path), "--tier", "oracle"]
+    argv = ["--data", str(tiny_root), "--tier", "oracle"]  # no model named: one in the rig's timing
     exp = closed_loop.main([*argv, "--threshold", "0.1", "--decisions", "1", "--total-s", "30"], log=log)
+    assert exp.warnings.get("input_timing", 0) == 0
     logged = [json.loads(line) for line in log.getvalue().splitlines()]
     assert logged and logged == [vars(d) for d in exp.decisions]
     decision = logged[0]
     assert decision["reason"] == "matched" and decision["frames_scored"] == 15
     assert decision["t_stim_first"] <= decision["t_stim_last"] < decision["t_newest_last"]
+
+
+def test_the_calibration_example_fits_the_day_s_mouse_and_closes_the_loop_without_a_timing_warning(
+    tiny_root, tiny_mouse, tmp_path
+):
+    spec = importlib.util.spec_from_file_location(
+        "calibrate_closed_loop", EXAMPLE.with_name("calibrate_closed_loop.py")
+    )
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    argv = ["--data", str(tiny_root), "--calibration-s", "55", "--unpaced", "--out", str(tmp_path / "day")]
+    loop_argv = ["--tier", "oracle", "--threshold", "0.05", "--decisions", "1", "--total-s", "30"]
+    artifact, exp = example.main([*argv, *loop_argv], log=io.StringIO())
+    timing = artifact.meta.provenance["input_timing"]
+    assert timing["n_planes"] > 1 and artifact.meta.neuron_set == tiny_mouse.neuron_set()
+    assert artifact.meta.provenance["calibration"]["clips"] == 5  # 55 s: five 10 s clips
+    assert (tmp_path / "day" / "model.onnx").is_file()
+    assert exp.decisions and exp.warnings.get("input_timing", 0) == 0  # fitted on the rig's own planes

@@ -64,24 +64,38 @@ def fit_baseline(
 
 
 def ensure_baseline(
-    data: Path, mask: np.ndarray | None, mouse_name: str | None = None, cfg: RidgeConfig | None = None
+    data: Path,
+    mask: np.ndarray | None,
+    mouse_name: str | None = None,
+    cfg: RidgeConfig | None = None,
+    multi_plane: bool = False,
 ) -> Path:
-    """The mouse's baseline in the cache (plain ridge by default, the gaze baseline with gaze gains),
-    fitted now unless one of the same data, settings and mask is there already (a fit is 10-30 s for
-    the demo mouse: worth keeping, not worth committing)."""
+    """The mouse's baseline in the cache (plain ridge by default, the gaze baseline with gaze gains;
+    `multi_plane`: in the rig's own plane timing), fitted now unless one of the same data, settings,
+    timing and mask is there already (a fit is 10-60 s for the demo mouse: worth keeping, not worth
+    committing)."""
     cfg = cfg or RidgeConfig()
     mouse = open_mouse(data, mouse_name)
-    out = cache_dir() / "artifacts" / f"{mouse.name}-{'gaze-' if any(cfg.gaze_gains) else ''}baseline"
-    wanted = {"ridge": settings(cfg), "mask": None if mask is None else np.flatnonzero(mask).tolist()}
+    timing = input_timing(mouse, multi_plane)
+    kind = (
+        f"{'gaze-' if any(cfg.gaze_gains) else ''}baseline{f'-{timing.n_planes}plane' if multi_plane else ''}"
+    )
+    out = cache_dir() / "artifacts" / f"{mouse.name}-{kind}"
+    wanted = {
+        "ridge": settings(cfg),
+        "mask": None if mask is None else np.flatnonzero(mask).tolist(),
+        "planes": timing.n_planes,
+    }
     try:
         found = load_artifact(out)
         have = {
             "ridge": found.meta.provenance["baseline"]["ridge"],
             "mask": found.meta.provenance["evaluation_mask"],
+            "planes": found.meta.provenance["input_timing"]["n_planes"],
         }
         if found.meta.data_fingerprint == mouse.fingerprint() and have == wanted:
             return out
     except (OSError, ValueError, KeyError):
         pass  # absent or not this fit: fit it
     log.info("fitting the linear baseline of %s into %s", mouse.name, out)
-    return fit_baseline(data, out, cfg, mask, mouse.name).path
+    return fit_baseline(data, out, cfg, mask, mouse.name, multi_plane=multi_plane).path

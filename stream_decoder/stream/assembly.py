@@ -13,6 +13,7 @@ does not need.
 
 import itertools
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +96,7 @@ class Assembler:
         self.newest: Activity | None = None  # newest accepted message (its t and seq go into recon)
         self.next_tick: int | None = None  # multi-plane: first grid tick not emitted yet
         self.planes: list[PlaneClock] = []  # multi-plane: each plane's sampling in this session
+        self.skipped_ticks = 0  # multi-plane ticks never emitted, after jumps in rig time
         self.restarted: str | None = None  # why the last admitted message restarted a known session
         self._refused = 0  # messages of `_refused_session` refused in a row
         self._refused_session: str | None = None
@@ -152,6 +154,26 @@ class Assembler:
             if len(self.planes) != msg.n_planes:
                 self.planes = [PlaneClock() for _ in range(msg.n_planes)]
             self.planes[msg.plane].take(msg.t, msg.values.size)
+
+    def take(self, msg: Activity, parts: Sequence[Activity]) -> Iterator[float]:
+        """Apply an admitted message (`parts`: it, or its contiguous neuron runs), yielding the rig
+        time of each tick due on the way, when its frame is to be decoded from the held values:
+        a single-plane message's own, after it; for multi-plane input the ticks it completes
+        before it is applied (after a jump only the last `max_catchup_ticks`, the others counted
+        in `skipped_ticks`), then those no sample still to come can change."""
+        if msg.n_planes == 1:
+            for part in parts:
+                self.apply(part)
+            yield msg.t
+            return
+        ticks, skipped = self.due_ticks(msg.t)
+        self.skipped_ticks += skipped
+        for tick in ticks:
+            yield self.tick_time(tick)
+        for part in parts:
+            self.apply(part)
+        for tick in self.complete_ticks():
+            yield self.tick_time(tick)
 
     def complete_ticks(self) -> range:
         """Multi-plane, after applying a message: the grid ticks no sample still to come can

@@ -5,6 +5,7 @@ with ReconClient("tcp://127.0.0.1:5556") as client:
         ...  # frame (36, 64) read-only; header.t_stim: rig time of the stimulus it shows
 """
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +147,21 @@ class ControlClient:
             self.sock = self._connect()
             raise TimeoutError(f"no reply to {cmd!r} from {self.endpoint} within {self.timeout_ms} ms")
         return decode_reply(self.sock.recv())
+
+    def swap(self, artifact: str, wait_s: float = 60.0) -> dict:
+        """Ask the daemon to load `artifact` (a path on its host) and wait for the outcome: its
+        swap record (`ok` false and `error` when refused; docs/protocol.md §5.5)."""
+        before = len(self.request("info").get("swaps", []))
+        reply = self.request("load", artifact=artifact)
+        if not reply.get("ok"):
+            raise RuntimeError(f"{self.endpoint}: {reply.get('error')}")
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            swaps = self.request("info")["swaps"]
+            if len(swaps) > before:
+                return swaps[before]
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.endpoint}: {artifact} still loading after {wait_s:g} s; see info")
 
     def close(self) -> None:
         self.sock.close(linger=0)

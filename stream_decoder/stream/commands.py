@@ -152,6 +152,7 @@ def register(sub) -> None:
     _register_bridge(sub)
     _register_virtual_rig(sub)
     _register_swap(sub)
+    _register_calibrate(sub)
 
     p = sub.add_parser(
         "demo",
@@ -439,7 +440,6 @@ def _register_swap(sub) -> None:
 
 def _swap(args) -> int:
     import json
-    import time
 
     from stream_decoder.stream.client import ControlClient
     from stream_decoder.stream.config import check_endpoint
@@ -447,21 +447,87 @@ def _swap(args) -> int:
     check_endpoint(args.control, "--control", allow_remote=True)
     artifact = str(args.artifact.resolve())
     with ControlClient(args.control, timeout_s=5.0, curve=_curve(args)) as control:
-        before = len(control.request("info").get("swaps", []))
-        reply = control.request("load", artifact=artifact)
-        if not reply.get("ok"):
-            raise RuntimeError(f"{args.control}: {reply.get('error')}")
-        deadline = time.monotonic() + args.wait_s
-        while time.monotonic() < deadline:
-            swaps = control.request("info")["swaps"]
-            if len(swaps) > before:
-                record = swaps[before]
-                print(json.dumps(record, indent=1))
-                if not record["ok"]:
-                    raise ValueError(f"{artifact}: {record['error']}")
-                return 0
-            time.sleep(0.2)
-    raise TimeoutError(f"{args.control}: {artifact} still loading after {args.wait_s:g} s; see info")
+        record = control.swap(artifact, args.wait_s)
+    print(json.dumps(record, indent=1))
+    if not record["ok"]:
+        raise ValueError(f"{artifact}: {record['error']}")
+    return 0
+
+
+def _register_calibrate(sub) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="fit the gaze baseline on a calibration block of today's neurons, and swap it in",
+        description="Record a calibration block: the rig's activity (subscribed to --activity, as "
+        "the daemon is) and each frame the stimulus program shows (published to --stimulus as well "
+        "as to the screen, docs/protocol.md §9, stamped on the rig's clock), for --minutes of rig "
+        "time. Then fit the gaze baseline on it (a few seconds to a minute), in the stream's own "
+        "timing, write it to --out with its ONNX model and, with --control, swap it into the "
+        "running daemon (refused, with the reason, if that daemon serves other neurons: then "
+        "serve --artifact OUT). The lab's day: calibrate on the day's field of view, close the "
+        "loop (docs/lab-guide.md, 'Calibrating on the day').",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="the day's neuron table: a mouse folder (meta/neurons: unit ids and cell positions, in "
+        "the rig's neuron order) or a dataset root",
+    )
+    p.add_argument("--mouse", help="mouse folder name under a dataset root (default: the first)")
+    p.add_argument("--minutes", type=float, default=5.0, help="rig time to record (at least 50 s)")
+    p.add_argument("--activity", default="tcp://127.0.0.1:5555", help="the rig's activity PUB (connected)")
+    p.add_argument(
+        "--stimulus", default="tcp://127.0.0.1:5559", help="where the stimulus program publishes (bound)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="artifact directory to write")
+    p.add_argument("--mask-from", type=Path, help="an artifact whose evaluation mask scores the fit")
+    p.add_argument("--lookahead", type=int, default=8, help="ticks of activity after the decoded frame")
+    p.add_argument("--control", help="a running daemon's control socket: swap the fitted model in")
+    p.add_argument("--wait-s", type=float, default=30.0, help="give up after this long without a message")
+    p.set_defaults(func=_calibrate)
+
+
+def _calibrate(args) -> int:
+    import dataclasses
+    import json
+
+    from tqdm import tqdm
+
+    from stream_decoder.data import open_mouse
+    from stream_decoder.decoder.artifact import load_artifact
+    from stream_decoder.decoder.config import GAZE_BASELINE
+    from stream_decoder.runtime.export import export_artifact
+    from stream_decoder.stream.calibrate import Calibrator, fit_block, record
+    from stream_decoder.stream.client import ControlClient
+    from stream_decoder.stream.config import check_endpoint
+
+    for flag in ("activity", "stimulus", "control"):
+        if getattr(args, flag):
+            check_endpoint(getattr(args, flag), f"--{flag}", allow_remote=True)
+    neurons = open_mouse(args.data, args.mouse)
+    mask = load_artifact(args.mask_from).evaluation_mask if args.mask_from else None
+    calibrator = Calibrator(neurons.n_neurons)
+    print(f"calibrate: recording {args.minutes:g} min of {neurons.n_neurons} neurons", file=sys.stderr)
+    with tqdm(total=args.minutes * 60, desc="calibration block", unit="s", disable=None) as bar:
+        record(calibrator, args.activity, args.stimulus, args.minutes * 60, args.wait_s, bar)
+    block = calibrator.block()
+    cfg = dataclasses.replace(GAZE_BASELINE, lookahead=args.lookahead)
+    artifact = fit_block(block, neurons, args.out, cfg, mask, progress=True)
+    export_artifact(args.out)
+    summary = {
+        "artifact": str(args.out),
+        "model": artifact.model_id,
+        **artifact.meta.provenance["calibration"],
+    }
+    print(json.dumps(summary | {"stream": calibrator.stats.to_dict()}, indent=1))
+    if args.control:
+        with ControlClient(args.control, timeout_s=5.0) as control:
+            swap = control.swap(str(args.out.resolve()))
+        if not swap["ok"]:
+            raise ValueError(f"{args.control} kept its model: {swap['error']}; serve --artifact {args.out}")
+        print(f"calibrate: the daemon now serves {swap['model']}", file=sys.stderr)
+    return 0
 
 
 def _check_model(endpoint: str, check, curve, verb: str = "replay") -> None:

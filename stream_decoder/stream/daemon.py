@@ -276,20 +276,11 @@ class Daemon:
             self.log.warning("gap", "seq_gap", session=msg.session, seq=msg.seq, missed=missed)
         self.watch.message(msg)
         try:
-            if msg.n_planes == 1:
-                for part in parts:
-                    self.assembler.apply(part)
-                self._emit(msg.t, received)
-            else:
-                ticks, skipped = self.assembler.due_ticks(msg.t)
-                if skipped:
-                    self.stats.dropped["catchup_ticks"] += skipped
-                for tick in ticks:
-                    self._emit(self.assembler.tick_time(tick), received)
-                for part in parts:
-                    self.assembler.apply(part)
-                for tick in self.assembler.complete_ticks():
-                    self._emit(self.assembler.tick_time(tick), received)
+            skipped = self.assembler.skipped_ticks
+            for t in self.assembler.take(msg, parts):
+                self._emit(t, received)
+            if self.assembler.skipped_ticks > skipped:
+                self.stats.dropped["catchup_ticks"] += self.assembler.skipped_ticks - skipped
         finally:  # recorded after the frame is out, so the disk copy never delays it
             if self.recorder is not None:
                 for part in parts:

@@ -59,17 +59,25 @@ class Loopback:
         """Publish warm-up frames until `client` gets one: after this it misses nothing.
 
         Subscriptions reach a PUB socket asynchronously; without this the first frames can go
-        to nobody. The warm-up session is the rig's first; restart the rig before real data.
+        to nobody. The warm-up session is the rig's first (for a multi-plane model, a fresh one
+        in its timing); restart the rig before real data.
         Once one frame arrives, the client reads on up to the last warm-up message's frame, so
         no warm-up frame still on its way is taken for data, however slow the machine.
         """
-        for _ in range(200):
-            self.rig.send(np.zeros(self.daemon.n_neurons, np.float32), 0.0)
+        planes = (self.daemon.input_timing or {}).get("n_planes", 1)  # the model's: no timing warning
+        zeros = np.zeros(self.daemon.n_neurons, np.float32)
+        rate = self.cfg.stream.rate_hz
+        if planes > 1:  # its grid starts afresh, whatever an earlier attach left
+            self.rig.restart(fresh_session_id("warmup"))
+        for k in range(200):  # multi-plane: one tick each, a message completing the tick before
+            self.rig.send(zeros, k / rate if planes > 1 else 0.0, n_planes=planes)
             if (item := client.receive(timeout_s=0.1)) is not None:
                 break
         else:
             raise RuntimeError("no frame reached the client")
         last = (self.rig.session, self.rig.seq - 1)
+        if planes > 1:  # the last message's tick, completed by one more
+            self.rig.send(zeros, (k + 1) / rate, n_planes=planes)
         while item is not None and (item[1].session, item[1].seq_newest) != last:
             item = client.receive(timeout_s=self.timeout_s)
         if item is None:

@@ -72,6 +72,7 @@ class Rig:
         try:
             self.sock.setsockopt(zmq.LINGER, 1000)  # give queued messages a second to leave on close
             self.sock.setsockopt(zmq.SNDHWM, hwm)
+            self.sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscriber's subscription, for the count
             if curve is not None:
                 curve.apply(self.sock)
             attach(self.sock, endpoint, bind, what="rig activity endpoint")
@@ -81,13 +82,20 @@ class Rig:
         self.session = session
         self.seq = 0
 
-    def wait_for_subscriber(self, timeout_s: float, topic: bytes = ACTIVITY) -> bool:
-        """True once someone subscribed to `topic`; False after `timeout_s` without."""
+    def wait_for_subscriber(self, timeout_s: float, topic: bytes = ACTIVITY, count: int = 1) -> bool:
+        """True once `count` subscribers subscribed to `topic` (a stimulus program publishing to
+        the screen and to the calibrator waits for both); False after `timeout_s` without."""
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             if self.sock.poll(int(left * 1000)) and self.sock.recv() == SUBSCRIPTIONS[topic]:
-                return True
+                count -= 1
+                if count == 0:
+                    return True
         return False
+
+    def connect(self, endpoint: str) -> None:
+        """Publish to one more listener that binds (a stimulus program's second: the calibrator)."""
+        attach(self.sock, endpoint, bind=False, what="rig endpoint")
 
     def send(self, values: np.ndarray, t: float, **fields) -> int:
         """Publish one activity message (fields: first, plane, n_planes, behavior, pupil_center)."""
