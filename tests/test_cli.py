@@ -164,3 +164,12 @@ def test_simulate_reuses_a_dataset_made_from_the_same_settings(tiny_root, tiny_m
     # Other settings, same folder name: not the same data, so not reused (and not overwritten).
     assert main(["simulate", "--preset", "tiny", "--planes", "2", "--out", str(tiny_root)]) == 2
     assert "already exists, not from these settings; pass --force" in capsys.readouterr().err
+
+
+def test_calibrate_names_its_endpoints_when_nothing_arrives(tiny_root, tmp_path, capsys):
+    activity, stimulus = f"ipc://{tmp_path}/activity", f"ipc://{tmp_path}/stimulus"
+    argv = ["calibrate", "--data", str(tiny_root), "--activity", activity, "--stimulus", stimulus]
+    assert main([*argv, "--out", str(tmp_path / "day"), "--wait-s", "0"]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("stream-decoder calibrate: error: nothing arrived for 0 s")
+    assert activity in last and stimulus in last and not (tmp_path / "day").exists()
