@@ -63,6 +63,10 @@ def test_a_replaced_session_stays_replaced():
     with pytest.raises(Rejected) as old:
         a.admit(message(1, session="before"))  # a late message cannot flip the state back
     assert old.value.reason == "old_session" and a.session == "after"
+    with pytest.raises(Rejected) as first:
+        a.admit(message(0, session="before"))  # nor can its late first message
+    assert first.value.reason == "old_session" and a.session == "after"
+    assert a.admit(message(1, session="after")) == (False, 0)  # the live session loses nothing
     for k in range(RECENT_SESSIONS - 1):
         take(a, message(0, session=f"later-{k}"))
     with pytest.raises(Rejected):

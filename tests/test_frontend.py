@@ -305,3 +305,29 @@ def test_training_trials_extracted_from_raw_frames_make_a_dataset(microscope, ti
     assert ours.shape == recorded.shape and not np.array_equal(ours, recorded)
     assert np.nanmedian(pearson(ours[30:], recorded[30:], axis=0)) > 0.4  # the same spikes, other noise
     np.testing.assert_array_equal(extracted.clip(third).responses, tiny_mouse.clip(third).responses)
+
+
+def test_an_roi_that_feeds_no_neuron_is_not_extracted_yet_stays_out_of_every_neuropil_ring():
+    from stream_decoder.frontend.extraction import ExtractionConfig, Extractor
+
+    shape = (64, 64)
+
+    def disc(cy, cx, r=4):
+        y, x = np.mgrid[: shape[0], : shape[1]]
+        pixels = np.flatnonzero((y - cy) ** 2 + (x - cx) ** 2 <= r**2)
+        return pixels, np.ones(pixels.size, np.float32)
+
+    (p0, w0), (p1, w1), (p2, w2) = disc(20, 20), disc(20, 34), disc(44, 30)
+    rois = RoiSet.from_lists(shape, [p0, p1, p2], [w0, w1, w2], neuron=np.array([1, -1, 0]))
+    cfg = ExtractionConfig(neuropil_pixels=200)
+    skipping = Extractor(rois, 0, cfg)
+    every = Extractor(rois, 0, ExtractionConfig(neuropil_pixels=200, extract_unused=True))
+    assert skipping.members.tolist() == [0, 2] and skipping.skipped == 1 and every.skipped == 0
+    assert skipping.matrix.shape[0] == 4 and every.matrix.shape[0] == 6  # F and Fneu rows per ROI
+    assert skipping.matrix.nnz == every.matrix.nnz - (p1.size + every.ring_pixels[1] // cfg.neuropil_bin**2)
+    image = np.random.default_rng(0).uniform(100, 200, shape).astype(np.float32)
+    image.flat[p1] = 5000.0  # a bright unused cell next to ROI 0: inside no ring, either way
+    (f_s, n_s), (f_e, n_e) = skipping.step(image), every.step(image)
+    np.testing.assert_allclose(f_s, f_e[[0, 2]], rtol=1e-6)
+    np.testing.assert_allclose(n_s, n_e[[0, 2]], rtol=1e-6)
+    assert n_s.max() < 250  # no ring reads the bright cell

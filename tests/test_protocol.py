@@ -198,6 +198,7 @@ BAD_FRAMES = {
     "smaller": ([b"frame", frame_header(shape=[H - 1, W]), image_bytes((H - 1) * W)], "frame_shape"),
     "1-D shape": ([b"frame", frame_header(shape=[H * W]), image_bytes()], "bad_type"),
     "float32": ([b"frame", frame_header(dtype="float32"), image_bytes()], "dtype"),
+    "a whole float32 frame": ([b"frame", frame_header(dtype="float32"), image_bytes(dtype="<f4")], "dtype"),
     "short payload": ([b"frame", frame_header(), image_bytes(H * W - 1)], "payload_length"),
     "plane of no ROI": ([b"frame", frame_header(plane=PLANES, n_planes=3), image_bytes()], "plane_range"),
     "plane >= n_planes": ([b"frame", frame_header(plane=3, n_planes=3), image_bytes()], "bad_type"),

@@ -120,9 +120,12 @@ def test_viewer_writes_movies_and_a_strip(start_daemon, tiny_mouse, tmp_path):
     sink = stream_through(d, plan, 20, tmp_path / "view")
     written = sink.close()
     assert [p.name for p in written] == ["view.gif", "view.mp4", "view_strip.png"]
-    gif = iio.imread(written[0], index=None)
-    assert gif.shape[0] == 20 and gif.shape[1:3] == (36 * 4, (2 * 64 + 4) * 4)
-    assert iio.imread(written[1], index=None).shape[:3] == gif.shape[:3]
+    gif, mp4 = iio.imread(written[0], index=None), iio.imread(written[1], index=None)
+    assert gif.shape[0] == mp4.shape[0] == 20 and mp4.shape[1:3] == (36 * 4, (2 * 64 + 4) * 4)
+    assert gif.shape[1:3] == (36 * 2, (2 * 64 + 4) * 2)  # the GIF at half the movie's size
+    frame = np.asarray(gif[5], np.float32)[..., 0] if gif.ndim == 4 else gif[5]
+    recon = np.clip(np.rint(sink.frames[5][0]), 0, 255)
+    np.testing.assert_allclose(frame[::2, : 64 * 2 : 2], recon, atol=1)  # every frame pixel, whole
     assert iio.imread(written[2]).ndim == 3
 
 

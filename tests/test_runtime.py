@@ -313,14 +313,22 @@ def test_onnxruntime_caches_its_optimised_graph_outside_a_read_only_artifact(art
 
 
 def test_a_new_export_never_runs_an_optimised_graph_cached_from_the_old_one(artifact_copy):
-    """Same weights, another model.onnx (a newer exporter, a fixed step graph): a cache entry of its own."""
-    open_backend(artifact_copy, "onnxruntime")
+    """Same weights, another model.onnx (a newer exporter, a fixed step graph): a cache entry of its
+    own, which replaces the old one; other models' entries stay."""
+    from stream_decoder.runtime.onnxruntime_backend import optimised_graph_path
+
+    old = open_backend(artifact_copy, "onnxruntime")
+    old_graph = optimised_graph_path(old.artifact, artifact_copy / "model.onnx")
+    other = cache_dir() / "ort" / "0123456789ab.model.0123456789ab.ort-1.0.onnx"
+    other.write_bytes(b"another model's graph")
     model = onnx.load(str(artifact_copy / "model.onnx"))
     model.doc_string += " (exported again)"
     onnx.save(model, str(artifact_copy / "model.onnx"))
     again = open_backend(artifact_copy, "onnxruntime")
     assert again.graph_file == artifact_copy / "model.onnx"  # optimised afresh, not the cached one
-    assert open_backend(artifact_copy, "onnxruntime").graph_file.parent == cache_dir() / "ort"
+    new_graph = optimised_graph_path(again.artifact, artifact_copy / "model.onnx")
+    assert new_graph.is_file() and not old_graph.exists() and other.is_file()
+    assert open_backend(artifact_copy, "onnxruntime").graph_file == new_graph
 
 
 def test_tests_cache_outside_the_checkout():

@@ -1,6 +1,8 @@
 """The teacher: windows as published, inversion that recovers stimuli, the alpha mask, the store."""
 
+import json
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,6 +130,13 @@ def test_job_stores_clips_resumes_and_refuses_other_settings(tiny_root, tiny_enc
     first = store.clip_path(mouse, store.trials(mouse)[0]).stat().st_mtime_ns
     run(job, progress=False)
     assert store.clip_path(mouse, store.trials(mouse)[0]).stat().st_mtime_ns == first
+    manifest = store.manifest()
+    (member,) = manifest["models"]
+    assert not Path(member).is_absolute() and (store.root / member).resolve() == tiny_encoders[0].resolve()
+    manifest["models"] = [str(tiny_encoders[0].resolve())]  # a store written before: absolute paths
+    store.manifest_path.write_text(json.dumps(manifest))
+    run(job, progress=False)  # resumes: the same member, however recorded
+    assert store.clip_path(mouse, store.trials(mouse)[0]).stat().st_mtime_ns == first
     assert set(store.metrics(mouse, store.trials(mouse)[0])) >= {"correlation", "ssim"}
     with pytest.raises(ValueError, match="other teacher"):
         run(
@@ -178,7 +187,8 @@ def test_job_warm_starts_from_a_student_or_the_baseline(
     start = student_start(artifact, tiny_mouse)([ClipTensors.from_clip(tiny_mouse.clip(trial))])[0]
     recon = store.load(tiny_mouse.name, trial)
     assert video_correlation(recon, start, skip=0) > 0.8  # one small step away from the student's video
-    assert store.manifest()["warm_start"] == str(artifact.resolve())
+    recorded = store.manifest()["warm_start"]
+    assert not Path(recorded).is_absolute() and (store.root / recorded).resolve() == artifact.resolve()
 
 
 def test_an_alpha_mask_that_lets_no_pixel_change_says_so(caplog):

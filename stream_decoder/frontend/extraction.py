@@ -26,6 +26,9 @@ class ExtractionConfig:
     neuropil_pixels: int = 350  # ring grows until it holds this many pixels (suite2p's min_neuropil_pixels)
     neuropil_max_radius_px: float = 60.0  # ...or reaches this radius
     neuropil_bin: int = 2  # rings are drawn on the frame binned this many px square
+    # Extract (and deconvolve) ROIs that feed no model neuron too; by default they cost nothing,
+    # though their pixels stay out of every neuropil ring.
+    extract_unused: bool = False
 
     def __post_init__(self):
         if not 0 <= self.neuropil_coefficient <= 1.5 or self.neuropil_pixels < 1 or self.neuropil_bin < 1:
@@ -34,14 +37,17 @@ class ExtractionConfig:
             )
 
 
-def neuropil_masks(rois: RoiSet, members: np.ndarray, cfg: ExtractionConfig) -> list[np.ndarray]:
+def neuropil_masks(
+    rois: RoiSet, members: np.ndarray, cfg: ExtractionConfig, occupied: np.ndarray | None = None
+) -> list[np.ndarray]:
     """Indices into the binned image (`neuropil_bin` px square bins) of each member ROI's neuropil
-    ring: the bins nearest the ROI beyond its radius plus the gap, none touching any ROI."""
+    ring: the bins nearest the ROI beyond its radius plus the gap, none touching an ROI of
+    `occupied` (default: the members)."""
     height, width = rois.frame_shape
     b = cfg.neuropil_bin
     bh, bw = height // b, width // b
     taken = np.zeros(height * width, bool)
-    for r in members:
+    for r in members if occupied is None else occupied:
         taken[rois.roi_pixels(r)[0]] = True
     taken = taken.reshape(height, width)[: bh * b, : bw * b].reshape(bh, b, bw, b).any(axis=(1, 3)).ravel()
     wanted = max(1, round(cfg.neuropil_pixels / b**2))
@@ -75,12 +81,15 @@ class Extractor:
 
     def __init__(self, rois: RoiSet, plane: int, cfg: ExtractionConfig):
         self.cfg = cfg
-        self.members = rois.of_plane(plane)
+        in_plane = rois.of_plane(plane)
+        used = rois.neuron[in_plane] >= 0
+        self.members = in_plane if cfg.extract_unused else in_plane[used]  # the ROIs extracted
+        self.skipped = int((~used).sum()) if not cfg.extract_unused else 0
         self.neuron = rois.neuron[self.members]
         self.shape = height, width = rois.frame_shape
         b = cfg.neuropil_bin
         self.binned = (height // b, width // b)
-        rings = neuropil_masks(rois, self.members, cfg)
+        rings = neuropil_masks(rois, self.members, cfg, occupied=in_plane)
         rows, cols, values = [], [], []
         n = self.members.size
         for i, r in enumerate(self.members):

@@ -132,13 +132,25 @@ def _open_session(artifact: Artifact, source: Path, threads: int) -> tuple[ort.I
     with atomic_path(cached) as tmp:  # another daemon may open the cache meanwhile: whole or absent
         options.optimized_model_filepath = str(tmp)
         session = ort.InferenceSession(str(source), options, providers=PROVIDERS)
+    prune_stale_graphs(cached)
     return session, source
 
 
+def prune_stale_graphs(current: Path) -> None:
+    """Remove the cached graphs `current` replaces: the same model and source file optimised from
+    an older export or by another ONNX Runtime version, so the cache holds one entry per graph."""
+    model_id, stem = current.name.split(".")[:2]
+    for old in current.parent.glob(f"{model_id}.{stem}.*.onnx"):
+        if old != current:
+            with contextlib.suppress(OSError):  # another daemon's prune got there first
+                old.unlink()
+
+
 def optimised_graph_path(artifact: Artifact, source: Path) -> Path:
-    """<cache>/ort/<model id>.<digest of source>.ort-<version>.onnx, never in the artifact (which may
-    be read-only, or packaged). The digest keeps a model.onnx exported again from the same weights (a
-    newer exporter, a fixed step graph) from running the graph optimised from the old one, and
-    model.onnx and model.int8.onnx apart."""
+    """<cache>/ort/<model id>.<source stem>.<digest of source>.ort-<version>.onnx, never in the
+    artifact (which may be read-only, or packaged). The stem keeps model.onnx and model.int8.onnx
+    apart; the digest keeps a model.onnx exported again from the same weights (a newer exporter, a
+    fixed step graph) from running the graph optimised from the old one."""
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
-    return cache_dir() / CACHE_FOLDER / f"{artifact.model_id}.{digest}.ort-{ort.__version__}.onnx"
+    stem = source.name.removesuffix(".onnx").replace(".", "-")
+    return cache_dir() / CACHE_FOLDER / f"{artifact.model_id}.{stem}.{digest}.ort-{ort.__version__}.onnx"

@@ -121,7 +121,7 @@ class Assembler:
         refusal = self._refusal(msg)
         self._refused = self._refused + 1 if msg.session == self._refused_session else 1
         self._refused_session = msg.session
-        if msg.seq == 0 and (msg.session != self.session or self.last_seq > 0):
+        if msg.seq == 0 and msg.session == self.session and self.last_seq > 0:
             self.restarted = "its seq went back to 0"
         elif self._refused >= RESTART_AFTER_REFUSED:
             self.restarted = f"{self._refused} messages in a row were refused as {refusal.reason}"

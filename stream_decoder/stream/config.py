@@ -163,6 +163,7 @@ class FrontEndSection:
     spike_dff: float = 0.25
     event_threshold_sd: float = 1.0
     fft_workers: int = 1
+    extract_unused: bool = False  # also extract ROIs that feed no model neuron (default: skipped)
 
     def __post_init__(self):
         if self.rois is not None and not self.rois.exists():

@@ -183,18 +183,24 @@ class _Common:
     pupil_center: tuple[float, float] | None
 
 
-def _common_header(frames: Sequence, topic: bytes, max_payload: int, ndim: int) -> tuple[_Common, dict]:
-    """The common keys checked, and the whole header for the keys of one message kind."""
+def _common_header(
+    frames: Sequence, topic: bytes, max_payload: int, ndim: int, allowed: dict[str, np.dtype]
+) -> tuple[_Common, dict]:
+    """The common keys checked, and the whole header for the keys of one message kind. A dtype not
+    in `allowed` is refused as `dtype` whatever the payload's size; then a payload over
+    `max_payload` as `oversized`, before it is looked at."""
     _check_frames(frames, topic)
-    payload = memoryview(frames[2])
-    if payload.nbytes > max_payload:
-        raise Rejected("oversized", f"payload of {payload.nbytes} bytes > {max_payload}")
     header = _unpack_map(memoryview(frames[1]), f"{topic.decode()} header")
     _check_version(header)
     session = _require(header, "session", lambda x: isinstance(x, str), "a str")
     seq = _require(header, "seq", lambda x: _is_int(x) and x >= 0, "an int >= 0")
     t = _require(header, "t", _is_number, "a number")
     dtype_name = _require(header, "dtype", lambda x: isinstance(x, str), "a str")
+    if dtype_name not in allowed:
+        raise Rejected("dtype", f"dtype {dtype_name!r:.40} not in {sorted(allowed)}")
+    payload = memoryview(frames[2])
+    if payload.nbytes > max_payload:
+        raise Rejected("oversized", f"payload of {payload.nbytes} bytes > {max_payload}")
     shape = _require(
         header,
         "shape",
@@ -222,10 +228,9 @@ def _common_header(frames: Sequence, topic: bytes, max_payload: int, ndim: int) 
 
 
 def _payload_values(frames: Sequence, common: _Common, allowed: dict[str, np.dtype]) -> np.ndarray:
-    """The payload as a flat read-only array of the header's dtype, its length checked."""
-    dtype = allowed.get(common.dtype_name)
-    if dtype is None:
-        raise Rejected("dtype", f"dtype {common.dtype_name!r:.40} not in {sorted(allowed)}")
+    """The payload as a flat read-only array of the header's dtype (one of `allowed`, checked by
+    `_common_header`), its length checked."""
+    dtype = allowed[common.dtype_name]
     payload = memoryview(frames[2])
     n = int(np.prod(common.shape))
     if payload.nbytes != n * dtype.itemsize:
@@ -239,7 +244,7 @@ def _payload_values(frames: Sequence, common: _Common, allowed: dict[str, np.dty
 
 def decode_activity(frames: Sequence, n_neurons: int) -> Activity:
     """Validate and decode an `activity` message for a model of `n_neurons` neurons, without copying."""
-    common, header = _common_header(frames, ACTIVITY, n_neurons * MAX_ITEMSIZE, ndim=1)
+    common, header = _common_header(frames, ACTIVITY, n_neurons * MAX_ITEMSIZE, 1, INPUT_DTYPES)
     first = _optional(header, "first", 0, lambda x: _is_int(x) and x >= 0, "an int >= 0")
     values = _payload_values(frames, common, INPUT_DTYPES)
     n = common.shape[0]
@@ -267,7 +272,7 @@ def decode_frame(frames: Sequence, frame_shape: tuple[int, int], n_planes: int) 
     planes, without copying."""
     height, width = frame_shape
     max_payload = height * width * MAX_FRAME_ITEMSIZE
-    common, _ = _common_header(frames, FRAME, max_payload, ndim=2)
+    common, _ = _common_header(frames, FRAME, max_payload, 2, FRAME_DTYPES)
     values = _payload_values(frames, common, FRAME_DTYPES)
     if tuple(common.shape) != (height, width):
         raise Rejected(
@@ -293,7 +298,7 @@ def decode_stimulus(frames: Sequence, screen_shape: tuple[int, int]) -> Stimulus
     """Validate and decode a `stimulus` message for a screen of `screen_shape`, without copying."""
     height, width = screen_shape
     max_payload = height * width * max(d.itemsize for d in STIMULUS_DTYPES.values())
-    common, _ = _common_header(frames, STIMULUS, max_payload, ndim=2)
+    common, _ = _common_header(frames, STIMULUS, max_payload, 2, STIMULUS_DTYPES)
     values = _payload_values(frames, common, STIMULUS_DTYPES)
     if tuple(common.shape) != (height, width):
         raise Rejected("frame_shape", f"stimulus of shape {common.shape}, the screen is [{height}, {width}]")

@@ -31,7 +31,7 @@ def frontend_config(section: FrontEndSection) -> FrontEndConfig:
     return FrontEndConfig(
         MotionConfig(s.max_shift_fraction, reference_frames=s.reference_frames, min_peak_sd=s.min_peak_sd,
                      estimate_px=s.estimate_px, fft_workers=s.fft_workers),
-        ExtractionConfig(s.neuropil_coefficient, dark_level=s.dark_level),
+        ExtractionConfig(s.neuropil_coefficient, dark_level=s.dark_level, extract_unused=s.extract_unused),
         DeconvolutionConfig(s.tau_decay_s, s.spike_dff, s.event_threshold_sd),
     )  # fmt: skip
 
@@ -145,6 +145,7 @@ class RawInput:
             "frames": self.frames,
             "bound_hits": self.frontend.bound_hits,
             "neurons_without_roi": int(self.unmapped.size),
+            "rois_skipped": sum(p.extractor.skipped for p in self.frontend.planes),  # feed no neuron
         }
 
 

@@ -19,7 +19,7 @@ from stream_decoder.encoder.checkpoint import load_ensemble, member_dirs
 from stream_decoder.metrics import frame_correlations, ssim, video_correlation
 from stream_decoder.teacher.mask import MaskConfig, evaluation_mask, train_alpha_mask, training_mask
 from stream_decoder.teacher.reconstruct import TeacherConfig, reconstruct
-from stream_decoder.teacher.store import TeacherStore
+from stream_decoder.teacher.store import TeacherStore, relative_to_store
 
 StartVideos = Callable[[list[ClipTensors]], np.ndarray]  # clips -> their starting videos (B, T, H, W)
 
@@ -65,14 +65,17 @@ def clip_metrics(recon: np.ndarray, truth: np.ndarray, eval_mask) -> dict[str, f
     }
 
 
-def manifest(teacher: TeacherConfig, mask: MaskConfig | None, models, mice: dict, warm_start=None) -> dict:
-    """What a store records of how it was made; a resumed run must match it."""
+def manifest(
+    teacher: TeacherConfig, mask: MaskConfig | None, models, mice: dict, root: Path, warm_start=None
+) -> dict:
+    """What a store at `root` records of how it was made; a resumed run must match it. Paths are
+    relative to the store, so a store moved with its models (or copied to another machine) resumes."""
     return {
         "teacher": teacher.to_dict(),
         "mask": mask.to_dict() if mask else None,
-        "models": [str(p.resolve()) for m in models for p in member_dirs(m)],
+        "models": [relative_to_store(p, root) for m in models for p in member_dirs(m)],
         "fingerprints": {name: mouse.fingerprint() for name, mouse in mice.items()},
-        "warm_start": str(Path(warm_start).resolve()) if warm_start else None,
+        "warm_start": relative_to_store(warm_start, root) if warm_start else None,
     }
 
 
@@ -83,7 +86,7 @@ def run(job: Job, progress: bool = True) -> TeacherStore:
     store = TeacherStore(job.out)
     if ranks.rank == 0:
         warm_source = job.warm_start.source if job.warm_start else None
-        store.begin(manifest(job.teacher, job.mask, job.models, mice, warm_source))
+        store.begin(manifest(job.teacher, job.mask, job.models, mice, job.out, warm_source))
     try:
         for name, mouse in mice.items():
             alpha = _alpha(job, store, ranks, name, mouse, encoders)

@@ -9,6 +9,7 @@ files, and a resumed run skips the clips already there.
 """
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,11 @@ class TeacherStore:
         return json.loads(self.manifest_path.read_text())
 
     def begin(self, manifest: dict) -> None:
-        """Start or resume a run: the settings of a resumed run must be those it was started with."""
+        """Start or resume a run: the settings of a resumed run must be those it was started with
+        (paths compared as the places they name, so a store written with absolute ones resumes)."""
         if self.manifest_path.exists():
-            old = self.manifest()
-            changed = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
+            old, new = self._places(self.manifest()), self._places(manifest)
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             if changed:
                 raise ValueError(
                     f"{self.manifest_path}: this store was made with other {', '.join(changed)}; "
@@ -44,6 +46,16 @@ class TeacherStore:
             return
         self.root.mkdir(parents=True, exist_ok=True)
         write_atomic(self.manifest_path, json.dumps(manifest, indent=2))
+
+    def _places(self, manifest: dict) -> dict:
+        """`manifest` with its paths (relative to the store, or absolute) made absolute."""
+
+        def place(path: str) -> str:
+            return str((self.root / path).resolve())  # an absolute path stays itself
+
+        warm = manifest.get("warm_start")
+        models = [place(p) for p in manifest.get("models", [])]
+        return {**manifest, "models": models, "warm_start": place(warm) if warm else None}
 
     def clip_path(self, mouse: str, trial: str) -> Path:
         return self.root / mouse / f"{trial}.npz"
@@ -93,3 +105,8 @@ class TeacherStore:
 
 def _trial_key(trial: str):
     return (0, int(trial), "") if trial.isdigit() else (1, 0, trial)
+
+
+def relative_to_store(path: str | Path, root: Path) -> str:
+    """`path` as the store at `root` records it: relative to the store."""
+    return os.path.relpath(Path(path).resolve(), Path(root).resolve())
