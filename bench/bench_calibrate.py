@@ -23,7 +23,7 @@ import numpy as np
 from common import RESULTS, write_result
 from tqdm import tqdm
 
-from stream_decoder.data import CLIP_FRAMES, FRAME_RATE_HZ, input_timing, open_mouse, student_inputs
+from stream_decoder.data import CLIP_FRAMES, FRAME_RATE_HZ, open_mouse, student_inputs
 from stream_decoder.data.simulate import simulate
 from stream_decoder.data.stimuli import TRAINING_PHOTOGRAPHS, natural_movie
 from stream_decoder.decoder.artifact import Artifact, load_artifact
@@ -42,7 +42,7 @@ SEED = 1  # the bundled models were fitted on seed 0's mouse
 
 def scores(artifact: Artifact, mouse, groups: dict) -> dict:
     """Mean masked correlation per clip group, decoded in the mouse's own timing."""
-    decoder, timing = artifact.model(), input_timing(mouse, artifact.multi_plane)
+    decoder, timing = artifact.model(), artifact.timing(mouse)
     end = CLIP_FRAMES - artifact.meta.lookahead
     out = {}
     for group in GROUPS:

@@ -32,6 +32,7 @@ import numpy as np
 from stream_decoder.data import FRAME_RATE_HZ, open_mouse
 from stream_decoder.data.stimuli import TRAINING_PHOTOGRAPHS, natural_movie
 from stream_decoder.decoder.config import GAZE_BASELINE
+from stream_decoder.errors import UserError
 from stream_decoder.runtime.export import export_artifact
 from stream_decoder.stream.calibrate import Calibrator, fit_block, record
 from stream_decoder.stream.protocol import ACTIVITY, STIMULUS
@@ -96,11 +97,9 @@ def calibrate(data: Path, seconds: float, out: Path, lookahead: int, seed: int, 
             block_thread.start()
             screen.connect(ep["calibrator"])
             if not rig.wait_for_subscriber(30.0, topic=ACTIVITY):
-                raise RuntimeError("the calibrator did not subscribe to the rig's activity")
+                raise UserError("the calibrator did not subscribe to the rig's activity")
             if not screen.wait_for_subscriber(30.0, topic=STIMULUS, count=2):
-                raise RuntimeError(
-                    "the virtual rig and the calibrator did not both subscribe to the stimulus"
-                )
+                raise UserError("the virtual rig and the calibrator did not both subscribe to the stimulus")
             show_calibration(screen, movie, done, paced)
             block_thread.join()
             stop.set()
@@ -145,7 +144,7 @@ def main(argv: list[str] | None = None, log=sys.stdout):
 if __name__ == "__main__":
     try:
         main()
-    except (OSError, ValueError, RuntimeError) as exc:  # one line, no traceback: what to fix
+    except (OSError, ValueError, UserError) as exc:  # one line, no traceback: what to fix
         raise SystemExit(f"calibrate_closed_loop: {exc}") from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

@@ -34,6 +34,7 @@ from stream_decoder.data import FRAME_RATE_HZ, PlaneTiming, open_mouse
 from stream_decoder.decoder.artifact import load_artifact
 from stream_decoder.decoder.baseline import ensure_baseline
 from stream_decoder.decoder.config import GAZE_BASELINE
+from stream_decoder.errors import UserError
 from stream_decoder.metrics import frame_correlations
 from stream_decoder.runtime import open_backend
 from stream_decoder.runtime.export import export_artifact
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None, log=sys.stdout) -> Experiment:
 if __name__ == "__main__":
     try:
         main()
-    except (OSError, ValueError, RuntimeError) as exc:  # one line, no traceback: what to fix
+    except (OSError, ValueError, UserError) as exc:  # one line, no traceback: what to fix
         raise SystemExit(f"closed_loop: {exc}") from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

@@ -11,6 +11,8 @@ import logging
 import sys
 import traceback
 
+from stream_decoder.errors import UserError
+
 # Each module defines `register(subparsers)`, adding its verbs with `set_defaults(func=...)`.
 COMMAND_MODULES = (
     "stream_decoder.data.commands",
@@ -21,8 +23,8 @@ COMMAND_MODULES = (
     "stream_decoder.runtime.commands",
 )
 # What a user causes and can fix (a bad value, a missing or unreadable file, no daemon answering):
-# a one-line error. Anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, OSError, RuntimeError)
+# a one-line error. Anything else, torch's own RuntimeErrors included, is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, UserError)
 VERBOSE_HELP = "log debug messages and show the traceback of an error"
 
 

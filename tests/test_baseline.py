@@ -135,3 +135,29 @@ def test_the_baseline_streamed_through_the_daemon_decodes_the_offline_frames(
     np.testing.assert_allclose(
         np.stack(streamed)[lookahead:], offline[: len(activity) - lookahead], atol=1e-2
     )
+
+
+def test_a_recording_without_simulator_truth_is_fitted_multi_plane_from_the_planes_it_is_given(
+    tiny_mouse, tmp_path, capsys
+):
+    """Real data stores no plane timing: --planes and --volume-rate give it, planes by cell depth."""
+    from stream_decoder.cli import main
+    from stream_decoder.data import PlaneTiming, open_mouse
+    from stream_decoder.decoder.artifact import load_artifact
+
+    recording = tmp_path / "root" / tiny_mouse.name  # the tiny mouse without its truth beside it
+    recording.mkdir(parents=True)
+    for child in tiny_mouse.path.iterdir():
+        (recording / child.name).symlink_to(child)
+    argv = ["baseline", "--data", str(recording.parent), "--multi-plane", "--components", "16"]
+    assert main([*argv, "--out", str(tmp_path / "none")]) == 2
+    assert "give the number of planes and the volume rate" in capsys.readouterr().err.splitlines()[-1]
+    assert main([*argv, "--planes", "3", "--out", str(tmp_path / "none")]) == 2  # both or neither
+    assert main([*argv, "--planes", "3", "--volume-rate", "7.5", "--out", str(tmp_path / "fitted")]) == 0
+    artifact = load_artifact(tmp_path / "fitted")
+    assert artifact.meta.provenance["input_timing"] == {"n_planes": 3, "volume_rate_hz": 7.5}
+    timing = artifact.timing(open_mouse(recording.parent))  # what evaluate reads it in
+    depth = open_mouse(recording.parent).cell_motor_coordinates[:, 2]
+    expected = PlaneTiming.from_depths(depth, 3, 7.5)
+    assert timing.n_planes == 3 and np.array_equal(timing.plane, expected.plane)
+    assert len(np.unique(timing.plane)) == 3

@@ -173,3 +173,24 @@ def test_calibrate_names_its_endpoints_when_nothing_arrives(tiny_root, tmp_path,
     last = capsys.readouterr().err.splitlines()[-1]
     assert last.startswith("stream-decoder calibrate: error: nothing arrived for 0 s")
     assert activity in last and stimulus in last and not (tmp_path / "day").exists()
+
+
+def test_only_the_project_s_own_errors_are_one_line_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    from stream_decoder.errors import UserError
+    from stream_decoder.stream import commands
+
+    def bug(args):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")  # torch's, say
+
+    monkeypatch.setattr(commands, "_swap", bug)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        main(["swap", "somewhere"])
+
+    def fixable(args):
+        raise UserError("no daemon answers on tcp://127.0.0.1:5557")
+
+    monkeypatch.setattr(commands, "_swap", fixable)
+    assert main(["swap", "somewhere"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "stream-decoder swap: error: no daemon answers on tcp://127.0.0.1:5557"
+    )

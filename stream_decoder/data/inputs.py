@@ -9,9 +9,14 @@ from .planes import PlaneTiming, held_responses
 from .sensorium import CLIP_FRAMES, MouseDataset
 
 
-def input_timing(mouse: MouseDataset, multi_plane: bool) -> PlaneTiming:
-    """The mouse's own rig timing (from the simulator's truth) or single-plane 30 Hz input."""
-    return PlaneTiming.for_mouse(mouse.path) if multi_plane else PlaneTiming.single_plane(mouse.n_neurons)
+def input_timing(
+    mouse: MouseDataset, multi_plane: bool, n_planes: int | None = None, volume_rate_hz: float | None = None
+) -> PlaneTiming:
+    """The mouse's own rig timing or single-plane 30 Hz input. A synthetic mouse's timing is its
+    simulator truth's; a recording's is `n_planes` planes by cell depth at `volume_rate_hz`."""
+    if not multi_plane:
+        return PlaneTiming.single_plane(mouse.n_neurons)
+    return PlaneTiming.for_mouse(mouse.path, n_planes, volume_rate_hz)
 
 
 def student_inputs(

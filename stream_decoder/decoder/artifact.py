@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from stream_decoder.atomic import replace_folder_with, write_atomic, write_atomic_with
+from stream_decoder.data import MouseDataset, PlaneTiming, input_timing
 from stream_decoder.decoder.linear import LinearConfig, LinearDecoder
 from stream_decoder.decoder.residual import ResidualConfig, ResidualStudent
 from stream_decoder.decoder.streaming import StreamingDecoder
@@ -77,6 +78,12 @@ class Artifact:
     def multi_plane(self) -> bool:
         """Trained on the rig's per-plane timing (sample-and-hold) rather than single-plane 30 Hz input."""
         return self.meta.provenance.get("input_timing", {}).get("n_planes", 1) > 1
+
+    def timing(self, mouse: MouseDataset) -> PlaneTiming:
+        """The plane timing it reads `mouse` in: the one it was fitted on (for a recording without
+        simulator truth, its recorded plane count and volume rate by cell depth)."""
+        recorded = self.meta.provenance.get("input_timing") or {}
+        return input_timing(mouse, self.multi_plane, recorded.get("n_planes"), recorded.get("volume_rate_hz"))
 
     @property
     def evaluation_mask(self) -> np.ndarray | None:

@@ -19,9 +19,15 @@ log = logging.getLogger(__name__)
 class TrialClips(Sequence):
     """A mouse's trials as the daemon feeds them, read on demand (the fit passes over them thrice)."""
 
-    def __init__(self, mouse: MouseDataset, trials: list[str], multi_plane: bool):
+    def __init__(
+        self,
+        mouse: MouseDataset,
+        trials: list[str],
+        multi_plane: bool,
+        planes: tuple[int, float] | None = None,
+    ):
         self.mouse, self.trials = mouse, trials
-        self.timing = input_timing(mouse, multi_plane)
+        self.timing = input_timing(mouse, multi_plane, *(planes or (None, None)))
 
     def __len__(self) -> int:
         return len(self.trials)
@@ -40,16 +46,19 @@ def fit_baseline(
     tier: str = "train",
     multi_plane: bool = False,
     progress: bool = True,
+    planes: tuple[int, float] | None = None,
 ) -> Artifact:
     """Fit on `tier` (its last cfg.validation_clips trials choose the penalty) and save the artifact.
 
     `mask` (H, W) bool, where the penalty is scored and the artifact records as its evaluation mask.
+    `multi_plane`: in the rig's plane timing, the simulator truth's or, for a recording, `planes`
+    (plane count, volume rate in Hz), its planes by cell depth.
     """
     mouse = open_mouse(data, mouse_name)
     trials = mouse.trials(tier)
     if not trials:
         raise ValueError(f"{mouse.path}: no trials in tier {tier!r} to fit the baseline on")
-    clips = TrialClips(mouse, trials, multi_plane)
+    clips = TrialClips(mouse, trials, multi_plane, planes)
     model, report = fit_ridge(clips, cfg, mask, progress=progress)
     provenance = {
         "baseline": report,

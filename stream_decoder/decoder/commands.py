@@ -23,6 +23,9 @@ HELP = {
     "its predicted responses with each neuron's recorded noise; held in memory beside the recorded clips "
     "(T x (N + 4 + H x W) x 4 bytes each), refused up front where they do not fit",
     "multi_plane": "train on the rig's per-plane timing (sample-and-hold), as a multi-plane daemon feeds it",
+    "planes": "with --multi-plane on a recording without simulator truth: its imaging planes (neurons "
+    "assigned by cell depth); 0: from the simulator truth",
+    "volume_rate": "with --planes: volumes per second of the recording",
     "freeze_read_in": "train only the head: the read-in stays as initialised (--read-in-from)",
     "validation_tier": "tier kept out of training and scored after it",
     "seed": "seed of initialisation, shuffling and dropout",
@@ -162,6 +165,15 @@ def register_baseline(sub) -> None:
     _mask_arguments(parser)
     parser.add_argument("--multi-plane", action="store_true", help="fit on the rig's per-plane timing")
     parser.add_argument(
+        "--planes",
+        type=int,
+        help="with --multi-plane on a recording without simulator truth: its imaging planes "
+        "(neurons assigned by cell depth; needs --volume-rate)",
+    )
+    parser.add_argument(
+        "--volume-rate", type=float, help="with --planes: volumes per second of the recording"
+    )
+    parser.add_argument(
         "--gaze-gains",
         type=float,
         nargs="+",
@@ -186,7 +198,12 @@ def baseline_main(args) -> int:
     cfg = RidgeConfig(**{name: getattr(args, name) for name in RIDGE_HELP}, gaze_gains=tuple(args.gaze_gains))
     mouse = open_mouse(args.data, args.mouse).name
     out = args.out or cache_dir() / "artifacts" / f"{mouse}-baseline"
-    artifact = fit_baseline(args.data, out, cfg, _mask(args, mouse), mouse, multi_plane=args.multi_plane)
+    if (args.planes is None) != (args.volume_rate is None):
+        raise ValueError("--planes and --volume-rate go together: the recording's planes and volume rate")
+    planes = (args.planes, args.volume_rate) if args.planes is not None else None
+    artifact = fit_baseline(
+        args.data, out, cfg, _mask(args, mouse), mouse, multi_plane=args.multi_plane, planes=planes
+    )
     report = artifact.meta.provenance["baseline"]
     if report["penalty_at_grid_edge"]:
         print(f"baseline: the best penalty {report['penalty']:g} is at the edge of the grid", file=sys.stderr)

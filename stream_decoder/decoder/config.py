@@ -19,6 +19,8 @@ class DistillConfig:
     neuron_dropout: float = 0.1
     synthetic_clips: int = 0  # training pairs the encoder ensemble generates beside the recorded clips
     multi_plane: bool = False  # train on the rig's per-plane timing (from the simulator truth)
+    planes: int = 0  # multi_plane on a recording without simulator truth: its planes, by cell depth
+    volume_rate: float = 0.0  # ... and its volumes per second (Hz)
     freeze_read_in: bool = False  # keep the read-in as initialised (with a baseline's components)
     validation_tier: str = "oracle"
     seed: int = 0

@@ -136,7 +136,7 @@ def training_data(
     """Training and validation clips: the store's (with a teacher), else the mouse's train tier;
     the mask from the teacher's alpha where there is one, else `mask`."""
     mouse = open_mouse(data, mouse_name)
-    timing = input_timing(mouse, cfg.multi_plane)
+    timing = input_timing(mouse, cfg.multi_plane, cfg.planes or None, cfg.volume_rate or None)
     held_out = set(mouse.trials(cfg.validation_tier))
     if teacher is None:
         if cfg.truth_weight < 1:

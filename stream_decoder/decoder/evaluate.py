@@ -20,7 +20,6 @@ from stream_decoder.data import (
     GRAY,
     MouseDataset,
     PlaneTiming,
-    input_timing,
     load_truth,
     open_mouse,
     student_inputs,
@@ -77,7 +76,7 @@ class Contestant:
             raise ValueError(
                 f"{role} {path}: trained on other data than {mouse.path} (data fingerprint differs)"
             )
-        return cls(artifact, artifact.model(), input_timing(mouse, artifact.multi_plane))
+        return cls(artifact, artifact.model(), artifact.timing(mouse))
 
     def decode(self, mouse: MouseDataset, trial: str, missing=None) -> np.ndarray:
         activity, behavior, pupil, _ = student_inputs(mouse, trial, self.timing)

@@ -21,6 +21,7 @@ from torch import nn
 from stream_decoder.data import BEHAVIOR_CHANNELS
 from stream_decoder.decoder.artifact import ONNX_MODEL_ID_KEY, Artifact, load_artifact
 from stream_decoder.decoder.streaming import StepGraph
+from stream_decoder.errors import UserError
 from stream_decoder.runtime.backend import Backend
 from stream_decoder.runtime.onnxruntime_backend import INT8_ONNX_FILE, OnnxRuntimeBackend
 from stream_decoder.runtime.step_io import ACTIVITY, BEHAVIOR, FRAME, next_state_names, state_names
@@ -326,7 +327,7 @@ def export_artifact(
         tolerances["onnxruntime-int8"] = INT8_FRAME_TOLERANCE
     for name, diff in diffs.items():
         if diff > tolerances[name]:
-            raise RuntimeError(
+            raise UserError(
                 f"export {artifact.path}: {name} frames differ from torch by up to {diff:.4g} "
                 f"grey levels over {steps} ticks (tolerance {tolerances[name]})"
             )

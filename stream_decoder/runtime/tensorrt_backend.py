@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from stream_decoder.decoder.artifact import Artifact
+from stream_decoder.errors import UserError
 from stream_decoder.runtime.backend import Backend
 from stream_decoder.runtime.step_io import ACTIVITY, BEHAVIOR, FRAME, next_state_names, state_names
 
@@ -42,7 +43,7 @@ def require_tensorrt():
     if not torch.cuda.is_available():
         missing.append(f"a CUDA GPU visible to torch (this torch {torch.__version__} sees none)")
     if missing:
-        raise RuntimeError("tensorrt backend needs " + " and ".join(missing))
+        raise UserError("tensorrt backend needs " + " and ".join(missing))
     return tensorrt
 
 
@@ -65,7 +66,7 @@ def build_engine(artifact: Artifact, fp16: bool = False) -> Path:
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_file)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT cannot parse {onnx_file}: {errors}")
+        raise UserError(f"TensorRT cannot parse {onnx_file}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     path = engine_path(artifact, trt, fp16)
@@ -74,7 +75,7 @@ def build_engine(artifact: Artifact, fp16: bool = False) -> Path:
     config.set_timing_cache(cache, ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise RuntimeError(f"TensorRT failed to build an engine from {onnx_file} (see its log above)")
+        raise UserError(f"TensorRT failed to build an engine from {onnx_file} (see its log above)")
     path.write_bytes(bytes(serialized))
     cache_file.write_bytes(bytes(config.get_timing_cache().serialize()))
     return path
@@ -101,7 +102,7 @@ class TensorRTBackend(Backend):
         self._logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(self._logger).deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
-            raise RuntimeError(
+            raise UserError(
                 f"{path}: TensorRT {trt.__version__} cannot load this engine (built "
                 f"for another GPU or TensorRT version?): rebuild it with export --tensorrt"
             )

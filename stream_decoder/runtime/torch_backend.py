@@ -6,6 +6,7 @@ import torch
 from stream_decoder.data import BEHAVIOR_CHANNELS
 from stream_decoder.decoder.artifact import Artifact
 from stream_decoder.decoder.streaming import StepGraph
+from stream_decoder.errors import UserError
 from stream_decoder.runtime.backend import Backend
 
 
@@ -15,7 +16,7 @@ class TorchBackend(Backend):
     def __init__(self, artifact: Artifact, device: str = "cpu"):
         super().__init__(artifact, device=device)
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(
+            raise UserError(
                 f"torch backend: device {device!r} asked for, but this torch build "
                 f"({torch.__version__}) sees no CUDA GPU"
             )

@@ -14,6 +14,7 @@ import numpy as np
 import zmq
 import zmq.auth
 
+from stream_decoder.errors import UserError
 from stream_decoder.stream.protocol import (
     RECON,
     ReconHeader,
@@ -154,7 +155,7 @@ class ControlClient:
         before = len(self.request("info").get("swaps", []))
         reply = self.request("load", artifact=artifact)
         if not reply.get("ok"):
-            raise RuntimeError(f"{self.endpoint}: {reply.get('error')}")
+            raise UserError(f"{self.endpoint}: {reply.get('error')}")
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             swaps = self.request("info")["swaps"]

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+from stream_decoder.errors import UserError
 from stream_decoder.stream.protocol import INPUT_DTYPES
 
 
@@ -385,7 +386,7 @@ def _replay(args) -> int:
             file=sys.stderr,
         )
         if not rig.wait_for_subscriber(args.wait_s):
-            raise RuntimeError(
+            raise UserError(
                 f"no daemon subscribed to {args.endpoint} within {args.wait_s} s; is serve running?"
             )
         report = replay(plan, rig, options)
@@ -566,7 +567,7 @@ def _view(args) -> int:
     if interrupted.is_set():
         raise KeyboardInterrupt  # the movies are written: now the CLI's one line and exit code 130
     if not figures.received and args.wait_s is not None:  # (else the window was closed: nothing wrong)
-        raise RuntimeError(f"no frame from {args.endpoint} within {args.wait_s:g} s; is serve running there?")
+        raise UserError(f"no frame from {args.endpoint} within {args.wait_s:g} s; is serve running there?")
     return 0
 
 
@@ -670,7 +671,7 @@ def _bridge(args) -> int:
             file=sys.stderr,
         )
         if not rig.wait_for_subscriber(args.wait_s, topic=FRAME):
-            raise RuntimeError(
+            raise UserError(
                 f"no daemon subscribed to frames on {args.endpoint} within {args.wait_s:g} s; is serve "
                 "running, with [frontend] rois set?"
             )
@@ -746,7 +747,7 @@ def _virtual_rig(args) -> int:
         )
         if not rig.wait_for_subscriber(args.wait_s, topic=FRAME if args.raw else ACTIVITY):
             what = "frames" if args.raw else "activity"
-            raise RuntimeError(
+            raise UserError(
                 f"no daemon subscribed to {what} on {args.endpoint} within {args.wait_s:g} s; is serve "
                 "running (with --frontend for --raw)?"
             )

@@ -21,6 +21,7 @@ from concurrent.futures import Future
 import numpy as np
 import zmq
 
+from stream_decoder.errors import UserError
 from stream_decoder.runtime import Backend, open_backend
 from stream_decoder.stream.assembly import Assembler
 from stream_decoder.stream.config import DaemonConfig, config_warnings
@@ -138,7 +139,7 @@ class Daemon:
                 )
             except OSError as exc:
                 self.sockets.close()
-                raise RuntimeError(f"[recorder] dir {cfg.recorder.dir}: {exc}") from exc
+                raise UserError(f"[recorder] dir {cfg.recorder.dir}: {exc}") from exc
         log.info(
             kv(
                 "serving",

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from stream_decoder.data import MouseDataset
+from stream_decoder.errors import UserError
 from stream_decoder.runtime import Backend
 from stream_decoder.stream.client import ControlClient, CurveKeys, ReconClient
 from stream_decoder.stream.config import DaemonConfig, EndpointsConfig
@@ -53,7 +54,7 @@ class Loopback:
         self.control = ControlClient(ep.control, timeout_s=timeout_s, curve=curve)
         if not self.rig.wait_for_subscriber(timeout_s):
             self.stop()
-            raise RuntimeError("the daemon did not subscribe to the rig")
+            raise UserError("the daemon did not subscribe to the rig")
 
     def attach(self, client: ReconClient) -> None:
         """Publish warm-up frames until `client` gets one: after this it misses nothing.
@@ -74,14 +75,14 @@ class Loopback:
             if (item := client.receive(timeout_s=0.1)) is not None:
                 break
         else:
-            raise RuntimeError("no frame reached the client")
+            raise UserError("no frame reached the client")
         last = (self.rig.session, self.rig.seq - 1)
         if planes > 1:  # the last message's tick, completed by one more
             self.rig.send(zeros, (k + 1) / rate, n_planes=planes)
         while item is not None and (item[1].session, item[1].seq_newest) != last:
             item = client.receive(timeout_s=self.timeout_s)
         if item is None:
-            raise RuntimeError("the last warm-up frame did not reach the client")
+            raise UserError("the last warm-up frame did not reach the client")
 
     def play(
         self,
@@ -117,7 +118,7 @@ class Loopback:
         self.control.close()
         self.rig.close(linger_ms=0)
         if self.thread.is_alive():
-            raise RuntimeError("the daemon did not stop within 10 s")
+            raise UserError("the daemon did not stop within 10 s")
 
     def __enter__(self) -> "Loopback":
         return self

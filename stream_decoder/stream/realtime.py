@@ -10,6 +10,7 @@ import ctypes
 import ctypes.util
 import os
 
+from stream_decoder.errors import UserError
 from stream_decoder.stream.config import RealtimeConfig
 
 MCL_CURRENT, MCL_FUTURE = 1, 2  # <sys/mman.h>
@@ -36,7 +37,7 @@ def set_fifo(priority: int) -> None:
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
     except PermissionError:
-        raise RuntimeError(
+        raise UserError(
             f"[realtime] priority {priority}: this user may not use SCHED_FIFO; run as root, or give "
             f"the service AmbientCapabilities=CAP_SYS_NICE or LimitRTPRIO={priority} (deploy/README.md), "
             "or set priority = 0"
@@ -46,7 +47,7 @@ def set_fifo(priority: int) -> None:
 def lock_memory() -> None:
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     if libc.mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
-        raise RuntimeError(
+        raise UserError(
             f"[realtime] lock_memory: mlockall failed ({os.strerror(ctypes.get_errno())}); "
             "raise the limit (LimitMEMLOCK=infinity in the service unit, ulimit -l) or set "
             "lock_memory = false"

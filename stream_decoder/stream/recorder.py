@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from stream_decoder.atomic import write_atomic_with
+from stream_decoder.errors import UserError
 from stream_decoder.stream.protocol import Activity, ReconHeader
 
 CHUNK_PATTERN = re.compile(r"^(activity|recon)-(\d{6})\.npz$")
@@ -164,7 +165,7 @@ class Recorder:
         self._todo.put(None)
         self._writer.join()
         if self._error is not None:
-            raise RuntimeError(f"recorder: writing {self.directory} failed: {self._error}") from self._error
+            raise UserError(f"recorder: writing {self.directory} failed: {self._error}") from self._error
 
     def _chunk_for(self, kind: str, n_values: int) -> _Chunk | None:
         chunk = self._open[kind]

@@ -16,6 +16,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import recv_monitor_message
 
+from stream_decoder.errors import UserError
 from stream_decoder.stream.config import DaemonConfig
 from stream_decoder.stream.protocol import ACTIVITY, FRAME, MAX_FRAME_ITEMSIZE, MAX_HEADER_BYTES, MAX_ITEMSIZE
 
@@ -173,4 +174,4 @@ def attach(sock: zmq.Socket, endpoint: str, bind: bool, what: str) -> None:
         else:
             sock.connect(endpoint)
     except zmq.ZMQError as exc:
-        raise RuntimeError(f"{what}: cannot {'bind' if bind else 'connect'} {endpoint}: {exc}") from None
+        raise UserError(f"{what}: cannot {'bind' if bind else 'connect'} {endpoint}: {exc}") from None

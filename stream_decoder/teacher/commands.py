@@ -101,7 +101,7 @@ def student_start(artifact: Path, mouse):
     """
     import numpy as np
 
-    from stream_decoder.data import input_timing, student_inputs
+    from stream_decoder.data import student_inputs
     from stream_decoder.decoder.artifact import load_artifact
     from stream_decoder.decoder.evaluate import decode_clip
 
@@ -109,7 +109,7 @@ def student_start(artifact: Path, mouse):
     if loaded.meta.data_fingerprint != mouse.fingerprint():
         raise ValueError(f"{artifact}: the student was distilled on other data than {mouse.path}")
     student = loaded.model()
-    timing = input_timing(mouse, loaded.multi_plane)
+    timing = loaded.timing(mouse)
 
     def start(clips) -> np.ndarray:
         return np.stack([decode_clip(student, *student_inputs(mouse, c.trial, timing)[:3]) for c in clips])
