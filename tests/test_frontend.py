@@ -212,6 +212,15 @@ def test_the_daemon_decodes_raw_frames_and_counts_bad_ones(
     stats = daemon.reply("stats")
     assert stats["rejected"] == {**dict.fromkeys(bad, 1), "reference_mismatch": 1}
     assert stats["frontend"]["frames"] == 11 and stats["accepted"] >= 11
+    # observable: the front end's own time per frame, and each plane's latest shift and peak
+    front = stats["frontend"]
+    assert front["cost_ms"]["samples"] == 11 and front["cost_ms"]["p50"] > 0
+    for plane in {f.plane for f in frames}:
+        last = max(k for k in range(12) if frames[k].plane == plane and k != 6)
+        seen = front["shift_px"][str(plane)]
+        np.testing.assert_allclose([seen["dy"], seen["dx"]], frames[last].shift_px, atol=0.2)
+        assert seen["peak_sd"] >= frontend_section.min_peak_sd
+    assert front["weak_registration"] == 0
     assert stats["lost"] == 0  # the shutter frame was in sequence: no gap
     assert stats["emitted"] > 0 and daemon.assembler.session == "raw"
     # every good frame's plane got its values from the front end, in the model's order

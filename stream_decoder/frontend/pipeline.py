@@ -33,6 +33,7 @@ class PlaneOutput:
     values: np.ndarray  # float32 activity on the dataset's scale
     dy: float
     dx: float
+    peak_sd: float  # the registration's correlation peak, in sd of the correlation
 
 
 class PlaneFrontEnd:
@@ -49,7 +50,7 @@ class PlaneFrontEnd:
         registered, shift = self.motion.step(image)
         f, fneu = self.extractor.step(registered)
         events = self.deconvolver.step(self.extractor.corrected(f, fneu))
-        return PlaneOutput(self.neurons, events[self.take], shift.dy, shift.dx)
+        return PlaneOutput(self.neurons, events[self.take], shift.dy, shift.dx, shift.peak_sd)
 
 
 class FrontEnd:

@@ -6,6 +6,7 @@ that `activity` messages would carry (§3.3), so everything after it is the acti
 """
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,15 @@ from stream_decoder.frontend.synthetic import simulator_rois
 from stream_decoder.stream.assembly import contiguous_runs
 from stream_decoder.stream.config import FrontEndSection
 from stream_decoder.stream.protocol import Activity, Frame, Rejected
-from stream_decoder.stream.stats import kv
+from stream_decoder.stream.stats import LatencyWindow, RateLimitedLog, kv
 
 log = logging.getLogger(__name__)
 EMPTY = np.zeros(0, np.float32)
+
+
+# A registration peak under this many times [frontend] min_peak_sd still matches, but is counted
+# and warned about: the field is going (z drift, focus), before frames are refused outright.
+WEAK_PEAK = 1.5
 
 
 def frontend_config(section: FrontEndSection) -> FrontEndConfig:
@@ -82,6 +88,11 @@ class RawInput:
         self.resting = np.zeros(n_neurons, np.float32)
         self.resting[self.unmapped] = np.asarray(activity_mean, np.float32)[self.unmapped]
         self.frames = 0
+        self.cost = LatencyWindow(4096)  # the front end's own time per frame
+        self.shift: dict[int, tuple[float, float, float]] = {}  # plane -> latest (dy, dx, peak sd)
+        self.min_peak_sd = section.min_peak_sd
+        self.weak = 0  # frames registered with a peak under WEAK_PEAK x min_peak_sd
+        self.log = RateLimitedLog(log, interval_s=10.0)
         log.info(
             kv(
                 "frontend",
@@ -114,11 +125,23 @@ class RawInput:
     def parts(self, raw: Frame) -> list[Activity]:
         """The plane's activity as activity messages; Rejected(reference_mismatch) for a frame
         unlike the plane's reference."""
+        started = time.perf_counter()
         try:
             out = self.frontend.step(raw.plane, raw.image)
         except NoMatch as exc:
             raise Rejected("reference_mismatch", str(exc)) from None
+        self.cost.add(time.perf_counter() - started)
         self.frames += 1
+        self.shift[raw.plane] = (out.dy, out.dx, out.peak_sd)
+        if out.peak_sd < WEAK_PEAK * self.min_peak_sd:
+            self.weak += 1
+            self.log.warning(
+                "weak_registration",
+                "weak_registration",
+                plane=raw.plane,
+                peak_sd=round(out.peak_sd, 1),
+                fix="the field drifted, lost focus or moved in z: check the image, or give new references",
+            )
         runs = self.runs[raw.plane] or [(0, 0, 0)]
         return [self._part(raw, out.values[a:b], first) for first, a, b in runs]
 
@@ -146,6 +169,11 @@ class RawInput:
             "bound_hits": self.frontend.bound_hits,
             "neurons_without_roi": int(self.unmapped.size),
             "rois_skipped": sum(p.extractor.skipped for p in self.frontend.planes),  # feed no neuron
+            "cost_ms": self.cost.percentiles_ms(),
+            "shift_px": {
+                str(p): {"dy": dy, "dx": dx, "peak_sd": peak} for p, (dy, dx, peak) in self.shift.items()
+            },
+            "weak_registration": self.weak,
         }
 
 
