@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from stream_decoder.atomic import write_atomic_with
+from stream_decoder.errors import UserError
 from stream_decoder.frontend.rois import RoiSet
 
 NPZ_LAYOUT = (
@@ -31,8 +32,8 @@ PLANE_FOLDER = re.compile(r"plane(\d+)")
 NWB_MISSING = "reading NWB ROIs needs pynwb: pip install 'stream-decoder[nwb]'"
 
 
-class MissingDependency(ImportError, RuntimeError):
-    """An optional dependency is not installed (a RuntimeError too, so the CLI reports it in one line)."""
+class MissingDependency(ImportError, UserError):
+    """An optional dependency is not installed (a UserError too, so the CLI reports it in one line)."""
 
 
 def save_npz(rois: RoiSet, path: str | Path) -> None:
