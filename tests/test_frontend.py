@@ -340,3 +340,28 @@ def test_an_roi_that_feeds_no_neuron_is_not_extracted_yet_stays_out_of_every_neu
     np.testing.assert_allclose(f_s, f_e[[0, 2]], rtol=1e-6)
     np.testing.assert_allclose(n_s, n_e[[0, 2]], rtol=1e-6)
     assert n_s.max() < 250  # no ring reads the bright cell
+
+
+def test_a_weak_registration_peak_is_counted_and_warned_about_yet_decoded(
+    frontend_section, tiny_mouse, caplog
+):
+    from stream_decoder.frontend.pipeline import PlaneOutput
+    from stream_decoder.stream.protocol import Frame
+    from stream_decoder.stream.raw_input import WEAK_PEAK, RawInput
+
+    raw = RawInput(frontend_section, tiny_mouse.n_neurons, np.zeros(tiny_mouse.n_neurons), None)
+    neurons = raw.frontend.planes[1].neurons
+    threshold = frontend_section.min_peak_sd
+    peaks = iter([3 * threshold, WEAK_PEAK * threshold * 0.9])  # a clear match, then a weak one
+    raw.frontend.step = lambda plane, image: PlaneOutput(
+        neurons, np.ones(neurons.size, np.float32), 0.25, -1.5, next(peaks)
+    )
+    image = np.zeros(raw.frame_shape, np.uint16)
+    with caplog.at_level("WARNING", logger="stream_decoder.stream.raw_input"):
+        for seq in range(2):
+            parts = raw.parts(Frame("raw", seq, float(seq), image, plane=1, n_planes=3))
+            assert sum(p.values.size for p in parts) == neurons.size  # decoded, weak or not
+    stats = raw.stats()
+    assert stats["weak_registration"] == 1 and stats["frames"] == 2
+    assert stats["shift_px"] == {"1": {"dy": 0.25, "dx": -1.5, "peak_sd": WEAK_PEAK * threshold * 0.9}}
+    assert sum("weak_registration" in r.getMessage() for r in caplog.records) == 1
