@@ -168,7 +168,8 @@ def arrivals(messages: list) -> dict:
     return out
 
 
-def split(t0: float, heard: dict, steps: list, pictures: list, mask) -> dict:
+def split(t0: float, heard: dict, steps: list, pictures: list, mask) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(the figures, the software's part of every frame, the relay's of every message), seconds."""
     rig, relay = arrivals(heard["activity"]), arrivals(heard["relay"])
     frames = []
     for arrival, parts in heard["recon"]:

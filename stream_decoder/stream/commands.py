@@ -501,11 +501,8 @@ def _calibrate(args) -> int:
     from stream_decoder.runtime.export import export_artifact
     from stream_decoder.stream.calibrate import Calibrator, fit_block, record
     from stream_decoder.stream.client import ControlClient
-    from stream_decoder.stream.config import check_endpoint
 
-    for flag in ("activity", "stimulus", "control"):
-        if getattr(args, flag):
-            check_endpoint(getattr(args, flag), f"--{flag}", allow_remote=True)
+    _check_endpoints(args, "activity", "stimulus", "control")
     neurons = open_mouse(args.data, args.mouse)
     mask = load_artifact(args.mask_from).evaluation_mask if args.mask_from else None
     calibrator = Calibrator(neurons.n_neurons)
@@ -529,6 +526,15 @@ def _calibrate(args) -> int:
             raise ValueError(f"{args.control} kept its model: {swap['error']}; serve --artifact {args.out}")
         print(f"calibrate: the daemon now serves {swap['model']}", file=sys.stderr)
     return 0
+
+
+def _check_endpoints(args, *flags: str) -> None:
+    """Each endpoint flag that is set, checked (remote hosts allowed: these name other machines)."""
+    from stream_decoder.stream.config import check_endpoint
+
+    for flag in flags:
+        if getattr(args, flag):
+            check_endpoint(getattr(args, flag), f"--{flag}", allow_remote=True)
 
 
 def _check_model(endpoint: str, check, curve, verb: str = "replay") -> None:
@@ -728,14 +734,11 @@ def _register_virtual_rig(sub) -> None:
 
 def _virtual_rig(args) -> int:
     from stream_decoder.data import open_mouse
-    from stream_decoder.stream.config import check_endpoint
     from stream_decoder.stream.protocol import ACTIVITY, FRAME
     from stream_decoder.stream.replay import Rig, check_neuron_set
     from stream_decoder.stream.virtual_rig import VirtualRig
 
-    for flag in ("stimulus", "endpoint", "control"):
-        if getattr(args, flag):
-            check_endpoint(getattr(args, flag), f"--{flag}", allow_remote=True)
+    _check_endpoints(args, "stimulus", "endpoint", "control")
     mouse = open_mouse(args.data, args.mouse)
     if args.control:
         identity = not args.ignore_neuron_set
