@@ -5,9 +5,9 @@ minutes, beside the same decoder fitted offline on the dataset's training clips.
 
 The mouse is the demo preset's at another seed (simulated into the cache the first time). Its
 virtual rig watches fresh natural movies of the training photographs for the longest block, each
-frame published to the calibrator as to the screen (stream.calibrate.rehearse: the rig's own
+frame published to the calibrator as to the screen (rig.calibrate.rehearse: the rig's own
 messages and timing, as fast as it computes); the gaze baseline is fitted on the first 2, 5, 10,
-20 minutes of it (stream.calibrate.fit_block, its fit timed). Each model, and the gaze baseline
+20 minutes of it (rig.calibrate.fit_block, its fit timed). Each model, and the gaze baseline
 fitted offline on the dataset's 64 training clips (its recorded responses, about 11 minutes), is
 scored on the dataset's held-out clips in their own 3-plane timing, in the bundled model's
 276-px evaluation mask: masked video correlation with the true stimulus, first 30 frames skipped.
@@ -30,10 +30,10 @@ from stream_decoder.decoder.artifact import Artifact, load_artifact
 from stream_decoder.decoder.baseline import fit_baseline
 from stream_decoder.decoder.config import GAZE_BASELINE
 from stream_decoder.decoder.evaluate import clip_groups, decode_clip
+from stream_decoder.display.demo import DEMO_ARTIFACT
 from stream_decoder.metrics import video_correlation
 from stream_decoder.paths import cache_dir
-from stream_decoder.stream.calibrate import fit_block, rehearse
-from stream_decoder.stream.demo import DEMO_ARTIFACT
+from stream_decoder.rig.calibrate import fit_block, rehearse
 
 matplotlib.use("Agg")
 GROUPS = ("oracle", "held_out_photographs")

@@ -70,8 +70,8 @@ def rig_process(
 ):
     """Publish warm-up messages until the display sees frames, then `count` paced messages: activity
     of `bank` neurons (random vectors), or, for a path, the raw frames (`frame` messages) saved there."""
+    from stream_decoder.rig.replay import Rig
     from stream_decoder.stream.protocol import ACTIVITY, FRAME
-    from stream_decoder.stream.replay import Rig
 
     raw = isinstance(bank, str)
     messages = np.load(bank) if raw else np.random.default_rng(0).random((BANK, bank), dtype=np.float32)

@@ -192,13 +192,13 @@ def fidelity(data: Path, extracted: Path | None, clips: int, folder: Path) -> di
     from stream_decoder.decoder.artifact import load_artifact
     from stream_decoder.decoder.baseline import ensure_baseline, fit_baseline
     from stream_decoder.decoder.config import RidgeConfig
+    from stream_decoder.display.loopback import Loopback, private_endpoints
+    from stream_decoder.display.viewer import MovieSink
     from stream_decoder.metrics import video_correlation
+    from stream_decoder.rig.replay import RawSource, ReplayOptions, ReplayPlan
     from stream_decoder.runtime import open_backend
     from stream_decoder.stream.config import DaemonConfig, FrontEndSection, LogConfig, ModelConfig
-    from stream_decoder.stream.loopback import Loopback, private_endpoints
     from stream_decoder.stream.raw_input import write_microscope
-    from stream_decoder.stream.replay import RawSource, ReplayOptions, ReplayPlan
-    from stream_decoder.stream.viewer import MovieSink
 
     mouse_ds = open_mouse(data)
     mouse, truth = rebuild_mouse(mouse_ds.path)

@@ -4,7 +4,7 @@
 
 A stimulus program (as examples/closed_loop.py) shows the virtual mouse grey, then a still
 held-out photograph, `--steps` times, then `--clips` held-out movies, at 30 Hz; the daemon in the
-same process decodes its activity (stream.loopback.virtual_loop). For each step, the first
+same process decodes its activity (display.loopback.virtual_loop). For each step, the first
 reconstruction received whose masked correlation with the new picture reaches half its plateau
 (the median over the step's second half) is the one that reflects it. Its loop latency, from
 the step's rig time to its arrival, splits exactly into
@@ -44,14 +44,14 @@ from stream_decoder.data.simulate import rebuild_mouse
 from stream_decoder.decoder.artifact import load_artifact
 from stream_decoder.decoder.baseline import fit_baseline
 from stream_decoder.decoder.config import RidgeConfig
+from stream_decoder.display.demo import DEMO_ARTIFACT
+from stream_decoder.display.loopback import private_endpoints, virtual_loop
 from stream_decoder.metrics import frame_correlations, video_correlation
 from stream_decoder.paths import cache_dir
+from stream_decoder.rig.virtual_rig import Screen
 from stream_decoder.runtime import open_backend
 from stream_decoder.runtime.export import export_artifact
 from stream_decoder.stream.config import DaemonConfig, LogConfig, ModelConfig
-from stream_decoder.stream.demo import DEMO_ARTIFACT
-from stream_decoder.stream.loopback import private_endpoints, virtual_loop
-from stream_decoder.stream.virtual_rig import Screen
 
 matplotlib.use("Agg")
 LOOKAHEADS = (0, 2, 4, 8)

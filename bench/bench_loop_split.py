@@ -46,12 +46,12 @@ from stream_decoder.data.simulate import rebuild_mouse
 from stream_decoder.decoder.artifact import load_artifact
 from stream_decoder.decoder.baseline import fit_baseline
 from stream_decoder.decoder.config import RidgeConfig
+from stream_decoder.display.demo import DEMO_ARTIFACT
 from stream_decoder.paths import cache_dir
+from stream_decoder.rig.virtual_rig import Screen
 from stream_decoder.runtime.export import export_artifact
 from stream_decoder.stream.client import ControlClient
-from stream_decoder.stream.demo import DEMO_ARTIFACT
 from stream_decoder.stream.protocol import ACTIVITY, RECON, decode_recon
-from stream_decoder.stream.virtual_rig import Screen
 
 matplotlib.use("Agg")
 LOOKAHEAD = 4

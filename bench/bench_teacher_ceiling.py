@@ -35,10 +35,10 @@ from common import RESULTS, write_result
 
 from stream_decoder.data import open_mice
 from stream_decoder.decoder.artifact import load_artifact
+from stream_decoder.display.demo import DEMO_ARTIFACT
 from stream_decoder.encoder.batches import ClipTensors
 from stream_decoder.encoder.checkpoint import load_ensemble
 from stream_decoder.paths import cache_dir
-from stream_decoder.stream.demo import DEMO_ARTIFACT
 from stream_decoder.teacher.commands import student_start
 from stream_decoder.teacher.config import preset
 from stream_decoder.teacher.reconstruct import ClipBatch, invert, smooth

@@ -35,11 +35,11 @@ from common import RESULTS, write_result
 
 from stream_decoder.data import open_mice
 from stream_decoder.decoder.artifact import load_artifact
+from stream_decoder.display.demo import DEMO_ARTIFACT
 from stream_decoder.encoder.batches import ClipTensors
 from stream_decoder.encoder.checkpoint import load_ensemble
 from stream_decoder.metrics import video_correlation
 from stream_decoder.paths import cache_dir
-from stream_decoder.stream.demo import DEMO_ARTIFACT
 from stream_decoder.teacher.commands import student_start
 from stream_decoder.teacher.config import MaskConfig, preset
 from stream_decoder.teacher.mask import training_mask

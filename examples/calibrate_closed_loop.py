@@ -33,11 +33,11 @@ from stream_decoder.data import FRAME_RATE_HZ, open_mouse
 from stream_decoder.data.stimuli import TRAINING_PHOTOGRAPHS, natural_movie
 from stream_decoder.decoder.config import GAZE_BASELINE
 from stream_decoder.errors import UserError
+from stream_decoder.rig.calibrate import Calibrator, fit_block, record
+from stream_decoder.rig.replay import Rig, fresh_session_id
+from stream_decoder.rig.virtual_rig import Screen, VirtualRig
 from stream_decoder.runtime.export import export_artifact
-from stream_decoder.stream.calibrate import Calibrator, fit_block, record
 from stream_decoder.stream.protocol import ACTIVITY, STIMULUS
-from stream_decoder.stream.replay import Rig, fresh_session_id
-from stream_decoder.stream.virtual_rig import Screen, VirtualRig
 
 LEAD_IN_S = 1.0  # grey before the calibration movie, and after it until the block is whole
 

@@ -34,16 +34,16 @@ from stream_decoder.data import FRAME_RATE_HZ, PlaneTiming, open_mouse
 from stream_decoder.decoder.artifact import load_artifact
 from stream_decoder.decoder.baseline import ensure_baseline
 from stream_decoder.decoder.config import GAZE_BASELINE
+from stream_decoder.display.demo import DEMO_ARTIFACT
+from stream_decoder.display.loopback import private_endpoints, virtual_loop
 from stream_decoder.errors import UserError
 from stream_decoder.metrics import frame_correlations
+from stream_decoder.rig.replay import fresh_session_id
+from stream_decoder.rig.virtual_rig import Screen
 from stream_decoder.runtime import open_backend
 from stream_decoder.runtime.export import export_artifact
 from stream_decoder.stream.client import ReconClient
 from stream_decoder.stream.config import DaemonConfig, LogConfig, ModelConfig
-from stream_decoder.stream.demo import DEMO_ARTIFACT
-from stream_decoder.stream.loopback import private_endpoints, virtual_loop
-from stream_decoder.stream.replay import fresh_session_id
-from stream_decoder.stream.virtual_rig import Screen
 
 SETTLE_FRAMES = 15  # decoded frames of a clip's first half second still carry the clip before
 HISTORY_FRAMES = 300  # what was shown is kept this long: a reconstruction older than this is not scored

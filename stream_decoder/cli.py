@@ -13,14 +13,24 @@ import traceback
 
 from stream_decoder.errors import UserError
 
-# Each module defines `register(subparsers)`, adding its verbs with `set_defaults(func=...)`.
-COMMAND_MODULES = (
-    "stream_decoder.data.commands",
-    "stream_decoder.encoder.commands",
-    "stream_decoder.teacher.commands",
-    "stream_decoder.decoder.commands",
-    "stream_decoder.stream.commands",
-    "stream_decoder.runtime.commands",
+# (module, function): each function adds its verbs with `set_defaults(func=...)`; this order is the
+# order `--help` lists them in, the pipeline's, whichever stage a verb lives in.
+COMMANDS = (
+    ("stream_decoder.data.commands", "register"),
+    ("stream_decoder.encoder.commands", "register"),
+    ("stream_decoder.teacher.commands", "register"),
+    ("stream_decoder.decoder.commands", "register"),
+    ("stream_decoder.stream.commands", "register_serve"),
+    ("stream_decoder.rig.commands", "register_replay"),
+    ("stream_decoder.rig.commands", "register_microscope"),
+    ("stream_decoder.display.commands", "register_view"),
+    ("stream_decoder.rig.commands", "register_bridge"),
+    ("stream_decoder.rig.commands", "register_virtual_rig"),
+    ("stream_decoder.stream.commands", "register_swap"),
+    ("stream_decoder.rig.commands", "register_calibrate"),
+    ("stream_decoder.display.commands", "register_demo"),
+    ("stream_decoder.display.commands", "register_report"),
+    ("stream_decoder.runtime.commands", "register"),
 )
 # What a user causes and can fix (a bad value, a missing or unreadable file, no daemon answering):
 # a one-line error. Anything else, torch's own RuntimeErrors included, is a bug and keeps its traceback.
@@ -73,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="verb", metavar="<verb>", required=True, parser_class=VerbParser)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module, function in COMMANDS:
+        getattr(importlib.import_module(module), function)(sub)
     return parser
 
 

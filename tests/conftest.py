@@ -80,7 +80,7 @@ def baseline(tmp_path_factory, tiny_root):
 @pytest.fixture
 def stream_endpoints():
     """Private ipc endpoints for one daemon, as a dict of role -> endpoint."""
-    from stream_decoder.stream.loopback import private_endpoints
+    from stream_decoder.display.loopback import private_endpoints
 
     with private_endpoints() as endpoints:
         yield {role: getattr(endpoints, role) for role in ("activity", "recon", "control")}
@@ -92,9 +92,9 @@ def start_daemon(untrained_artifact, stream_endpoints):
 
     `curve`: the CurveKeys its rig, display and control client use.
     """
+    from stream_decoder.display.loopback import Loopback
     from stream_decoder.runtime import open_backend
     from stream_decoder.stream.config import DaemonConfig, EndpointsConfig, LogConfig, ModelConfig
-    from stream_decoder.stream.loopback import Loopback
 
     running = []
 
@@ -133,9 +133,9 @@ class SteppedDaemon:
     """
 
     def __init__(self, cfg, backend):
+        from stream_decoder.rig.replay import Rig
         from stream_decoder.stream.client import ReconClient
         from stream_decoder.stream.daemon import Daemon
-        from stream_decoder.stream.replay import Rig
 
         self.now = 1000.0
         self.daemon = Daemon(cfg, backend, clock=lambda: self.now)

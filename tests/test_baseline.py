@@ -107,8 +107,8 @@ def test_the_baseline_streamed_through_the_daemon_decodes_the_offline_frames(
     baseline, tiny_mouse, stream_endpoints, one_torch_thread
 ):
     """A real clip, one activity message per tick: the frames out equal decoding the clip offline."""
+    from stream_decoder.display.loopback import Loopback
     from stream_decoder.stream.config import DaemonConfig, EndpointsConfig, LogConfig, ModelConfig
-    from stream_decoder.stream.loopback import Loopback
 
     cfg = DaemonConfig(
         model=ModelConfig(baseline.path, "onnxruntime"),

@@ -10,10 +10,10 @@ import tifffile
 import zmq
 from conftest import HANG_GUARD_S
 
+from stream_decoder.rig.replay import Rig
+from stream_decoder.rig.scanbox import ScanboxBridge
+from stream_decoder.rig.tiff_watch import TiffFolderBridge
 from stream_decoder.stream.protocol import FRAME, decode_frame
-from stream_decoder.stream.replay import Rig
-from stream_decoder.stream.scanbox import ScanboxBridge
-from stream_decoder.stream.tiff_watch import TiffFolderBridge
 
 
 @pytest.fixture

@@ -1,11 +1,11 @@
-"""Same-session calibration (stream/calibrate.py): pairing, the block's checks, and a fit on a
+"""Same-session calibration (rig/calibrate.py): pairing, the block's checks, and a fit on a
 rehearsed block of the tiny mouse that the daemon takes for this stream."""
 
 import numpy as np
 import pytest
 
 from stream_decoder.data import FRAME_RATE_HZ, FRAME_SHAPE
-from stream_decoder.stream.calibrate import (
+from stream_decoder.rig.calibrate import (
     CLIP_TICKS,
     MIN_CLIPS,
     CalibrationError,

@@ -106,7 +106,7 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_code_130(monkeypatch, tmp_p
 def test_ctrl_c_stops_view_with_one_line_and_130_after_writing_what_it_has(monkeypatch, tmp_path, capsys):
     import signal
 
-    from stream_decoder.stream import viewer
+    from stream_decoder.display import viewer
 
     def watch_until_ctrl_c(client, sink, *args, stop, **kwargs):
         signal.raise_signal(signal.SIGINT)  # as a person pressing Ctrl-C in view's terminal

@@ -524,7 +524,7 @@ def write_config(tmp_path, endpoints, artifact, record_dir) -> str:
 def test_recording_survives_the_daemon_being_stopped(
     how, tmp_path, stream_endpoints, untrained_artifact, tiny_mouse
 ):
-    from stream_decoder.stream.replay import Rig
+    from stream_decoder.rig.replay import Rig
 
     record = tmp_path / "recording"
     config = write_config(tmp_path, stream_endpoints, untrained_artifact, record)

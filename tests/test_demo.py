@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from stream_decoder.data import FRAME_RATE_HZ
-from stream_decoder.stream.replay import ReplayOptions, ReplayPlan, plane_timing
-from stream_decoder.stream.viewer import MovieSink
+from stream_decoder.display.viewer import MovieSink
+from stream_decoder.rig.replay import ReplayOptions, ReplayPlan, plane_timing
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -34,7 +34,7 @@ def test_truth_beside_the_frames_stays_right_after_a_rig_restart(start_daemon, t
 def test_demo_does_not_simulate_into_a_folder_it_was_given_unless_asked(
     untrained_artifact, tmp_path, monkeypatch
 ):
-    from stream_decoder.stream import demo
+    from stream_decoder.display import demo
 
     def simulate(*args, **kwargs):
         raise AssertionError("simulated without being asked")

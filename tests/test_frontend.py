@@ -260,10 +260,10 @@ def test_replay_raw_to_serve_to_view_decodes_what_the_activity_decodes(
 ):
     """The same clip replayed twice through the daemon serving the linear baseline: as raw frames
     (through the front end) and as the dataset's own activity at the same plane timing."""
+    from stream_decoder.display.loopback import Loopback, private_endpoints
+    from stream_decoder.display.viewer import MovieSink
+    from stream_decoder.rig.replay import RawSource, ReplayOptions, ReplayPlan
     from stream_decoder.runtime import open_backend
-    from stream_decoder.stream.loopback import Loopback, private_endpoints
-    from stream_decoder.stream.replay import RawSource, ReplayOptions, ReplayPlan
-    from stream_decoder.stream.viewer import MovieSink
 
     mic, truth = microscope
     write_microscope(mic, tmp_path)

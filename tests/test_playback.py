@@ -9,9 +9,9 @@ import zmq
 from conftest import HANG_GUARD_S, until
 
 from stream_decoder.cli import main
+from stream_decoder.display.loopback import private_endpoints
+from stream_decoder.rig.playback import PlaybackPlan
 from stream_decoder.stream.config import RecorderConfig
-from stream_decoder.stream.loopback import private_endpoints
-from stream_decoder.stream.playback import PlaybackPlan
 from stream_decoder.stream.protocol import Activity
 from stream_decoder.stream.recorder import Recorder, Recording, read_recording
 

@@ -13,10 +13,10 @@ from stream_decoder.data import PlaneTiming, held_responses
 from stream_decoder.data.planes import frame_of
 from stream_decoder.decoder.artifact import load_artifact
 from stream_decoder.decoder.config import GAZE_GAINS
+from stream_decoder.display.viewer import MovieSink
+from stream_decoder.rig.replay import ReplayOptions, ReplayPlan, Rig, plane_timing, replay
 from stream_decoder.runtime import open_backend
 from stream_decoder.stream.config import EndpointsConfig
-from stream_decoder.stream.replay import ReplayOptions, ReplayPlan, Rig, plane_timing, replay
-from stream_decoder.stream.viewer import MovieSink
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -298,7 +298,7 @@ def test_replay_refuses_another_mouse_with_the_same_neuron_count(
 
 def test_replay_checks_the_data_fingerprint_of_a_model_without_a_neuron_set(tiny_mouse, other_tiny_mouse):
     # docs/protocol.md §5.3: artifacts from before identities
-    from stream_decoder.stream.replay import check_neuron_set
+    from stream_decoder.rig.replay import check_neuron_set
 
     info = {"model": "old", "neurons": tiny_mouse.n_neurons, "neuron_set": None}
     assert (
@@ -373,7 +373,7 @@ def test_ctrl_c_on_replay_closes_its_socket_and_exits_130_in_one_line(
 def test_demo_streams_clips_end_to_end_and_writes_its_summary(
     untrained_artifact, tiny_root, tiny_mouse, tmp_path
 ):
-    from stream_decoder.stream.demo import DemoConfig, run_demo
+    from stream_decoder.display.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(
         artifact=untrained_artifact,
@@ -406,7 +406,7 @@ def test_demo_streams_clips_end_to_end_and_writes_its_summary(
 
 
 def test_demo_refuses_data_its_student_was_not_distilled_on(untrained_artifact, other_tiny_mouse, tmp_path):
-    from stream_decoder.stream.demo import DemoConfig, run_demo
+    from stream_decoder.display.demo import DemoConfig, run_demo
 
     with pytest.raises(ValueError, match="not the data the demo student was distilled on"):
         run_demo(DemoConfig(artifact=untrained_artifact, data=other_tiny_mouse.path, out=tmp_path / "demo"))
@@ -414,7 +414,7 @@ def test_demo_refuses_data_its_student_was_not_distilled_on(untrained_artifact, 
 
 def test_bundled_demo_student_loads_with_its_graph():
     from stream_decoder.decoder.artifact import load_artifact
-    from stream_decoder.stream.demo import DEMO_ARTIFACT
+    from stream_decoder.display.demo import DEMO_ARTIFACT
 
     artifact = load_artifact(DEMO_ARTIFACT)  # checks weights and model.onnx against the model id
     assert artifact.config.n_neurons == 2000
@@ -428,7 +428,7 @@ def test_bundled_demo_student_names_the_neuron_set_of_the_mouse_the_demo_simulat
     from stream_decoder.data.rig import SyntheticMouse
     from stream_decoder.data.sensorium import neuron_set_id
     from stream_decoder.decoder.artifact import load_artifact
-    from stream_decoder.stream.demo import DEMO_ARTIFACT, DEMO_DATA
+    from stream_decoder.display.demo import DEMO_ARTIFACT, DEMO_DATA
 
     preset, seed = DEMO_DATA
     mouse = SyntheticMouse.create(preset_config(preset), seed)  # its neurons, without simulating trials

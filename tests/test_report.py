@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import TINY_RIDGE
 
-from stream_decoder.stream.report import (
+from stream_decoder.display.report import (
     GIF_LIMIT_BYTES,
     MOVIE_FILE,
     TEACHER_LACKS,
@@ -16,7 +16,7 @@ from stream_decoder.stream.report import (
     swap_rows,
     write_report,
 )
-from stream_decoder.stream.run_record import RunRecord, load_summary
+from stream_decoder.display.run_record import RunRecord, load_summary
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -41,7 +41,7 @@ def masked_baseline(tmp_path_factory, tiny_root):
 def demo_run(tmp_path_factory, tiny_root, masked_baseline):
     """A demo run on the tiny mouse, one clip at the rig's pace, with the masked baseline as the student
     and as the baseline (the demo would otherwise fit its own)."""
-    from stream_decoder.stream import demo
+    from stream_decoder.display import demo
 
     out = tmp_path_factory.mktemp("demo-run")
     with pytest.MonkeyPatch.context() as patch:
@@ -53,7 +53,7 @@ def demo_run(tmp_path_factory, tiny_root, masked_baseline):
 @pytest.fixture(scope="module")
 def two_clip_run(tmp_path_factory, tiny_root, masked_baseline):
     """Like `demo_run`, two clips, replayed as fast as the daemon goes (a store can then lack one)."""
-    from stream_decoder.stream import demo
+    from stream_decoder.display import demo
 
     out = tmp_path_factory.mktemp("two-clip-run")
     with pytest.MonkeyPatch.context() as patch:

@@ -17,6 +17,7 @@ from stream_decoder.cli import main
 from stream_decoder.decoder import artifact as artifact_module
 from stream_decoder.decoder.artifact import load_artifact, save_artifact
 from stream_decoder.decoder.student import Student, StudentConfig
+from stream_decoder.display.demo import DEMO_ARTIFACT
 from stream_decoder.paths import cache_dir, local_path, portable_path
 from stream_decoder.provenance import source_version
 from stream_decoder.runtime import KINDS, open_backend
@@ -34,7 +35,6 @@ from stream_decoder.runtime.export import (
     max_frame_difference,
     stream_inputs,
 )
-from stream_decoder.stream.demo import DEMO_ARTIFACT
 
 N = 48
 REPO = Path(__file__).resolve().parents[1]

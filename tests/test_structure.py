@@ -1,4 +1,5 @@
-"""One-way flow: data -> encoder -> teacher -> decoder -> runtime -> stream. A stage imports only from
+"""One-way flow: data -> frontend -> encoder -> teacher -> decoder -> runtime -> stream (the daemon and its
+wire) -> rig (what sends to it) -> display (what watches it). A stage imports only from
 stages to its left and from the shared leaves (the modules beside the stages: metrics, paths, atomic,
 distributed, ...), which import no stage; every import counts, those inside functions too. Each stage's
 commands.py and cli.py compose the stages and are exempt."""
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import stream_decoder
 
-STAGES = ("data", "frontend", "encoder", "teacher", "decoder", "runtime", "stream")
+STAGES = ("data", "frontend", "encoder", "teacher", "decoder", "runtime", "stream", "rig", "display")
 PACKAGE = Path(stream_decoder.__file__).parent
 
 

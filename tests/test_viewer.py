@@ -7,9 +7,9 @@ from itertools import count
 import numpy as np
 import zmq
 
+from stream_decoder.display.viewer import LiveFigures, MovieSink, paint, watch
 from stream_decoder.stream.client import ReconClient
 from stream_decoder.stream.protocol import ReconHeader, encode_recon
-from stream_decoder.stream.viewer import LiveFigures, MovieSink, paint, watch
 
 
 def header(seq: int, seq_newest: int | None = None, session: str = "s") -> ReconHeader:

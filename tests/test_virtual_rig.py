@@ -10,7 +10,9 @@ from stream_decoder.data import FRAME_RATE_HZ
 from stream_decoder.data.live import Drive, LiveMouse
 from stream_decoder.data.microscope import Microscope
 from stream_decoder.data.simulate import rebuild_mouse
-from stream_decoder.stream.loopback import private_endpoints
+from stream_decoder.display.loopback import private_endpoints
+from stream_decoder.rig.replay import Rig
+from stream_decoder.rig.virtual_rig import MAX_HELD_S, Screen, VirtualRig
 from stream_decoder.stream.protocol import (
     ACTIVITY,
     FRAME,
@@ -19,8 +21,6 @@ from stream_decoder.stream.protocol import (
     decode_frame,
     encode_stimulus,
 )
-from stream_decoder.stream.replay import Rig
-from stream_decoder.stream.virtual_rig import MAX_HELD_S, Screen, VirtualRig
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,10 @@ from stream_decoder.data import FRAME_RATE_HZ, FRAME_SHAPE, MouseDataset
 from stream_decoder.data.live import LiveMouse, PlaneImage, Tick
 from stream_decoder.data.simulate import rebuild_mouse
 from stream_decoder.data.truth import truth_dir
+from stream_decoder.rig.replay import Rig, fresh_session_id
 from stream_decoder.stream.assembly import contiguous_runs
 from stream_decoder.stream.client import CurveKeys
 from stream_decoder.stream.protocol import STIMULUS, Rejected, decode_stimulus, encode_stimulus
-from stream_decoder.stream.replay import Rig, fresh_session_id
 from stream_decoder.stream.sockets import attach
 from stream_decoder.stream.stats import RateLimitedLog, kv
 

@@ -14,14 +14,14 @@ from collections.abc import Iterator
 import numpy as np
 
 from stream_decoder.data import MouseDataset
+from stream_decoder.display.viewer import LiveFigures, TruthLookup, watch
 from stream_decoder.errors import UserError
+from stream_decoder.rig.replay import ReplayOptions, ReplayPlan, Rig, fresh_session_id, replay
+from stream_decoder.rig.virtual_rig import VirtualRig
 from stream_decoder.runtime import Backend
 from stream_decoder.stream.client import ControlClient, CurveKeys, ReconClient
 from stream_decoder.stream.config import DaemonConfig, EndpointsConfig
 from stream_decoder.stream.daemon import Daemon
-from stream_decoder.stream.replay import ReplayOptions, ReplayPlan, Rig, fresh_session_id, replay
-from stream_decoder.stream.viewer import LiveFigures, TruthLookup, watch
-from stream_decoder.stream.virtual_rig import VirtualRig
 
 
 @contextlib.contextmanager

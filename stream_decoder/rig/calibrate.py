@@ -24,6 +24,8 @@ from stream_decoder.data import FRAME_RATE_HZ, FRAME_SHAPE, TIME_TOLERANCE_S, Mo
 from stream_decoder.decoder.artifact import Artifact, save_artifact
 from stream_decoder.decoder.config import GAZE_BASELINE, RidgeConfig
 from stream_decoder.decoder.ridge import fit_ridge
+from stream_decoder.rig.replay import fresh_session_id
+from stream_decoder.rig.virtual_rig import VirtualRig
 from stream_decoder.stream.assembly import Assembler
 from stream_decoder.stream.protocol import (
     ACTIVITY,
@@ -36,9 +38,7 @@ from stream_decoder.stream.protocol import (
     encode_activity,
     encode_stimulus,
 )
-from stream_decoder.stream.replay import fresh_session_id
 from stream_decoder.stream.sockets import attach
-from stream_decoder.stream.virtual_rig import VirtualRig
 
 CLIP_TICKS = 300  # 10 s clips, a Sensorium trial's length
 MIN_CLIPS = 5  # one chooses the penalty, four fit: a minute of paired activity at least

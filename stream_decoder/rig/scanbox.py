@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stream_decoder.stream.bridge import FrameTiming
-from stream_decoder.stream.replay import Rig
+from stream_decoder.rig.bridge import FrameTiming
+from stream_decoder.rig.replay import Rig
 from stream_decoder.stream.stats import kv
 
 log = logging.getLogger(__name__)

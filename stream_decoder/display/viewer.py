@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from stream_decoder.rig.replay import ReplayPlan
 from stream_decoder.stream.client import ReconClient
 from stream_decoder.stream.protocol import ReconHeader
-from stream_decoder.stream.replay import ReplayPlan
 
 SCALE = 4  # pixels per frame pixel in the written movies (36x64 -> 144x256)
 GIF_SCALE = 2  # in the GIF: 900 frames at SCALE are 14 MB; at 2, the report's size, a quarter

@@ -21,9 +21,9 @@ from stream_decoder.data import FRAME_RATE_HZ, GRAY, MouseDataset, open_mouse
 from stream_decoder.decoder.artifact import META_FILE
 from stream_decoder.decoder.baseline import ensure_baseline
 from stream_decoder.decoder.evaluate import Contestant
+from stream_decoder.display.run_record import RunRecord, load_summary
+from stream_decoder.display.viewer import PLAUSIBLE_LATENCY_S
 from stream_decoder.metrics import video_correlation
-from stream_decoder.stream.run_record import RunRecord, load_summary
-from stream_decoder.stream.viewer import PLAUSIBLE_LATENCY_S
 from stream_decoder.teacher.store import TeacherStore
 
 REPORT_FILE = "report.html"

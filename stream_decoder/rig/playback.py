@@ -29,8 +29,8 @@ import numpy as np
 
 from stream_decoder.data import FRAME_RATE_HZ, TIME_TOLERANCE_S
 from stream_decoder.data.planes import frame_of
+from stream_decoder.rig.replay import PlannedMessage
 from stream_decoder.stream.recorder import Recording, read_recording
-from stream_decoder.stream.replay import PlannedMessage
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from stream_decoder.atomic import write_atomic_with
+from stream_decoder.display.viewer import MovieSink, TruthLookup
+from stream_decoder.rig.replay import ReplayPlan
 from stream_decoder.stream.protocol import ReconHeader
-from stream_decoder.stream.replay import ReplayPlan
-from stream_decoder.stream.viewer import MovieSink, TruthLookup
 
 RUN_FILE = "run.npz"
 SUMMARY_FILE = "summary.json"

@@ -19,13 +19,13 @@ from stream_decoder.decoder.artifact import load_artifact
 from stream_decoder.decoder.baseline import ensure_baseline
 from stream_decoder.decoder.config import GAZE_BASELINE
 from stream_decoder.decoder.evaluate import evaluate
+from stream_decoder.display.loopback import Loopback, private_endpoints
+from stream_decoder.display.run_record import SUMMARY_FILE, RunRecord, RunSink
 from stream_decoder.metrics import video_correlation
 from stream_decoder.paths import cache_dir
+from stream_decoder.rig.replay import ReplayOptions, ReplayPlan
 from stream_decoder.runtime import open_backend
 from stream_decoder.stream.config import DaemonConfig, LogConfig, ModelConfig
-from stream_decoder.stream.loopback import Loopback, private_endpoints
-from stream_decoder.stream.replay import ReplayOptions, ReplayPlan
-from stream_decoder.stream.run_record import SUMMARY_FILE, RunRecord, RunSink
 
 DEMO_ARTIFACT = Path(__file__).resolve().parents[1] / "assets" / "demo"
 DEMO_DATA = ("demo", 0)  # simulator preset and seed of the data the bundled student was distilled on
