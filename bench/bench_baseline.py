@@ -13,78 +13,24 @@ then fitted with and without the correction on the same subsets (`neurons`, `neu
 The mask is the artifact's; the mouse is the first under --data.
 """
 
-import argparse
 import dataclasses
-import time
-from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from common import RESULTS, write_result
+from common import (
+    GROUPS,
+    REQUIRED,
+    RESULTS,
+    arguments,
+    fit_and_score,
+    held_out_setup,
+    picture_path,
+    write_result,
+)
 
-from stream_decoder.data import open_mouse
-from stream_decoder.decoder.artifact import load_artifact
-from stream_decoder.decoder.baseline import TrialClips
 from stream_decoder.decoder.config import RidgeConfig
-from stream_decoder.decoder.evaluate import clip_groups, decode_clip
-from stream_decoder.decoder.ridge import fit_ridge, settings
-from stream_decoder.metrics import video_correlation
-
-GROUPS = ("oracle", "final_test_main", "gaussian_dots", "pink_noise", "drifting_gratings")
-TIERS = ("oracle", "live_test_bonus", "final_test_main", "final_test_bonus")
-
-
-class Subset(Sequence):
-    """The clips with only some neurons (columns), as a rig recording fewer of them would give."""
-
-    def __init__(self, clips: TrialClips, neurons: np.ndarray):
-        self.clips, self.neurons = clips, neurons
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, index: int):
-        activity, behavior4, video = self.clips[index]
-        return activity[:, self.neurons], behavior4, video
-
-
-def score(model, held_out: TrialClips, neurons: np.ndarray, groups: dict, mask) -> dict[str, float]:
-    scores = {}
-    for group in GROUPS:
-        values = []
-        for trial in groups.get(group, []):
-            activity, behavior4, video = Subset(held_out, neurons)[held_out.trials.index(trial)]
-            end = len(video) - model.cfg.lookahead
-            decoded = decode_clip(model, activity, behavior4[:, :2], behavior4[:, 2:])
-            values.append(video_correlation(decoded[:end], video[:end], mask))
-        scores[group] = float(np.nanmean(values)) if values else float("nan")
-    return scores
-
-
-def held_out_setup(data: Path, mask_from: Path):
-    """The mask of artifact `mask_from`, the first mouse under `data`, its train clips, its
-    held-out groups and their clips: what every fit-and-score bench starts from."""
-    mask = load_artifact(mask_from).evaluation_mask
-    mouse = open_mouse(data)
-    clips = TrialClips(mouse, mouse.trials("train"), multi_plane=False)
-    groups = clip_groups(mouse, TIERS)
-    held_out = TrialClips(mouse, sorted({t for g in GROUPS for t in groups.get(g, [])}, key=int), False)
-    return mask, mouse, clips, groups, held_out
-
-
-def point(clips, held_out, neurons, cfg, mask, groups) -> dict:
-    started = time.perf_counter()
-    model, report = fit_ridge(Subset(clips, neurons), cfg, mask, progress=False)
-    seconds = time.perf_counter() - started
-    result = {"neurons": len(neurons), "components": model.cfg.components, "fit_seconds": seconds}
-    result |= {key: report[key] for key in ("penalty", "penalty_at_grid_edge", "gaze_gain")}
-    result["groups"] = score(model, held_out, neurons, groups, mask)
-    print(result)
-    return result
+from stream_decoder.decoder.ridge import settings
 
 
 def picture(result: dict, out: Path) -> None:
@@ -110,11 +56,14 @@ def picture(result: dict, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = arguments(__doc__, data=REQUIRED, mask_from=REQUIRED)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="JSON",
+        help="results file; the picture goes beside it as .png (default: bench/results/bench_baseline.json, "
+        "bench_baseline_gaze.json with --gaze-gains)",
     )
-    parser.add_argument("--data", type=Path, required=True, help="dataset root")
-    parser.add_argument("--mask-from", type=Path, required=True, help="artifact whose evaluation mask to use")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.125, 0.25, 0.5, 1.0])
     parser.add_argument("--components", type=int, nargs="+", default=[64, 128, 256, 512])
     parser.add_argument("--gaze-gains", type=float, nargs="+", default=[0.0], help="as baseline --gaze-gains")
@@ -126,19 +75,22 @@ def main() -> None:
     name = "bench_baseline_gaze" if any(args.gaze_gains) else "bench_baseline"
     result = {"mouse": mouse.name, "mask_pixels": int(mask.sum()), "ridge": settings(default)}
     result["components"] = [
-        point(clips, held_out, everyone, dataclasses.replace(default, components=c), mask, groups)
+        fit_and_score(clips, held_out, everyone, dataclasses.replace(default, components=c), mask, groups)
         for c in args.components
     ]
     rng = np.random.default_rng(0)
     n = mouse.n_neurons
     subsets = [np.sort(rng.permutation(n)[: round(f * n)]) for f in args.fractions]
-    result["neurons"] = [point(clips, held_out, cells, default, mask, groups) for cells in subsets]
+    result["neurons"] = [fit_and_score(clips, held_out, cells, default, mask, groups) for cells in subsets]
     if any(args.gaze_gains):
         plain = RidgeConfig()
-        result["neurons_plain"] = [point(clips, held_out, cells, plain, mask, groups) for cells in subsets]
-    png = RESULTS / f"{name}.png"
+        result["neurons_plain"] = [
+            fit_and_score(clips, held_out, cells, plain, mask, groups) for cells in subsets
+        ]
+    out = args.out or RESULTS / f"{name}.json"
+    png = picture_path(out)
     picture(result, png)
-    write_result(name, result | {"picture": png.name})
+    write_result(name, result | {"picture": png.name}, out)
 
 
 if __name__ == "__main__":

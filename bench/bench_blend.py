@@ -9,18 +9,15 @@ errors differ, so a better student could take what the baseline misses; an avera
 baseline's level says the student makes the baseline's errors.
 """
 
-import argparse
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-from common import RESULTS, write_result
+from common import REQUIRED, arguments, picture_path, write_result
 
 from stream_decoder.data import open_mouse
 from stream_decoder.decoder.evaluate import Contestant
 from stream_decoder.metrics import video_correlation
 
-matplotlib.use("Agg")
 TIERS = ("oracle", "final_test_main")
 
 
@@ -60,8 +57,7 @@ def plot(path: Path, results: dict) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, required=True)
+    p = arguments(__doc__, "bench_blend", data=REQUIRED)
     p.add_argument("--baseline", type=Path, required=True, help="the linear baseline artifact")
     p.add_argument("--student", type=Path, action="append", required=True, help="student artifacts")
     args = p.parse_args()
@@ -72,7 +68,7 @@ def main() -> None:
         student = Contestant.open(path, mouse, "student")
         results[student.artifact.model_id] = {tier: scores(mouse, student, baseline, tier) for tier in TIERS}
         print(path, results[student.artifact.model_id])
-    picture = RESULTS / "bench_blend.png"
+    picture = picture_path(args.out)
     plot(picture, results)
     write_result(
         "bench_blend",
@@ -82,6 +78,7 @@ def main() -> None:
             "students": results,
             "picture": picture.name,
         },
+        args.out,
     )
 
 

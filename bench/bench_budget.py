@@ -32,18 +32,23 @@ The gaps between rows split the loss: map resolution, encoding, noise, neuron co
 decoder. Writes bench/results/bench_budget.json and bench_budget.png.
 """
 
-import argparse
 import dataclasses
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from bench_baseline import GROUPS, TIERS, point, score
-from common import RESULTS, carried, write_result
+from common import (
+    GROUPS,
+    REQUIRED,
+    TIERS,
+    arguments,
+    carried,
+    fit_and_score,
+    picture_path,
+    score,
+    write_result,
+)
 
 from stream_decoder.data import held_responses, load_truth, open_mouse
 from stream_decoder.data.reliability import repeat_reliability
@@ -149,7 +154,7 @@ def ridge_rows(mouse: Mouse, mask, label: str) -> list[dict]:
         (f"ridge, recorded, {len(half)} training clips", half, mouse.held_out),
     ):
         print(f"{label}: {name}")
-        found = point(train, held, everyone, cfg, mask, mouse.groups)
+        found = fit_and_score(train, held, everyone, cfg, mask, mouse.groups)
         rows.append({"row": name, "mouse": mouse.name} | found)
     return rows
 
@@ -160,7 +165,7 @@ def filter_row(mouse: Mouse, mask) -> dict:
     train = FilterClips(mouse.train.mouse, mouse.train.trials)
     held = FilterClips(mouse.held_out.mouse, mouse.held_out.trials)
     print(f"{mouse.name}: ridge on the linear filter outputs")
-    found = point(train, held, np.arange(train[0][0].shape[1]), RidgeConfig(), mask, mouse.groups)
+    found = fit_and_score(train, held, np.arange(train[0][0].shape[1]), RidgeConfig(), mask, mouse.groups)
     return {"row": "ridge, linear filter outputs (noise-free)", "mouse": mouse.name} | found
 
 
@@ -171,7 +176,7 @@ def data_curve(mouse: Mouse, mask, clips: int) -> list[dict]:
     for count in (clips, len(mouse.train)):
         train = TrialClips(mouse.train.mouse, mouse.train.trials[:count], False)
         print(f"{mouse.name}: ridge on {count} training clips")
-        found = point(train, mouse.held_out, everyone, RidgeConfig(), mask, mouse.groups)
+        found = fit_and_score(train, mouse.held_out, everyone, RidgeConfig(), mask, mouse.groups)
         rows.append({"row": f"ridge, recorded, {count} training clips", "mouse": mouse.name} | found)
     return rows
 
@@ -186,7 +191,7 @@ def neuron_curve(mouse: Mouse, mask, fractions=FRACTIONS, rates: bool = False) -
     for fraction in fractions:
         neurons = np.sort(rng.permutation(mouse.n_neurons)[: round(fraction * mouse.n_neurons)])
         print(f"{mouse.name}: ridge on {len(neurons)} neurons, {kind}")
-        found = point(train, held, neurons, RidgeConfig(), mask, mouse.groups)
+        found = fit_and_score(train, held, neurons, RidgeConfig(), mask, mouse.groups)
         row = f"ridge, {kind}, {fraction:.1%} of neurons, imaging noise {mouse.imaging_noise:g}"
         measured = {"reliability": mouse.reliability, "imaging_noise_dff": mouse.imaging_noise}
         rows.append({"row": row, "mouse": mouse.name} | measured | found)
@@ -218,11 +223,9 @@ def picture(rows: list[dict], out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = arguments(
+        __doc__, "bench_budget", data=REQUIRED, data_help="dataset root (the demo mouse)", mask_from=REQUIRED
     )
-    parser.add_argument("--data", type=Path, required=True, help="dataset root (the demo mouse)")
-    parser.add_argument("--mask-from", type=Path, required=True, help="artifact whose evaluation mask to use")
     parser.add_argument("--data-8000", type=Path, help="the same mouse simulated with 8,000 neurons")
     parser.add_argument("--more-data", type=Path, help="the same neurons recorded for more trials")
     parser.add_argument(
@@ -260,9 +263,10 @@ def main() -> None:
     rows += [student_row(path, mice, mask) for path in args.student]
     if args.previous:
         rows += carried(args.previous, "rows", rows, lambda r: (r["row"], r["mouse"]))
-    png = RESULTS / "bench_budget.png"
+    png = picture_path(args.out)
     picture(rows, png)
-    write_result("bench_budget", {"mask_pixels": int(mask.sum()), "rows": rows, "picture": png.name})
+    figures = {"mask_pixels": int(mask.sum()), "rows": rows, "picture": png.name}
+    write_result("bench_budget", figures, args.out)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,12 @@ scored on the dataset's held-out clips in their own 3-plane timing, in the bundl
 276-px evaluation mask: masked video correlation with the true stimulus, first 30 frames skipped.
 """
 
-import argparse
 import json
 import time
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-from common import RESULTS, write_result
+from common import arguments, picture_path, write_result
 from tqdm import tqdm
 
 from stream_decoder.data import CLIP_FRAMES, FRAME_RATE_HZ, open_mouse, student_inputs
@@ -35,7 +33,6 @@ from stream_decoder.metrics import video_correlation
 from stream_decoder.paths import cache_dir
 from stream_decoder.rig.calibrate import fit_block, rehearse
 
-matplotlib.use("Agg")
 GROUPS = ("oracle", "held_out_photographs")
 SEED = 1  # the bundled models were fitted on seed 0's mouse
 
@@ -83,16 +80,20 @@ def plot(path: Path, minutes: list, calibrated: list, offline: dict) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=cache_dir() / "data" / f"demo-seed{SEED}")
+    p = arguments(
+        __doc__,
+        "bench_calibrate",
+        data=cache_dir() / "data" / f"demo-seed{SEED}",
+        data_help="the mouse no bundled model has seen",
+    )
     p.add_argument("--minutes", type=float, nargs="+", default=[2, 5, 10, 20])
     p.add_argument("--rig-seed", type=int, default=7, help="the virtual rig's behaviour and noise seed")
     p.add_argument("--plot-only", action="store_true", help="redraw the picture from the last results")
     args = p.parse_args()
     if args.plot_only:
-        last = json.loads((RESULTS / "bench_calibrate.json").read_text())
+        last = json.loads(args.out.read_text())
         minutes = [c["minutes"] for c in last["calibrated"]]
-        plot(RESULTS / "bench_calibrate.png", minutes, last["calibrated"], last["offline"])
+        plot(picture_path(args.out), minutes, last["calibrated"], last["offline"])
         return
     if not args.data.is_dir():
         simulate("demo", SEED, args.data, progress=True)
@@ -132,7 +133,7 @@ def main() -> None:
         "scores": scores(offline, mouse, groups),
     }
     print(f"offline: {reference}")
-    picture = RESULTS / "bench_calibrate.png"
+    picture = picture_path(args.out)
     plot(picture, args.minutes, calibrated, reference)
     write_result(
         "bench_calibrate",
@@ -147,6 +148,7 @@ def main() -> None:
             "offline": reference,
             "picture": picture.name,
         },
+        args.out,
     )
 
 

@@ -37,7 +37,7 @@ from typing import NamedTuple
 import msgpack
 import numpy as np
 import zmq
-from common import RESULTS, write_result
+from common import arguments, write_result
 
 from stream_decoder.paths import cache_dir
 from stream_decoder.stream.client import ControlClient
@@ -285,9 +285,6 @@ def ramp(in_ep: str, out_ep: str, n_neurons: int, rates: list[float], seconds: f
 
 
 def plot(path: Path, daemon: dict, floor: dict, steps: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
@@ -353,9 +350,7 @@ def interleave(targets: dict[str, dict], n_neurons: int, seconds: float, blocks:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__, "bench_e2e")
     parser.add_argument("--seconds", type=float, default=600.0, help="length of each 30 Hz run")
     parser.add_argument(
         "--blocks", type=int, default=10, help="the 30 Hz runs alternate floor and daemon in this many blocks"
@@ -380,7 +375,6 @@ def main() -> None:
     )
     parser.add_argument("--ramp-seconds", type=float, default=5.0)
     parser.add_argument("--ramp-p99-ms", type=float, default=10.0, help="p99 above this is not sustained")
-    parser.add_argument("--out", type=Path, default=RESULTS / "bench_e2e.json")
     args = parser.parse_args()
 
     artifact, artifact_info = ensure_artifact(args.artifact, args.neurons)

@@ -18,7 +18,6 @@ Writes bench/results/bench_encoder.json.
         bench/results/bench_encoder_no_shifter.json   # the ablation: members without a shifter
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import RESULTS, write_result
+from common import RESULTS, arguments, write_result
 
 from stream_decoder.data import FRAME_SHAPE, load_truth, open_mice, simulate
 from stream_decoder.encoder import Encoder, load_ensemble, member_dirs, predict_clip, preset
@@ -137,14 +136,20 @@ def cost(neurons: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=cache_dir() / "data" / "demo")
-    parser.add_argument("--out", type=Path, default=cache_dir() / "encoders" / "demo")
+    parser = arguments(__doc__, data=cache_dir() / "data" / "demo")
+    parser.add_argument(
+        "--out", type=Path, default=cache_dir() / "encoders" / "demo", help="where the ensemble is trained"
+    )
     parser.add_argument("--members", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--no-shifter", action="store_true", help="train without the shifter (the ablation)")
     parser.add_argument("--reuse", action="store_true", help="measure the ensemble in --out, do not train")
-    parser.add_argument("--results", type=Path, default=RESULTS / "bench_encoder.json")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS / "bench_encoder.json",
+        help="results JSON (an --out of its own)",
+    )
     args = parser.parse_args()
 
     load_before = os.getloadavg()

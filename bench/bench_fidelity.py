@@ -10,19 +10,15 @@ Writes bench/results/bench_fidelity.json and bench_fidelity.png (correlation per
 decoder, baseline and teacher; vs missing neurons; vs lookahead; example frames).
 """
 
-import argparse
 import dataclasses
 import json
 import tempfile
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from common import RESULTS, write_result
+from common import REQUIRED, RESULTS, arguments, picture_path, write_result
 
 from stream_decoder.data import BEHAVIOR_CHANNELS, CLIP_FRAMES, open_mouse
 from stream_decoder.decoder.artifact import load_artifact
@@ -205,10 +201,9 @@ def picture(result: dict, shown: dict, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = arguments(
+        __doc__, "bench_fidelity", data=REQUIRED, data_help="dataset root the artifact was trained on"
     )
-    parser.add_argument("--data", type=Path, required=True, help="dataset root the artifact was trained on")
     parser.add_argument("--artifact", type=Path, required=True, help="the decoder to score")
     parser.add_argument("--teacher", type=Path, help="teacher store of held-out clips (bench_teacher.py's)")
     parser.add_argument("--baseline", type=Path, help="baseline artifact (default: fitted into the cache)")
@@ -228,9 +223,9 @@ def main() -> None:
     result["compute"] = compute(args, result, baseline)
     if args.lookaheads:
         result["lookahead_sweep"] = lookahead_sweep(args, mask)
-    png = RESULTS / "bench_fidelity.png"
+    png = picture_path(args.out)
     picture(result, examples(args, result, baseline), png)
-    write_result("bench_fidelity", result | {"picture": png.name})
+    write_result("bench_fidelity", result | {"picture": png.name}, args.out)
     print(f"{'group':22s} clips  student  baseline  ratio  teacher (its clips: student, baseline)")
     for group, row in result["groups"].items():
         teacher = ""

@@ -23,7 +23,6 @@ extraction costs the reconstruction.
 Writes bench/results/bench_frontend.json and bench_frontend.png.
 """
 
-import argparse
 import multiprocessing as mp
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import scipy.fft as fft
 from bench_e2e import free_tcp_endpoint, relay_process, run_block, summarise
-from common import RESULTS, write_result
+from common import arguments, picture_path, write_result
 from tqdm import tqdm
 
 from stream_decoder.data import PlaneTiming, open_mouse
@@ -271,9 +270,6 @@ def front_end_scale(mic, truth, mouse_ds, trial, raw_trial) -> dict:
 
 
 def picture(result: dict, examples: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig = plt.figure(figsize=(13, 6.5))
@@ -320,11 +316,8 @@ def picture(result: dict, examples: dict, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--data", type=Path, default=cache_dir() / "data" / "demo", help="the demo dataset root"
+    parser = arguments(
+        __doc__, "bench_frontend", data=cache_dir() / "data" / "demo", data_help="the demo dataset root"
     )
     parser.add_argument("--frames", type=int, default=600, help="frames per stage-cost run (30 Hz)")
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds of raw frames per e2e block")
@@ -360,9 +353,9 @@ def main() -> None:
             result["fidelity"], examples = fidelity(
                 args.data, args.extracted, args.clips, folder / "fidelity"
             )
-    out = write_result("bench_frontend", result)
+    out = write_result("bench_frontend", result, args.out)
     if "stages" in result:
-        picture(result, examples, RESULTS / "bench_frontend.png")
+        picture(result, examples, picture_path(out))
     print(out.read_text())
 
 

@@ -11,17 +11,12 @@ and every artifact in --students, on the held-out groups in the artifact's evalu
 Writes bench/results/bench_gaze.json and bench_gaze.png.
 """
 
-import argparse
 import time
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from bench_baseline import GROUPS, held_out_setup, score
-from common import RESULTS, write_result
+from common import GROUPS, REQUIRED, arguments, held_out_setup, picture_path, score, write_result
 
 from stream_decoder.data.truth import load_truth
 from stream_decoder.decoder.artifact import load_artifact
@@ -75,11 +70,7 @@ def picture(result: dict, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, required=True, help="dataset root")
-    parser.add_argument("--mask-from", type=Path, required=True, help="artifact whose evaluation mask to use")
+    parser = arguments(__doc__, "bench_gaze", data=REQUIRED, mask_from=REQUIRED)
     parser.add_argument("--gains", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     parser.add_argument("--off-grid", type=float, nargs="+", default=[0.0, 0.3, 0.6, 0.9])
     parser.add_argument("--students", type=Path, nargs="*", default=[], help="artifacts to score beside")
@@ -94,9 +85,9 @@ def main() -> None:
         ridge_point("gaze ridge, grid without 0.5", clips, held_out, args.off_grid, mask, groups),
         *(student_point(path, held_out, mask, groups) for path in args.students),
     ]
-    png = RESULTS / "bench_gaze.png"
+    png = picture_path(args.out)
     picture(result, png)
-    write_result("bench_gaze", result | {"picture": png.name})
+    write_result("bench_gaze", result | {"picture": png.name}, args.out)
 
 
 if __name__ == "__main__":

@@ -27,14 +27,12 @@ The virtual rig's own cost per tick (`LiveMouse.show`) is timed at 2,000 (the de
 in the same loop: the sparse product with the receptive fields, the bytes every tick reads.
 """
 
-import argparse
 import json
 import time
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-from common import RESULTS, write_result
+from common import REQUIRED, arguments, picture_path, write_result
 
 from stream_decoder.data import FRAME_RATE_HZ, open_mouse
 from stream_decoder.data.live import LiveMouse
@@ -53,7 +51,6 @@ from stream_decoder.runtime import open_backend
 from stream_decoder.runtime.export import export_artifact
 from stream_decoder.stream.config import DaemonConfig, LogConfig, ModelConfig
 
-matplotlib.use("Agg")
 LOOKAHEADS = (0, 2, 4, 8)
 GREY_TICKS, STEP_TICKS = 30, 30  # each step: 1 s of grey, then 1 s of the picture
 TIER = "final_test_main"
@@ -247,17 +244,18 @@ def plot(path: Path, models: dict, cost: dict, biology: float) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, required=True, help="the demo dataset (synthetic, with its truth)")
+    p = arguments(
+        __doc__, "bench_loop", data=REQUIRED, data_help="the demo dataset (synthetic, with its truth)"
+    )
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--clips", type=int, default=2)
     p.add_argument("--ticks", type=int, default=900, help="ticks per cost measurement")
     p.add_argument("--plot-only", action="store_true", help="redraw the picture from the last results")
     args = p.parse_args()
     if args.plot_only:
-        last = json.loads((RESULTS / "bench_loop.json").read_text())
+        last = json.loads(args.out.read_text())
         plot(
-            RESULTS / "bench_loop.png",
+            picture_path(args.out),
             last["models"],
             last["virtual_rig_cost_ms"],
             last["biology_indicator_half_rise_ms"] / 1e3,
@@ -291,7 +289,7 @@ def main() -> None:
             key = f"{label}, {'paced 30 Hz' if paced else 'back to back'}"
             cost[key] = tick_cost(m, args.ticks, paced)
             print(f"cost {key}: {cost[key]}")
-    picture = RESULTS / "bench_loop.png"
+    picture = picture_path(args.out)
     plot(picture, results, cost, biology)
     write_result(
         "bench_loop",
@@ -310,6 +308,7 @@ def main() -> None:
             "virtual_rig_cost_ms": cost,
             "picture": picture.name,
         },
+        args.out,
     )
 
 

@@ -25,7 +25,6 @@ arrival - the rig's) in the same run, and the simulated population's half-rise a
 neurons).
 """
 
-import argparse
 import contextlib
 import socket
 import subprocess
@@ -34,12 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import matplotlib
 import msgpack
 import numpy as np
 import zmq
 from bench_loop import TIER, biology_delay, percentiles, reflecting_frames, stimulus_plan
-from common import RESULTS, write_result
+from common import REQUIRED, arguments, picture_path, write_result
 
 from stream_decoder.data import FRAME_RATE_HZ, open_mouse
 from stream_decoder.data.simulate import rebuild_mouse
@@ -53,7 +51,6 @@ from stream_decoder.runtime.export import export_artifact
 from stream_decoder.stream.client import ControlClient
 from stream_decoder.stream.protocol import ACTIVITY, RECON, decode_recon
 
-matplotlib.use("Agg")
 LOOKAHEAD = 4
 WARMUP_S = 3.0  # grey before the first step: every subscriber joined, the daemon warm
 START_S = 60.0  # most the daemon and the virtual rig take to come up
@@ -228,9 +225,11 @@ def plot(path: Path, figures: dict, every: np.ndarray, relayed: np.ndarray, biol
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--data", type=Path, required=True, help="a synthetic dataset (with its truth): the rig's mouse"
+    p = arguments(
+        __doc__,
+        "bench_loop_split",
+        data=REQUIRED,
+        data_help="a synthetic dataset (with its truth): the rig's mouse",
     )
     p.add_argument("--artifact", type=Path, help="the model to serve (default: 3-plane ridge, lookahead 4)")
     p.add_argument("--steps", type=int, default=12)
@@ -254,7 +253,7 @@ def main() -> None:
     print(f"biology + indicator half-rise: {biology * 1e3:.0f} ms")
     for name, value in figures.items():
         print(f"{name}: {value}")
-    picture = RESULTS / "bench_loop_split.png"
+    picture = picture_path(args.out)
     plot(picture, figures, every, relayed, biology)
     write_result(
         "bench_loop_split",
@@ -274,6 +273,7 @@ def main() -> None:
             **figures,
             "picture": picture.name,
         },
+        args.out,
     )
 
 

@@ -12,16 +12,11 @@ paper's decoder (Bauer et al. 2026, real mice) goes 0.344 / 0.427 / 0.512 / 0.56
 / 100 % of its neurons. Writes bench/results/bench_neurons.json and bench_neurons.png.
 """
 
-import argparse
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from bench_baseline import GROUPS
-from common import RESULTS, write_result
+from common import GROUPS, REQUIRED, arguments, picture_path, write_result
 
 from stream_decoder.data import open_mouse
 from stream_decoder.decoder.artifact import load_artifact
@@ -78,13 +73,10 @@ def picture(points: list[dict], out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__, "bench_neurons", mask_from=REQUIRED)
     parser.add_argument(
         "--data", type=Path, nargs="+", required=True, help="one dataset root per neuron count"
     )
-    parser.add_argument("--mask-from", type=Path, required=True, help="artifact whose evaluation mask to use")
     parser.add_argument("--epochs", type=int, default=5, help="the residual student's epochs (default: 5)")
     args = parser.parse_args()
     mask = load_artifact(args.mask_from, check_onnx=False).evaluation_mask
@@ -92,10 +84,10 @@ def main() -> None:
     for p in points:
         ratios = {g: p["student"]["groups"][g] / p["baseline"]["groups"][g] for g in GROUPS}
         print(p["neurons"], {g: round(r, 3) for g, r in ratios.items()})
-    png = RESULTS / "bench_neurons.png"
+    png = picture_path(args.out)
     picture(points, png)
     figures = {"mask_pixels": int(np.sum(mask)), "epochs": args.epochs, "paper": PAPER, "points": points}
-    write_result("bench_neurons", figures | {"picture": png.name})
+    write_result("bench_neurons", figures | {"picture": png.name}, args.out)
 
 
 if __name__ == "__main__":

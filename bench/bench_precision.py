@@ -14,14 +14,12 @@ the onnxruntime-1thread-int8 row of bench_step.py. Writes bench/results/bench_pr
 `--previous` keeps an earlier run's models that this one does not measure, marked with that run.
 """
 
-import argparse
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_baseline import GROUPS, TIERS
-from common import carried, write_result
+from common import GROUPS, TIERS, arguments, carried, write_result
 
 from stream_decoder.data import GRAY, input_timing, open_mouse, student_inputs
 from stream_decoder.decoder.artifact import load_artifact
@@ -82,9 +80,7 @@ def measure(data: Path, artifact_dir: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__, "bench_precision")
     parser.add_argument("--data", type=Path, action="append", required=True, help="dataset root")
     parser.add_argument("--artifact", type=Path, action="append", required=True, help="decoder artifact")
     parser.add_argument(
@@ -99,7 +95,7 @@ def main() -> None:
     runs = [measure(d, a) for d, a in zip(args.data, args.artifact, strict=True)]
     if args.previous:
         runs += carried(args.previous, "runs", runs, lambda run: run["model"])
-    write_result("bench_precision", {"runs": runs})
+    write_result("bench_precision", {"runs": runs}, args.out)
 
 
 if __name__ == "__main__":

@@ -24,18 +24,13 @@ earlier run (the "before" column: run this script on the simulator before a chan
 bench/results/bench_realism.json and bench_realism.png, and prints the table.
 """
 
-import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from bench_baseline import Subset
-from common import RESULTS, carried, write_result
+from common import Subset, arguments, carried, picture_path, write_result
 from tqdm import tqdm
 
 from stream_decoder.data.presets import preset_config
@@ -283,9 +278,7 @@ def picture(runs: list[dict], out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__, "bench_realism", mask_from=Path("stream_decoder/assets/demo"))
     parser.add_argument("--preset", default="demo", help="simulator preset (default demo)")
     parser.add_argument("--neurons", type=int, help="another neuron count than the preset's")
     parser.add_argument(
@@ -296,12 +289,6 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label", default="after", help="the run's name in the table (default after)")
-    parser.add_argument(
-        "--mask-from",
-        type=Path,
-        default=Path("stream_decoder/assets/demo"),
-        help="artifact whose evaluation mask to score in (default: the bundled demo student)",
-    )
     parser.add_argument(
         "--previous", type=Path, help="an earlier bench_realism.json whose other runs to keep"
     )
@@ -316,9 +303,10 @@ def main() -> None:
     runs.sort(key=lambda r: (r["preset"], r["neurons"], r["label"] != "before"))
     text = table(runs)
     print(text)
-    png = RESULTS / "bench_realism.png"
+    png = picture_path(args.out)
     picture(runs, png)
-    write_result("bench_realism", {"paper": PAPER, "runs": runs, "table": text, "picture": png.name})
+    figures = {"paper": PAPER, "runs": runs, "table": text, "picture": png.name}
+    write_result("bench_realism", figures, args.out)
 
 
 if __name__ == "__main__":

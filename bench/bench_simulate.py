@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, write_result
+from common import arguments, write_result
 
 
 def peak_rss_mb() -> float:
@@ -89,10 +89,9 @@ def measure(preset: str, trials: int, root: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = arguments(__doc__, "bench_simulate")
     parser.add_argument("--presets", nargs="+", default=["tiny", "demo", "mouse"])
     parser.add_argument("--mouse-trials", type=int, default=60, help="0: the whole mouse preset")
-    parser.add_argument("--out", type=Path, default=RESULTS / "bench_simulate.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--trials", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)

@@ -27,7 +27,6 @@ head, the bytes a tick adds over the plain student's; the floor stays the read-i
 the eye's shift, two bilinear matrix products a tick, and the last L shifts in the state.
 """
 
-import argparse
 import contextlib
 import ctypes
 import functools
@@ -40,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import RESULTS, write_result
+from common import arguments, write_result
 
 from stream_decoder.data import BEHAVIOR_CHANNELS
 from stream_decoder.decoder.artifact import save_artifact
@@ -321,9 +320,7 @@ def summarise(runs: list[dict], shapes: list[tuple[int, int]]) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__, "bench_step")
     parser.add_argument("--steps", type=int, default=2000, help="timed steps per backend, N and repeat")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats (contention varies)")
     parser.add_argument(
@@ -349,7 +346,6 @@ def main() -> None:
     parser.add_argument(
         "--gaze-gain", type=float, default=0.0, help="time gaze-corrected decoders of this gain (0: none)"
     )
-    parser.add_argument("--out", type=Path, default=RESULTS / "bench_step.json")
     args = parser.parse_args()
     latents = sorted(set(args.latent), key=lambda d: (d != DEFAULT_LATENT, -d))  # the default's floor first
     leads = [ms / 1e3 for ms in args.prefetch_ms]

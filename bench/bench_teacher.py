@@ -19,15 +19,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from common import RESULTS, write_result
+from common import RESULTS, arguments, held_out_trials, write_result
 
-from stream_decoder.data import load_truth, open_mice
+from stream_decoder.data import open_mice
 from stream_decoder.encoder.batches import ClipTensors
 from stream_decoder.encoder.checkpoint import load_ensemble
 from stream_decoder.metrics import mean_video_correlation
@@ -43,22 +40,9 @@ PAPER_FRACTIONS = {"1.0": 0.569, "0.5": 0.512, "0.25": 0.427, "0.125": 0.344}
 BATCH_SIZES = (1, 2, 4, 6)
 
 
-def held_out_trials(mouse, per_tier: int) -> list[str]:
-    """The first `per_tier` distinct movies of the oracle tier and of final_test_main."""
-    records = load_truth(mouse.path).trials
-    picked = []
-    for tier in ("oracle", "final_test_main"):
-        seen = set()
-        for trial in mouse.trials(tier):
-            if records[trial]["video_id"] not in seen and len(seen) < per_tier:
-                seen.add(records[trial]["video_id"])
-                picked.append(trial)
-    return picked
-
-
 def teacher_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every teacher bench takes: dataset, ensemble, held-out clips, alpha-mask length."""
-    parser.add_argument("--data", type=Path, default=cache_dir() / "data" / "demo")
+    parser.add_argument("--data", type=Path, default=cache_dir() / "data" / "demo", help="dataset root")
     parser.add_argument("--models", type=Path, default=cache_dir() / "encoders" / "demo")
     parser.add_argument(
         "--per-tier", type=int, default=3, help="distinct movies from oracle and final_test_main"
@@ -152,9 +136,7 @@ def picture(result: dict, examples: dict, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__)
     teacher_arguments(parser)
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--out", type=Path, default=cache_dir() / "teacher" / "demo-heldout")

@@ -20,18 +20,13 @@ scoring lower against the truth is fitting the recording's noise).
 Writes bench/results/bench_teacher_ceiling.json and bench_teacher_ceiling.png.
 """
 
-import argparse
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import numpy as np
-from bench_teacher import held_out_trials
 from bench_teacher_start import encoder_loss, picture, scores
-from common import RESULTS, write_result
+from common import arguments, held_out_trials, picture_path, write_result
 
 from stream_decoder.data import open_mice
 from stream_decoder.decoder.artifact import load_artifact
@@ -65,10 +60,7 @@ def best_sigma(video: np.ndarray, clips: Clips, mask, end: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, default=cache_dir() / "data" / "demo")
+    parser = arguments(__doc__, "bench_teacher_ceiling", data=cache_dir() / "data" / "demo")
     parser.add_argument("--simulator", type=Path, default=cache_dir() / "encoders" / "demo-simulator")
     parser.add_argument("--models", type=Path, default=cache_dir() / "encoders" / "demo")
     parser.add_argument("--baseline", type=Path, default=cache_dir() / "artifacts" / "demo-gaze-baseline")
@@ -130,7 +122,7 @@ def main() -> None:
                 seconds = (time.perf_counter() - began) / len(clips.trials)
             record(f"{encoder_name} {run_name}", videos, seconds)
 
-    png = RESULTS / "bench_teacher_ceiling.png"
+    png = picture_path(args.out)
     picture(rows, held_out.trials, png, judge="the perfect encoder")
     result = {
         "data": str(args.data),
@@ -148,7 +140,7 @@ def main() -> None:
         "rows": rows,
         "picture": png.name,
     }
-    write_result("bench_teacher_ceiling", result)
+    write_result("bench_teacher_ceiling", result, args.out)
 
 
 if __name__ == "__main__":

@@ -18,20 +18,16 @@ stimulus in the student's evaluation mask, frames 30 to T - L (the frames every 
 Writes bench/results/bench_teacher_start.json and bench_teacher_start.png (--replot redraws it).
 """
 
-import argparse
 import json
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from bench_teacher import fit_alpha, held_out_trials, teacher_arguments
-from common import RESULTS, write_result
+from bench_teacher import fit_alpha, teacher_arguments
+from common import arguments, held_out_trials, picture_path, write_result
 
 from stream_decoder.data import open_mice
 from stream_decoder.decoder.artifact import load_artifact
@@ -88,9 +84,7 @@ def picture(rows: dict, trials: list[str], out: Path, judge: str = "member 0") -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = arguments(__doc__, "bench_teacher_start")
     teacher_arguments(parser)
     parser.add_argument(
         "--baseline", type=Path, default=cache_dir() / "artifacts" / "synthetic-demo-n2000-seed0-baseline"
@@ -102,8 +96,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.replot:
-        last = json.loads((RESULTS / "bench_teacher_start.json").read_text())
-        picture(last["rows"], last["trials"], RESULTS / last["picture"])
+        last = json.loads(args.out.read_text())
+        picture(last["rows"], last["trials"], picture_path(args.out))
         return
 
     mice = open_mice(args.data)
@@ -164,7 +158,7 @@ def main() -> None:
             smooth(np.mean([run(m, start, scale)[0] for m in range(len(encoders))], 0), cfg.smooth_sigma),
         )
 
-    png = RESULTS / "bench_teacher_start.png"
+    png = picture_path(args.out)
     picture(rows, trials, png)
     result = {
         "data": str(args.data),
@@ -180,7 +174,7 @@ def main() -> None:
         "rows": rows,
         "picture": png.name,
     }
-    write_result("bench_teacher_start", result)
+    write_result("bench_teacher_start", result, args.out)
 
 
 if __name__ == "__main__":
