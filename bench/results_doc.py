@@ -528,6 +528,18 @@ def frontend(r: dict) -> str:
     return "\n\n".join(parts) + picture(r)
 
 
+def frontend_vs_suite2p(r: dict) -> str:
+    targets = r["targets"]
+    return (
+        f"The live front end (causal, frame by frame, in each overlap mode) beside suite2p 1.1 (offline, "
+        f"all frames) and a naive weighted mean with the true shift undone, on the same frames and ROIs: "
+        f"median Pearson r "
+        f"per ROI with the true dF/F and, both smoothed by 2 frames, of the events with the true spikes. "
+        f"Targets: live >= {targets['live_over_suite2p']} x suite2p and >= naive, shift error <= "
+        f"{targets['shift_rms_px']} px rms.\n\n" + r["table"] + picture(r)
+    )
+
+
 def simulate(r: dict) -> str:
     rows = [
         [
@@ -573,6 +585,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict], str]]] = [
     ("bench_step_residual", "Backend.step, residual student", step),
     ("bench_step_gaze", "Backend.step, gaze-corrected residual student", step),
     ("bench_frontend", "Raw frames in", frontend),
+    ("bench_frontend_vs_suite2p", "Raw frames in, beside suite2p", frontend_vs_suite2p),
     ("bench_simulate", "The simulator", simulate),
 ]
 

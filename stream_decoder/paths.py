@@ -16,13 +16,14 @@ def cache_dir() -> Path:
 
 
 def portable_path(path: str | Path) -> str:
-    """`<cache>/...` inside the cache, relative inside the working directory, else absolute: a path
+    """`<cache>/...` inside the cache, relative inside the working directory, else absolute (links
+    kept: a virtual environment's python is a link, and resolved it is another program): a path
     elsewhere names a place chosen on purpose (a lab's data server), which a reader may share."""
     resolved = Path(path).resolve()
     for root, prefix in ((cache_dir().resolve(), f"{CACHE_MARK}/"), (Path.cwd().resolve(), "")):
         if resolved.is_relative_to(root):
             return prefix + resolved.relative_to(root).as_posix()
-    return str(resolved)
+    return os.path.abspath(path)
 
 
 def local_path(recorded: str) -> Path:

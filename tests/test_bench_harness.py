@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +51,36 @@ def test_a_fit_on_some_neurons_reads_only_those_and_scores_every_group(common, t
     scored = [g for g in common.GROUPS if groups.get(g)]
     assert scored and all(np.isfinite(point["groups"][g]) for g in scored)
     assert point["groups"]["oracle"] > 0.1  # a fit that decodes, not noise
+
+
+def test_the_lab_movie_packs_overlapping_cells_whose_truth_the_front_end_recovers(monkeypatch):
+    spec = importlib.util.spec_from_file_location("lab_movie", BENCH / "lab_movie.py")
+    lab = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "lab_movie", lab)  # its dataclasses look their module up
+    spec.loader.exec_module(lab)
+    from stream_decoder.frontend import FrontEnd, FrontEndConfig, RoiSet
+    from stream_decoder.frontend.extraction import ExtractionConfig
+    from stream_decoder.frontend.motion import MotionConfig  # a 96 px field has a weaker peak
+    from stream_decoder.metrics import pearson
+
+    cfg = lab.LabMovieConfig(frame_shape=(96, 96), cells=40, frames=240, z_episode_s=(4.0, 5.0))
+    movie = lab.lab_movie(cfg, seed=1)
+    assert movie.frames.shape == (240, 96, 96) and movie.frames.dtype == np.uint16
+    covered = np.asarray((movie.footprints > 0).sum(axis=0)).ravel()
+    assert (covered > 1).any()  # dense: footprints overlap
+    assert not movie.in_focus[135] and movie.in_focus[:120].all()  # the z episode, 4-5 s
+    one = np.zeros((60, 1), np.float32)
+    one[0] = 1
+    single = lab.calcium(one, np.random.default_rng(0), lab.LabMovieConfig(cells=1, frames=60))
+    assert 0.15 <= single.max() <= 0.35 and single[0] < single.max()  # one spike: a rise, its size
+    rois = RoiSet.from_matrix(movie.footprints, np.zeros(cfg.cells, np.int64), cfg.frame_shape)
+    front = FrontEnd(
+        rois,
+        1 / cfg.rate_hz,
+        FrontEndConfig(MotionConfig(min_peak_sd=3.0), ExtractionConfig(dark_level=cfg.offset_adu)),
+    )
+    shifts = np.array([(o.dy, o.dx) for o in (front.step(0, image) for image in movie.frames[:100])])
+    offset = np.median(shifts - movie.shift_px[:100], axis=0)  # its reference: the first frames' mean
+    error = shifts - offset - movie.shift_px[:100]
+    assert np.sqrt(np.mean(np.sum(error**2, axis=1))) < 0.3  # px rms, on a small dim field
+    assert pearson(shifts[:, 0], movie.shift_px[:100, 0]) > 0.9

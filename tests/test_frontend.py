@@ -8,7 +8,7 @@ from conftest import HANG_GUARD_S
 from stream_decoder.data import PlaneTiming
 from stream_decoder.data.microscope import Microscope
 from stream_decoder.data.simulate import raw_trial, rebuild_mouse
-from stream_decoder.frontend import NoMatch, RoiSet
+from stream_decoder.frontend import FrontEnd, FrontEndConfig, NoMatch, RoiSet
 from stream_decoder.frontend.motion import MotionConfig, MotionCorrector
 from stream_decoder.frontend.synthetic import simulator_front_end, simulator_rois, write_extracted_dataset
 from stream_decoder.metrics import pearson, video_correlation
@@ -120,7 +120,7 @@ def test_extracted_traces_follow_the_true_calcium_of_isolated_cells(microscope, 
     for f in plane0:
         registered, _ = plane.motion.step(f.image)
         plane.deconvolver.step(plane.extractor.corrected(*plane.extractor.step(registered)))
-        dff.append(plane.deconvolver.previous)
+        dff.append(plane.deconvolver.dff)
     skip = 40  # the baselines settle
     est, true = np.array(dff)[skip:], np.array([f.dff for f in plane0])[skip:]
     noise = mic.mouse.indicator.noise_dff[mic.timing.neurons_of(0)]
@@ -159,6 +159,29 @@ def test_offline_on_a_stack_and_online_frame_by_frame_agree(microscope, plane0):
     online = np.array([online_fe.step(0, image).values for image in stack])
     np.testing.assert_allclose(offline, online, rtol=1e-4, atol=1e-3)
     assert offline.shape == (40, online_fe.planes[0].neurons.size)
+
+
+def test_a_saturated_stripe_or_a_nan_frame_is_refused_and_leaves_no_trace(microscope, plane0):
+    from stream_decoder.frontend import BadPixels
+
+    mic, _ = microscope
+    images = [f.image for f in plane0[:12]]
+    stripe = images[6].copy()
+    stripe[200:204] = np.iinfo(np.uint16).max  # four rows at the ceiling: a PMT overload
+    clean, faulted = simulator_front_end(mic), simulator_front_end(mic)
+    expected = [clean.step(0, image).values for image in images]
+    for k, image in enumerate(images):
+        if k == 6:
+            for bad in (stripe, np.where(np.arange(512)[:, None] == 7, np.nan, image.astype(np.float32))):
+                with pytest.raises(BadPixels):
+                    faulted.step(0, bad)
+        np.testing.assert_array_equal(faulted.step(0, image).values, expected[k])  # baselines untouched
+    bright = images[0].copy()
+    bright[300, :100] = np.iinfo(np.uint16).max  # a few saturated pixels of a bright cell are data
+    clean.step(0, bright)
+    low_ceiling = FrontEndConfig(saturation_adu=float(np.median(images[0])))  # a 14-bit digitiser, say
+    with pytest.raises(BadPixels, match="saturated at"):
+        FrontEnd(simulator_rois(mic), 1.0, low_ceiling).step(0, images[0])
 
 
 # ---- the daemon ----
@@ -342,6 +365,28 @@ def test_an_roi_that_feeds_no_neuron_is_not_extracted_yet_stays_out_of_every_neu
     assert n_s.max() < 250  # no ring reads the bright cell
 
 
+def test_two_overlapping_rois_traces_are_separated_on_a_noise_free_movie():
+    from stream_decoder.frontend.extraction import ExtractionConfig, Extractor
+
+    shape = (48, 48)
+    y, x = np.mgrid[: shape[0], : shape[1]]
+    discs = [np.flatnonzero((y - 24) ** 2 + (x - cx) ** 2 <= 25) for cx in (21, 24)]  # most pixels shared
+    rois = RoiSet.from_lists(shape, discs, [np.ones(d.size, np.float32) for d in discs])
+    traces = np.random.default_rng(1).gamma(2.0, 50.0, (400, 2)).astype(np.float32)
+    movie = np.full((400, shape[0] * shape[1]), 100.0, np.float32)
+    for disc, trace in zip(discs, traces.T, strict=True):
+        movie[:, disc] += trace[:, None]
+    movie = movie.reshape(400, *shape)
+
+    def separation(cfg):
+        f, _ = Extractor(rois, 0, cfg).stack(movie)
+        return [pearson(f[:, i], traces[:, i]) for i in range(2)]
+
+    assert min(separation(ExtractionConfig(overlap="demix"))) > 0.99  # each its own light
+    assert min(separation(ExtractionConfig(overlap="exclude"))) > 0.99  # shared pixels left out
+    assert max(separation(ExtractionConfig())) < 0.9  # kept (the default), each trace holds both
+
+
 def test_a_weak_registration_peak_is_counted_and_warned_about_yet_decoded(
     frontend_section, tiny_mouse, caplog
 ):
@@ -353,8 +398,9 @@ def test_a_weak_registration_peak_is_counted_and_warned_about_yet_decoded(
     neurons = raw.frontend.planes[1].neurons
     threshold = frontend_section.min_peak_sd
     peaks = iter([3 * threshold, WEAK_PEAK * threshold * 0.9])  # a clear match, then a weak one
+    ones = np.ones(neurons.size, np.float32)
     raw.frontend.step = lambda plane, image: PlaneOutput(
-        neurons, np.ones(neurons.size, np.float32), 0.25, -1.5, next(peaks)
+        neurons, ones, 0.25, -1.5, next(peaks), ones, ones, ones
     )
     image = np.zeros(raw.frame_shape, np.uint16)
     with caplog.at_level("WARNING", logger="stream_decoder.stream.raw_input"):
@@ -365,3 +411,52 @@ def test_a_weak_registration_peak_is_counted_and_warned_about_yet_decoded(
     assert stats["weak_registration"] == 1 and stats["frames"] == 2
     assert stats["shift_px"] == {"1": {"dy": 0.25, "dx": -1.5, "peak_sd": WEAK_PEAK * threshold * 0.9}}
     assert sum("weak_registration" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_daemons_front_end_rejects_a_saturated_stripe_as_bad_pixels(frontend_section, tiny_mouse, plane0):
+    from stream_decoder.stream.protocol import Frame, Rejected
+    from stream_decoder.stream.raw_input import RawInput
+
+    raw = RawInput(frontend_section, tiny_mouse.n_neurons, np.zeros(tiny_mouse.n_neurons), None)
+    stripe = plane0[0].image.copy()
+    stripe[10:12] = np.iinfo(np.uint16).max
+    with pytest.raises(Rejected) as refused:
+        raw.parts(Frame("raw", 0, 0.0, stripe, plane=0, n_planes=3))
+    assert refused.value.reason == "bad_pixels" and "2 rows (from row 10)" in refused.value.detail
+    assert raw.stats()["frames"] == 0
+
+
+def test_the_recording_holds_each_raw_frames_shift_and_traces(
+    step_daemon, frontend_section, microscope, tiny_mouse, tmp_path
+):
+    from stream_decoder.stream.config import RecorderConfig
+    from stream_decoder.stream.recorder import read_recording
+
+    mic, truth = microscope
+    recorder = RecorderConfig(dir=tmp_path / "rec", frontend_traces=True)
+    stepped = step_daemon(frontend=frontend_section, recorder=recorder)
+    frames = list(raw_trial(mic, truth, tiny_mouse.trials("train")[0]))[:9]
+    stripe = frames[4].image.copy()
+    stripe[:3] = np.iinfo(np.uint16).max
+    for k, frame in enumerate(frames):
+        image = stripe if k == 4 else None
+        stepped.rig.sock.send_multipart(raw_message(frame, k, 100.0 + frame.t, image=image))
+    stepped.deliver(len(frames))
+    planes = stepped.daemon.raw.frontend.planes
+    last = {f.plane: k for k, f in enumerate(frames) if k != 4}  # each plane's last good frame
+    dff = {p: planes[p].deconvolver.dff[planes[p].take].astype(np.float32) for p in last}
+    shifts = stepped.daemon.reply("stats")["frontend"]["shift_px"]
+    stepped.daemon.close()
+    recorded = read_recording(recorder.dir).frame
+    assert recorded["seq"].tolist() == [k for k in range(len(frames)) if k != 4]  # the stripe: no record
+    for i, seq in enumerate(recorded["seq"]):
+        np.testing.assert_allclose([recorded["dy"][i], recorded["dx"][i]], frames[seq].shift_px, atol=0.2)
+    for plane, k in last.items():
+        i = recorded["seq"].tolist().index(k)
+        seen = shifts[str(plane)]
+        np.testing.assert_allclose(
+            [recorded["dy"][i], recorded["peak_sd"][i]], [seen["dy"], seen["peak_sd"]], 1e-6
+        )
+        f, fneu, recorded_dff = read_recording(recorder.dir).frame_traces(i)
+        assert f.size == fneu.size == planes[plane].neurons.size and (f > fneu * 0.7).all()
+        np.testing.assert_array_equal(recorded_dff, dff[plane])

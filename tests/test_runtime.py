@@ -5,6 +5,7 @@ import inspect
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -493,7 +494,9 @@ def test_paths_are_recorded_relative_to_the_cache(tmp_path, monkeypatch):
     assert local_path(portable_path(inside)) == inside
     monkeypatch.chdir(REPO)
     assert portable_path(REPO / "deploy" / "rig.toml") == "deploy/rig.toml"
-    assert portable_path(tmp_path) == str(tmp_path.resolve())  # elsewhere: a shared location, kept
+    assert portable_path(tmp_path) == str(tmp_path.absolute())  # elsewhere: a shared location, kept
+    (tmp_path / "venv-python").symlink_to(sys.executable)
+    assert portable_path(tmp_path / "venv-python") == str(tmp_path / "venv-python")  # a link stays one
     assert local_path(str(tmp_path)) == tmp_path
 
 

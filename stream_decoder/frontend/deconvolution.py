@@ -48,7 +48,7 @@ class Deconvolver:
         self.rise = 1.0 - np.exp(-dt_s / cfg.baseline_rise_s)
         self.noise_rate = 1.0 - np.exp(-dt_s / cfg.noise_window_s)
         self.baseline = np.zeros(n_rois)
-        self.previous = np.zeros(n_rois)
+        self.dff = np.zeros(n_rois)  # the last sample's dF/F
         self.noise_var = np.zeros(n_rois)
         self.negatives = np.zeros(n_rois)  # negative innovations seen: the noise estimate's sample size
         self.samples = 0
@@ -63,7 +63,7 @@ class Deconvolver:
         dff = np.clip(
             (f - self.baseline) / np.maximum(np.abs(self.baseline), 1e-6), -self.cfg.max_dff, self.cfg.max_dff
         )
-        innovation = dff - self.gamma * self.previous
+        innovation = dff - self.gamma * self.dff
         negative = innovation < 0
         self.negatives += negative
         # running mean over the first negatives, then an exponential window
@@ -72,7 +72,7 @@ class Deconvolver:
         threshold = self.cfg.event_threshold_sd * np.sqrt(self.noise_var)
         events = np.maximum(innovation - threshold, 0.0) * self.scale
         events[self.negatives == 0] = 0.0  # no noise estimate yet: nothing is an event
-        self.previous = dff
+        self.dff = dff
         self.samples += 1
         return events.astype(np.float32)
 

@@ -17,7 +17,9 @@ from .extraction import ExtractionConfig, Extractor
 from .motion import MotionConfig, MotionCorrector, NoMatch
 from .rois import RoiSet
 
-__all__ = ["FrontEnd", "FrontEndConfig", "NoMatch", "PlaneOutput"]
+__all__ = ["BadPixels", "FrontEnd", "FrontEndConfig", "NoMatch", "PlaneOutput"]
+
+STRIPE_SHARE = 0.5  # a row with this share of its pixels at the ceiling is a saturated stripe
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,32 @@ class FrontEndConfig:
     motion: MotionConfig = field(default_factory=MotionConfig)
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     deconvolution: DeconvolutionConfig = field(default_factory=DeconvolutionConfig)
+    # The detector's ceiling (ADU); None: the integer dtype's largest value (float frames: none)
+    saturation_adu: float | None = None
+
+
+class BadPixels(ValueError):
+    """A frame that cannot be measured: pixels that are not finite, or a saturated stripe (a PMT
+    overload or a scan glitch). Used, it would put a false transient into every ROI it crosses
+    and drag their baselines."""
+
+
+def check_pixels(image: np.ndarray, saturation_adu: float | None) -> None:
+    """Raise BadPixels for a non-finite pixel or a row mostly at the ceiling; one reduction when
+    nothing reaches the ceiling."""
+    ceiling = saturation_adu
+    if np.issubdtype(image.dtype, np.integer):
+        ceiling = np.iinfo(image.dtype).max if ceiling is None else ceiling
+    elif not np.isfinite(image).all():
+        raise BadPixels(f"{int((~np.isfinite(image)).sum())} pixels are NaN or infinite")
+    if ceiling is None or image.max() < ceiling:
+        return
+    rows = np.flatnonzero((image >= ceiling).mean(axis=1) >= STRIPE_SHARE)
+    if rows.size:
+        raise BadPixels(
+            f"{rows.size} rows (from row {rows[0]}) are saturated at {ceiling:g} ADU: a PMT overload or "
+            "a scan glitch; lower the gain, or set [frontend] saturation_adu to the detector's ceiling"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,10 +62,14 @@ class PlaneOutput:
     dy: float
     dx: float
     peak_sd: float  # the registration's correlation peak, in sd of the correlation
+    f: np.ndarray  # the ROIs' fluorescence, neuropil, and dF/F, in `neurons` order
+    fneu: np.ndarray
+    dff: np.ndarray
 
 
 class PlaneFrontEnd:
     def __init__(self, rois: RoiSet, plane: int, dt_s: float, cfg: FrontEndConfig, reference=None):
+        self.saturation_adu = cfg.saturation_adu
         self.motion = MotionCorrector(rois.frame_shape, cfg.motion, reference)
         self.extractor = Extractor(rois, plane, cfg.extraction)
         self.deconvolver = Deconvolver(self.extractor.members.size, dt_s, cfg.deconvolution)
@@ -47,10 +79,14 @@ class PlaneFrontEnd:
         self.neurons = neuron[self.take]
 
     def step(self, image: np.ndarray) -> PlaneOutput:
+        check_pixels(image, self.saturation_adu)
         registered, shift = self.motion.step(image)
         f, fneu = self.extractor.step(registered)
         events = self.deconvolver.step(self.extractor.corrected(f, fneu))
-        return PlaneOutput(self.neurons, events[self.take], shift.dy, shift.dx, shift.peak_sd)
+        take, dff = self.take, self.deconvolver.dff
+        return PlaneOutput(
+            self.neurons, events[take], shift.dy, shift.dx, shift.peak_sd, f[take], fneu[take], dff[take]
+        )
 
 
 class FrontEnd:
@@ -87,7 +123,8 @@ class FrontEnd:
         return sum(p.motion.bound_hits for p in self.planes)
 
     def step(self, plane: int, image: np.ndarray) -> PlaneOutput:
-        """One raw frame of `plane`; raises NoMatch for a frame unlike the plane's reference."""
+        """One raw frame of `plane`; raises BadPixels for a frame that cannot be measured (before
+        any state sees it) and NoMatch for one unlike the plane's reference."""
         return self.planes[plane].step(image)
 
     def process_stack(self, plane: int, stack: np.ndarray) -> np.ndarray:

@@ -23,6 +23,12 @@ def register_serve(sub) -> None:
     p.add_argument("--backend", help="override [model] backend: onnxruntime, torch or tensorrt")
     p.add_argument("--record", type=Path, help="override [recorder] dir: record the session there")
     p.add_argument(
+        "--record-traces",
+        action="store_true",
+        help="with a front end: record each raw frame's F, Fneu and dF/F beside its shift "
+        "([recorder] frontend_traces)",
+    )
+    p.add_argument(
         "--frontend",
         type=Path,
         help="a TOML file whose [frontend] section replaces the config's: take raw frames too "
@@ -47,6 +53,8 @@ def _serve(args) -> int:
         )
     if args.record:
         cfg = replace(cfg, recorder=replace(cfg.recorder, dir=args.record))
+    if args.record_traces:
+        cfg = replace(cfg, recorder=replace(cfg.recorder, frontend_traces=True))
     if args.frontend:
         cfg = replace(cfg, frontend=load_frontend(args.frontend))
     with stop_on(signal.SIGTERM, signal.SIGINT) as stop:

@@ -115,6 +115,8 @@ class SecurityConfig:
 class RecorderConfig:
     dir: Path | None = None  # where sessions are recorded; unset: no recording
     chunk_seconds: float = 1.0  # at most this much is lost if the daemon is killed with SIGKILL
+    # With a [frontend]: each raw frame's F, Fneu and dF/F too (its shift is always recorded)
+    frontend_traces: bool = False
 
     def __post_init__(self):
         if not self.chunk_seconds > 0:
@@ -164,6 +166,8 @@ class FrontEndSection:
     event_threshold_sd: float = 1.0
     fft_workers: int = 1
     extract_unused: bool = False  # also extract ROIs that feed no model neuron (default: skipped)
+    overlap: str = "keep"  # pixels ROIs share: "keep", "demix" (least squares) or "exclude" (suite2p)
+    saturation_adu: float | None = None  # the detector's ceiling; unset: the frame dtype's largest value
 
     def __post_init__(self):
         if self.rois is not None and not self.rois.exists():
@@ -172,6 +176,8 @@ class FrontEndSection:
             raise FileNotFoundError(f"[frontend] references: no file {self.references}")
         if self.volume_rate_hz is not None and not self.volume_rate_hz > 0:
             raise ValueError(f"[frontend] volume_rate_hz must be > 0, got {self.volume_rate_hz}")
+        if self.saturation_adu is not None and not self.saturation_adu > 0:
+            raise ValueError(f"[frontend] saturation_adu must be > 0 ADU, got {self.saturation_adu}")
 
 
 @dataclass(frozen=True)

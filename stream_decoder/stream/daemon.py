@@ -136,6 +136,7 @@ class Daemon:
                     cfg.stream.rate_hz,
                     cfg.recorder.chunk_seconds,
                     clock=clock,
+                    trace_values=self.raw.most_rois if self.raw and cfg.recorder.frontend_traces else 0,
                 )
             except OSError as exc:
                 self.sockets.close()
@@ -205,6 +206,9 @@ class Daemon:
             self._report()
 
     def close(self) -> None:
+        """Flush the recording and close the sockets; once (again: nothing)."""
+        if self.sockets.closed:
+            return
         if self.recorder is not None:
             self.recorder.close()
             self.recorder = None
@@ -259,8 +263,10 @@ class Daemon:
             self.stats.accepted += 1
         except Rejected as exc:  # in sequence but unusable: counted as rejected, time still moves on
             self._rejected(exc)
-            parts = [self.raw.held(raw)]
-        self._decode(raw, parts, admitted, received)
+            parts = None
+        self._decode(raw, parts or [self.raw.held(raw)], admitted, received)
+        if parts and self.recorder is not None:  # after the frame is out, as the activity records
+            self.recorder.frame(raw, self.raw.latest)
 
     def _rejected(self, exc: Rejected) -> None:
         self.stats.rejected[exc.reason] += 1

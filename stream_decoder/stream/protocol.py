@@ -52,6 +52,7 @@ REASONS = (
     # `stimulus` not of the screen's size)
     "plane_range",  # a `frame` of a plane the loaded ROIs do not cover
     "reference_mismatch",  # a `frame` that matches the motion reference nowhere within the shift bound
+    "bad_pixels",  # a `frame` with a saturated stripe: rows at the detector's ceiling
 )
 
 

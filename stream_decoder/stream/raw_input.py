@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from stream_decoder.data.microscope import Microscope
-from stream_decoder.frontend import FrontEnd, FrontEndConfig, NoMatch
+from stream_decoder.frontend import BadPixels, FrontEnd, FrontEndConfig, NoMatch
 from stream_decoder.frontend.deconvolution import DeconvolutionConfig
 from stream_decoder.frontend.extraction import ExtractionConfig
 from stream_decoder.frontend.motion import MotionConfig
@@ -37,8 +37,10 @@ def frontend_config(section: FrontEndSection) -> FrontEndConfig:
     return FrontEndConfig(
         MotionConfig(s.max_shift_fraction, reference_frames=s.reference_frames, min_peak_sd=s.min_peak_sd,
                      estimate_px=s.estimate_px, fft_workers=s.fft_workers),
-        ExtractionConfig(s.neuropil_coefficient, dark_level=s.dark_level, extract_unused=s.extract_unused),
+        ExtractionConfig(s.neuropil_coefficient, dark_level=s.dark_level, extract_unused=s.extract_unused,
+                         overlap=s.overlap),
         DeconvolutionConfig(s.tau_decay_s, s.spike_dff, s.event_threshold_sd),
+        s.saturation_adu,
     )  # fmt: skip
 
 
@@ -92,6 +94,7 @@ class RawInput:
         self.shift: dict[int, tuple[float, float, float]] = {}  # plane -> latest (dy, dx, peak sd)
         self.min_peak_sd = section.min_peak_sd
         self.weak = 0  # frames registered with a peak under WEAK_PEAK x min_peak_sd
+        self.latest = None  # the front end's output for the last frame `parts` took
         self.log = RateLimitedLog(log, interval_s=10.0)
         log.info(
             kv(
@@ -122,15 +125,23 @@ class RawInput:
     def n_planes(self) -> int:
         return self.frontend.n_planes
 
+    @property
+    def most_rois(self) -> int:
+        """The most neurons one plane's frame gives values for."""
+        return max((p.neurons.size for p in self.frontend.planes), default=0)
+
     def parts(self, raw: Frame) -> list[Activity]:
-        """The plane's activity as activity messages; Rejected(reference_mismatch) for a frame
-        unlike the plane's reference."""
+        """The plane's activity as activity messages; Rejected(bad_pixels) for a frame with a
+        saturated stripe, Rejected(reference_mismatch) for one unlike the plane's reference."""
         started = time.perf_counter()
         try:
             out = self.frontend.step(raw.plane, raw.image)
+        except BadPixels as exc:
+            raise Rejected("bad_pixels", str(exc)) from None
         except NoMatch as exc:
             raise Rejected("reference_mismatch", str(exc)) from None
         self.cost.add(time.perf_counter() - started)
+        self.latest = out
         self.frames += 1
         self.shift[raw.plane] = (out.dy, out.dx, out.peak_sd)
         if out.peak_sd < WEAK_PEAK * self.min_peak_sd:

@@ -12,6 +12,10 @@ calls it on SIGTERM); after SIGKILL at most the open chunk is lost.
                               received (unix time), values (all messages' values, concatenated)
     DIR/recon-000000.npz      session_index, sessions, seq, t_newest, seq_newest, t_stim, stale,
                               sent (unix time), frames (k, H, W)
+    DIR/frame-000000.npz      raw frames through the front end only: session_index, sessions, seq,
+                              t, plane, dy, dx (the shift estimated, px), peak_sd (registration
+                              peak), n; with traces on, values: per record F, Fneu and dF/F, n
+                              each, of the plane's neurons in model order (its activity records)
     DIR/index.jsonl           one line per chunk: file, kind, records, seq range, t range
 """
 
@@ -27,20 +31,23 @@ import numpy as np
 
 from stream_decoder.atomic import write_atomic_with
 from stream_decoder.errors import UserError
-from stream_decoder.stream.protocol import Activity, ReconHeader
+from stream_decoder.stream.protocol import Activity, Frame, ReconHeader
 
-CHUNK_PATTERN = re.compile(r"^(activity|recon)-(\d{6})\.npz$")
+CHUNK_PATTERN = re.compile(r"^(activity|recon|frame)-(\d{6})\.npz$")
+KINDS = ("activity", "recon", "frame")
 BURST_FACTOR = 10  # a chunk holds ten times the nominal rate before rolling over early
 POOL_SIZE = 4  # chunk buffers per kind; more in flight than this means the disk cannot keep up
 
 
 class _Chunk:
-    """Preallocated columns for up to `rows` records, plus an optional flat column of `flat` values."""
+    """Preallocated columns for up to `rows` records, plus a flat column of `flat` values (None:
+    none, not even an empty one on disk)."""
 
-    def __init__(self, kind: str, columns: dict[str, tuple], rows: int, flat: int = 0):
+    def __init__(self, kind: str, columns: dict[str, tuple], rows: int, flat: int | None = None):
         self.kind = kind
         self.columns = {name: np.empty((rows, *shape), dtype) for name, (dtype, shape) in columns.items()}
-        self.values = np.empty(flat, np.float32)
+        self.has_values = flat is not None
+        self.values = np.empty(flat or 0, np.float32)
         self.rows = rows
         self.clear()
 
@@ -61,7 +68,7 @@ class _Chunk:
     def arrays(self) -> dict[str, np.ndarray]:
         out = {name: column[: self.count] for name, column in self.columns.items()}
         out["sessions"] = np.array(self.sessions, dtype=str)
-        if self.values.size:
+        if self.has_values:
             out["values"] = self.values[: self.filled]
         return out
 
@@ -76,7 +83,10 @@ class Recorder:
         rate_hz: float = 30.0,
         chunk_seconds: float = 1.0,
         clock=time.monotonic,
+        trace_values: int = 0,
     ):
+        """`trace_values`: the most ROIs of one plane whose F, Fneu and dF/F each raw frame's record
+        holds (0: its shift only)."""
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.chunk_seconds = chunk_seconds
@@ -114,7 +124,23 @@ class Recorder:
                 },
                 rows=rows,
             ),
+            "frame": lambda: _Chunk(
+                "frame",
+                {
+                    "session_index": (np.int32, ()),
+                    "seq": (np.int64, ()),
+                    "t": (np.float64, ()),
+                    "plane": (np.int32, ()),
+                    "dy": (np.float32, ()),
+                    "dx": (np.float32, ()),
+                    "peak_sd": (np.float32, ()),
+                    "n": (np.int64, ()),
+                },
+                rows=rows,
+                flat=rows * 3 * trace_values,
+            ),
         }
+        self.traces = trace_values > 0
         self._free = {kind: queue.SimpleQueue() for kind in self._make}
         self._allocated = dict.fromkeys(self._make, 1)
         self._open = {kind: make() for kind, make in self._make.items()}
@@ -148,6 +174,21 @@ class Recorder:
         c["seq"][i], c["t_newest"][i], c["seq_newest"][i] = header.seq, header.t_newest, header.seq_newest
         c["t_stim"][i], c["stale"][i], c["sent"][i] = header.t_stim, header.stale, sent
         c["frames"][i] = frame
+        chunk.count += 1
+
+    def frame(self, raw: Frame, out) -> None:
+        """A raw frame's front-end record: `out` is its `frontend.PlaneOutput`."""
+        n = out.values.size if self.traces else 0
+        chunk = self._chunk_for("frame", 3 * n)
+        if chunk is None:
+            return
+        i, c = chunk.count, chunk.columns
+        c["session_index"][i] = chunk.session_index(raw.session)
+        c["seq"][i], c["t"][i], c["plane"][i] = raw.seq, raw.t, raw.plane
+        c["dy"][i], c["dx"][i], c["peak_sd"][i], c["n"][i] = out.dy, out.dx, out.peak_sd, n
+        for trace in (out.f, out.fneu, out.dff) if n else ():
+            chunk.values[chunk.filled : chunk.filled + n] = trace
+            chunk.filled += n
         chunk.count += 1
 
     def tick(self) -> None:
@@ -212,7 +253,7 @@ class Recorder:
 def _write_chunk(path: Path, chunk: _Chunk) -> None:
     arrays = chunk.arrays()
     write_atomic_with(path, lambda f: np.savez(f, **arrays))
-    seq, t = arrays["seq"], arrays["t" if chunk.kind == "activity" else "t_newest"]
+    seq, t = arrays["seq"], arrays["t_newest" if chunk.kind == "recon" else "t"]
     line = {
         "file": path.name,
         "kind": chunk.kind,
@@ -237,11 +278,18 @@ class Recording:
 
     activity: dict[str, np.ndarray]
     recon: dict[str, np.ndarray]
+    frame: dict[str, np.ndarray]  # raw frames' front-end records; empty without a front end
 
     def activity_values(self, i: int) -> np.ndarray:
         """The values of the i-th recorded activity message (neurons first .. first+n-1)."""
         start = int(self.activity["offsets"][i])
         return self.activity["values"][start : start + int(self.activity["n"][i])]
+
+    def frame_traces(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """F, Fneu and dF/F of the i-th recorded raw frame's neurons (empty: traces were off)."""
+        start, n = int(self.frame["offsets"][i]), int(self.frame["n"][i])
+        values = self.frame["values"][start : start + 3 * n] if n else np.zeros(0, np.float32)
+        return values[:n], values[n : 2 * n], values[2 * n :]
 
 
 def read_recording(directory: Path) -> Recording:
@@ -250,17 +298,23 @@ def read_recording(directory: Path) -> Recording:
     if not directory.is_dir():
         raise FileNotFoundError(f"recording {directory} does not exist")
     files = sorted((m[1], int(m[2]), p) for p in directory.iterdir() if (m := CHUNK_PATTERN.match(p.name)))
-    parts = {"activity": [], "recon": []}
+    parts = {kind: [] for kind in KINDS}
     for kind, _, path in files:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         sessions = arrays.pop("sessions")
         arrays["session"] = sessions[arrays.pop("session_index")]
         parts[kind].append(arrays)
-    activity, recon = (_concatenate(parts[kind]) for kind in ("activity", "recon"))
+    activity, recon, frame = (_concatenate(parts[kind]) for kind in KINDS)
     if "n" in activity:
-        activity["offsets"] = np.concatenate([[0], np.cumsum(activity["n"])[:-1]]).astype(np.int64)
-    return Recording(activity, recon)
+        activity["offsets"] = _offsets(activity["n"])
+    if "n" in frame:
+        frame["offsets"] = _offsets(3 * frame["n"])
+    return Recording(activity, recon, frame)
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
 
 
 def _concatenate(chunks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -103,6 +103,10 @@ class DaemonSockets:
         self.activity.connect(self.activity_connect)
         return True
 
+    @property
+    def closed(self) -> bool:
+        return self.control.closed
+
     def close(self) -> None:
         for sock in (self.activity, self.recon, self.control):
             sock.disable_monitor()
