@@ -94,10 +94,7 @@ def neuropil_masks(
 
 def coverage(rois: RoiSet, in_plane: np.ndarray) -> np.ndarray:
     """How many of the ROIs `in_plane` cover each pixel of their plane."""
-    height, width = rois.frame_shape
-    spans = [rois.roi_pixels(r)[0] for r in in_plane]
-    every = np.concatenate(spans) if spans else np.zeros(0, np.int64)
-    return np.bincount(every, minlength=height * width)
+    return np.asarray((footprint_matrix(rois, in_plane) != 0).sum(axis=0)).ravel()
 
 
 def own_pixels(rois: RoiSet, r: int, counts: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
