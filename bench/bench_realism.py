@@ -13,6 +13,8 @@ is written), then measures on the same clips and mask (the artifact's evaluation
 - noise gap: the gaze baseline on the recorded responses over the gaze baseline fitted and decoded
   on the noise-free rates (paper: 0.569 / 0.766 = 0.74), and the noise-free curve at 12.5 %;
 - the linear baselines' held-out scores (earlier methods on real mice 0.24-0.27, the paper 0.57);
+- the single-trial ceiling: each neuron's recorded responses against its noise-free rates, the
+  correlation a perfect encoder would reach (a real mouse's is above DwiseNeuro's 0.29);
 - the population: repeat reliability, each neuron's stimulus-explained variance and signal-to-noise
   ratio in 33 ms bins (from the repeats), spikes per bin, lifetime sparseness of the noise-free
   rates, the share of trial-to-trial variability in the top 10 shared dimensions, the effective
@@ -52,6 +54,7 @@ PAPER = {
     "noise_gap": 0.74,  # 0.569 from recorded responses / 0.766 from the ensemble's predicted activity
     "linear_baseline": "earlier methods 0.24-0.27; the ensemble inversion 0.57",
     "encoder_single_trial": 0.29,  # DwiseNeuro's ensemble on Sensorium 2023
+    "single_trial_ceiling": "> 0.29 (DwiseNeuro's ensemble reaches 0.29)",
     "rates": "spontaneous well under 1 Hz, evoked a few Hz (REFERENCE.md section 7)",
 }
 
@@ -95,6 +98,21 @@ def ridge_scores(train, held, cells, cfg: RidgeConfig, mask) -> dict[str, float]
         decoded = decode_clip(model, activity[:, cells], behavior4[:, :2], behavior4[:, 2:])
         scores.setdefault(tier, []).append(video_correlation(decoded[:end], video[:end], mask))
     return {tier: round(float(np.mean(values)), 4) for tier, values in scores.items()}
+
+
+def single_trial_ceiling(trials: Trials) -> dict[str, float]:
+    """Per tier, the mean over neurons of each neuron's correlation between its recorded responses
+    and its noise-free rates over the held-out clips (first frames skipped): the single-trial
+    correlation a perfect encoder would reach, measured as bench_encoder measures the ensemble's.
+    A real mouse's must be above DwiseNeuro's 0.29, which no encoder reaches in full."""
+    ceiling = {}
+    for tier in HELD_OUT:
+        held = zip(trials.held, trials.held_rates, strict=True)
+        clips = [(c[0][SKIP_FRAMES:], r[0][SKIP_FRAMES:]) for (t, c), (_, r) in held if t == tier]
+        recorded, rates = (np.concatenate(xs).astype(np.float64) for xs in zip(*clips, strict=True))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ceiling[tier] = round(float(np.nanmean(pearson(recorded, rates, axis=0))), 3)
+    return ceiling
 
 
 def repeat_statistics(repeats: dict) -> dict[str, float]:
@@ -200,6 +218,7 @@ def measure(preset: str, neurons: int | None, noise_dff: float | None, seed: int
         "noise_free_curve_ratio_0.125": {
             t: round(noise_free["0.125"][t] / noise_free["1"][t], 3) for t in full
         },
+        "single_trial_ceiling": single_trial_ceiling(trials),
         "population": population_statistics(mouse, trials, order, mask),
         "seconds": round(time.perf_counter() - started),
     }
@@ -220,6 +239,10 @@ def table(runs: list[dict]) -> str:
     def stat(name: str, digits: int = 3):
         return lambda run: f"{run['population'][name]:.{digits}f}"
 
+    def ceiling(run: dict) -> str:
+        values = run.get("single_trial_ceiling")  # runs before the row existed have none
+        return " / ".join(f"{values[t]:.2f}" for t in HELD_OUT) if values else "-"
+
     def dims(run: dict) -> str:
         ratio = run["population"]["participation_ratio"]
         return f"{ratio['0.125']} / {ratio['1']}"
@@ -233,6 +256,7 @@ def table(runs: list[dict]) -> str:
         ("noise-free curve 12.5 %", tiers("noise_free_curve_ratio_0.125"), "-"),
         ("gaze baseline, all neurons", tiers("gaze_baseline", "1"), linear),
         ("plain linear baseline", tiers("plain_baseline"), linear),
+        ("single-trial ceiling (recorded vs noise-free rates)", ceiling, PAPER["single_trial_ceiling"]),
         ("repeat reliability, mean", stat("reliability_mean"), "-"),
         ("stimulus-explained variance, median", stat("explained_variance_median"), "-"),
         ("mean rate (Hz), median", stat("mean_rate_hz_median", 2), PAPER["rates"]),

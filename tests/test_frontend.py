@@ -382,9 +382,43 @@ def test_two_overlapping_rois_traces_are_separated_on_a_noise_free_movie():
         f, _ = Extractor(rois, 0, cfg).stack(movie)
         return [pearson(f[:, i], traces[:, i]) for i in range(2)]
 
-    assert min(separation(ExtractionConfig(overlap="demix"))) > 0.99  # each its own light
+    assert min(separation(ExtractionConfig(overlap="demix", demix_ridge=0.0))) > 0.99  # each its own light
+    assert min(separation(ExtractionConfig(overlap="demix"))) > 0.9  # the default ridge: nearly
     assert min(separation(ExtractionConfig(overlap="exclude"))) > 0.99  # shared pixels left out
-    assert max(separation(ExtractionConfig())) < 0.9  # kept (the default), each trace holds both
+    kept = max(separation(ExtractionConfig()))
+    assert kept < 0.9  # kept (the default), each trace holds both
+    towards_kept = separation(ExtractionConfig(overlap="demix", demix_ridge=1e4))
+    assert max(towards_kept) == pytest.approx(kept, abs=1e-3)  # a large ridge: the plain means
+
+
+def test_the_dff_baseline_ignores_slow_noise_dips_and_follows_bleaching():
+    from scipy.signal import lfilter
+
+    from stream_decoder.frontend.deconvolution import DeconvolutionConfig, Deconvolver
+
+    rate, rng = 30.0, np.random.default_rng(0)
+    t = np.arange(int(240 * rate)) / rate
+    level = np.where(t < 180, 100.0, 80.0)  # the light drops by a fifth at 180 s (bleaching, a z step)
+    keep = np.exp(-1 / rate)  # noise slower than a frame (neuropil, small z motion): 1 s, sd 5 %
+    slow = lfilter([np.sqrt(1 - keep**2)], [1, -keep], rng.normal(0.0, 5.0, (t.size, 200)), axis=0)
+    noisy = level[:, None] + slow + rng.normal(0.0, 5.0, (t.size, 200))
+
+    def baselines(cfg):
+        d = Deconvolver(200, 1 / rate, cfg)
+        out = []
+        for sample in noisy:
+            d.step(sample)
+            out.append(d.baseline.copy())
+        return np.array(out)
+
+    fast = DeconvolutionConfig(baseline_fall_s=2.0, baseline_rise_s=60.0)  # the defaults before
+    steady, fast = baselines(DeconvolutionConfig()), baselines(fast)
+    quiet = (t > 120) & (t < 180)
+    # a 2 s fall chases every dip, a 60 s rise climbs back: the baseline wanders, and dF/F with it
+    assert steady[quiet].std(axis=0).mean() < 0.5 * fast[quiet].std(axis=0).mean()
+    assert steady[quiet].mean() < 95.0  # under the trace's quiet level
+    after = steady[t > 230] / 80.0  # before the drop it sat at ~1.14 of the new level
+    assert after.max() < 1.0 and after.min() > 0.85
 
 
 def test_a_weak_registration_peak_is_counted_and_warned_about_yet_decoded(

@@ -45,12 +45,15 @@ class ExtractionConfig:
     # though their pixels stay out of every neuropil ring.
     extract_unused: bool = False
     overlap: str = "keep"  # shared pixels: "keep", "demix" (least squares) or "exclude" (suite2p's)
+    demix_ridge: float = 0.1  # demix's ridge, relative to each footprint's own energy
 
     def __post_init__(self):
         if not 0 <= self.neuropil_coefficient <= 1.5 or self.neuropil_pixels < 1 or self.neuropil_bin < 1:
             raise ValueError(
                 "[frontend] need 0 <= neuropil_coefficient <= 1.5, neuropil_pixels >= 1 and neuropil_bin >= 1"
             )
+        if self.demix_ridge < 0:
+            raise ValueError(f"[frontend] demix_ridge must be >= 0, got {self.demix_ridge}")
         if self.overlap not in OVERLAP_MODES:
             modes = ", ".join(OVERLAP_MODES)
             raise ValueError(f"[frontend] overlap must be one of {modes}, got {self.overlap!r}")
@@ -126,18 +129,19 @@ def overlapping(rois: RoiSet, members: np.ndarray, others: np.ndarray) -> np.nda
 
 
 class Demixer:
-    """Least-squares amplitudes of overlapping somata from their background-free weighted means:
-    a = G^-1 D m, with G the footprints' Gram matrix and D their weight sums; scaled by
-    sum(w^2) / sum(w), so an ROI that overlaps none keeps its mean exactly."""
+    """Ridge least-squares amplitudes of overlapping somata from their background-free weighted
+    means: a = (1 + r) (G + r diag G)^-1 D m, with G the footprints' Gram matrix, D their weight
+    sums and r the relative `ridge`; scaled by sum(w^2) / sum(w), so an ROI that overlaps none
+    keeps its mean exactly. r -> 0 is plain least squares, r -> inf the plain weighted means: the
+    ridge damps the noise least squares amplifies where two footprints nearly coincide."""
 
-    RIDGE = 1e-6  # relative: two identical footprints still give a solvable system
-
-    def __init__(self, footprints: sp.csr_matrix):
+    def __init__(self, footprints: sp.csr_matrix, ridge: float):
         gram = (footprints @ footprints.T).astype(np.float64).tocsc()
         squares = gram.diagonal()
-        self.solve = factorized((gram + sp.diags(self.RIDGE * squares)).tocsc())
+        ridge = max(ridge, 1e-6)  # two identical footprints still give a solvable system
+        self.solve = factorized((gram + sp.diags(ridge * squares)).tocsc())
         self.sums = np.asarray(footprints.sum(axis=1), np.float64).ravel()
-        self.scale = squares / np.where(self.sums > 0, self.sums, 1.0)
+        self.scale = (1.0 + ridge) * squares / np.where(self.sums > 0, self.sums, 1.0)
 
     def __call__(self, means: np.ndarray) -> np.ndarray:
         """(k,) or (k, T) weighted means -> the demixed means, float32."""
@@ -190,7 +194,8 @@ class Extractor:
         )
         self.matrix.sort_indices()
         self.somata = k
-        self.demix = Demixer(footprint_matrix(rois, measured)) if cfg.overlap == "demix" and k else None
+        demixing = cfg.overlap == "demix" and k
+        self.demix = Demixer(footprint_matrix(rois, measured), cfg.demix_ridge) if demixing else None
         self._input = np.empty(self.matrix.shape[1], np.float32)
         self.ring_pixels = np.array([ring.size for ring in rings]) * b**2
 

@@ -164,9 +164,12 @@ class FrontEndSection:
     tau_decay_s: float = 0.8
     spike_dff: float = 0.25
     event_threshold_sd: float = 1.0
+    baseline_fall_s: float = 10.0  # the dF/F baseline follows a fall of F over this long
+    baseline_rise_s: float = 300.0  # ...and a rise over this long (it stays under the transients)
     fft_workers: int = 1
     extract_unused: bool = False  # also extract ROIs that feed no model neuron (default: skipped)
     overlap: str = "keep"  # pixels ROIs share: "keep", "demix" (least squares) or "exclude" (suite2p)
+    demix_ridge: float = 0.1  # demix's ridge, relative to each footprint's energy: 0 plain least squares
     saturation_adu: float | None = None  # the detector's ceiling; unset: the frame dtype's largest value
 
     def __post_init__(self):

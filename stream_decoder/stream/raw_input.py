@@ -38,8 +38,9 @@ def frontend_config(section: FrontEndSection) -> FrontEndConfig:
         MotionConfig(s.max_shift_fraction, reference_frames=s.reference_frames, min_peak_sd=s.min_peak_sd,
                      estimate_px=s.estimate_px, fft_workers=s.fft_workers),
         ExtractionConfig(s.neuropil_coefficient, dark_level=s.dark_level, extract_unused=s.extract_unused,
-                         overlap=s.overlap),
-        DeconvolutionConfig(s.tau_decay_s, s.spike_dff, s.event_threshold_sd),
+                         overlap=s.overlap, demix_ridge=s.demix_ridge),
+        DeconvolutionConfig(s.tau_decay_s, s.spike_dff, s.event_threshold_sd,
+                            baseline_fall_s=s.baseline_fall_s, baseline_rise_s=s.baseline_rise_s),
         s.saturation_adu,
     )  # fmt: skip
 
