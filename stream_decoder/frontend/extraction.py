@@ -8,12 +8,14 @@ neuropil weights uniform; both sit in one CSR matrix, so a frame costs one produ
 Where ROIs overlap, a shared pixel holds light of both cells. `overlap`:
 - "keep" (default): plain weighted means. Of the three it decodes best (bench_frontend): the
   decoders were trained on responses whose noise the other two amplify;
-- "demix": the somata's amplitudes by least squares on the frame, the footprints as the
+- "demix": the somata's amplitudes by ridge least squares on the frame, the footprints as the
   design: the weighted means, less each ROI's background (dark level and neuropil, as
-  `corrected` takes it off), go through one solve with the footprints' Gram matrix (factored
-  once; sparse as the overlaps are, so cheap). An isolated ROI keeps its weighted mean exactly;
-  two overlapping ROIs each get their own light back, noise-free exactly; the closest to the
-  true dF/F (bench_frontend_vs_suite2p), at the price of noise where footprints nearly coincide;
+  `corrected` takes it off), go through one solve with the footprints' Gram matrix plus
+  `demix_ridge` times its diagonal (factored once; sparse as the overlaps are, so cheap). An
+  isolated ROI keeps its weighted mean exactly; two overlapping ROIs each get their own light
+  back (exactly, noise-free, at ridge 0; the default 0.1 damps the noise where footprints
+  nearly coincide and leaves a little of the neighbour); the closest to the true dF/F
+  (bench_frontend_vs_suite2p);
 - "exclude": shared pixels left out of both weighted means (suite2p's default): no light of the
   neighbour, but fewer photons, and an ROI whose every pixel is shared keeps them all.
 """
