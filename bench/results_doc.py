@@ -517,10 +517,14 @@ def frontend(r: dict) -> str:
         table(["case", "front end", "floor"], stages),
     ]
     if "end_to_end" in r:
-        d, f = r["end_to_end"]["daemon"]["latency_ms"], r["end_to_end"]["floor"]["latency_ms"]
+        e2e = r["end_to_end"]
+        d, f = e2e["daemon"]["latency_ms"], e2e["floor"]["latency_ms"]
+        activity = e2e.get("activity", {}).get("latency_ms")  # runs before the activity path had none
+        beside = f"the activity path {activity['p50']:.1f} / {activity['p99']:.1f} ms; " if activity else ""
         parts.append(
-            f"Raw frames rig send -> display receive: p50 {d['p50']:.1f}, p99 {d['p99']:.1f} ms, "
-            f"{r['end_to_end']['daemon']['lost']} lost; bare relay {f['p50']:.1f} / {f['p99']:.1f} ms."
+            f"Raw frames of {e2e['rois']:,} ROIs, rig send -> display receive: p50 {d['p50']:.1f}, "
+            f"p99 {d['p99']:.1f} ms, {e2e['daemon']['lost']} lost; in the same run {beside}"
+            f"bare relay {f['p50']:.1f} / {f['p99']:.1f} ms."
         )
     if "fidelity" in r:
         c = r["fidelity"]["correlation_in_mask"]
