@@ -88,7 +88,7 @@ def realism(r: dict) -> str:
         "What the paper and the literature measured on real mice beside the same figures on this "
         "simulator's mouse, oracle clips / held-out photographs, the gaze baseline unless named. "
         "Each column is one run of the script (`--label`, `--preset`, `--neurons`, "
-        "`--imaging-noise`).\n\n" + r["table"] + picture(r)
+        "`--imaging-noise`, `--components`).\n\n" + r["table"] + picture(r)
     )
 
 
