@@ -21,8 +21,10 @@ is written), then measures on the same clips and mask (the artifact's evaluation
 - the population: repeat reliability, each neuron's stimulus-explained variance and signal-to-noise
   ratio in 33 ms bins (from the repeats), spikes per bin, lifetime sparseness of the noise-free
   rates, the share of trial-to-trial variability in the top 10 shared dimensions, the effective
-  dimensionality (participation ratio) of the noise-free signal against the number of neurons, and
-  how many neurons' receptive fields cover each masked pixel.
+  dimensionality (participation ratio) of the noise-free signal against the number of neurons,
+  how many neurons' receptive fields cover each masked pixel, and the power-law exponent of the
+  signal's eigenspectrum (V1's is near 1) beside the stimulus's own over the masked pixels: a
+  population cannot be higher-dimensional about the pixels than the pixels it is shown.
 
 Each run is one entry, keyed by --label, preset and neurons; --previous keeps the other entries of an
 earlier run (the "before" column: run this script on the simulator before a change). Writes
@@ -52,6 +54,7 @@ FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 HELD_OUT = ("oracle", "final_test_main")
 SKIP_FRAMES = 50  # as repeat_reliability: the first frames of a trial are left out of the statistics
 SHARED_DIMS = 10
+SPECTRUM_RANKS = (10, 500)  # past the few largest dims, within what the frames resolve
 DEFAULT_COMPONENTS = RidgeConfig().components
 PAPER = {
     "curve": {"0.125": 0.60, "0.25": 0.75, "0.5": 0.90},  # 0.344 / 0.427 / 0.512 of 0.569
@@ -60,6 +63,7 @@ PAPER = {
     "encoder_single_trial": 0.29,  # DwiseNeuro's ensemble on Sensorium 2023
     "single_trial_ceiling": "> 0.29 (DwiseNeuro's ensemble reaches 0.29)",
     "rates": "spontaneous well under 1 Hz, evoked a few Hz (REFERENCE.md section 7)",
+    "spectrum": "~1 (Stringer et al. 2019, 2,800 natural images)",
 }
 
 
@@ -158,16 +162,32 @@ def _subset_gram(x: np.ndarray, n: int = 2000) -> np.ndarray:
     return x[:, cells].T @ x[:, cells]
 
 
-def participation_ratio(rates: np.ndarray) -> float:
+def spectrum(x: np.ndarray) -> np.ndarray:
+    """The covariance eigenvalues of x (T, D) over time, largest first, summing to 1."""
+    centred = x - x.mean(0)
+    gram = centred @ centred.T if len(x) < x.shape[1] else centred.T @ centred  # same nonzero values
+    values = np.sort(np.maximum(np.linalg.eigvalsh(gram), 0.0))[::-1]
+    return values / values.sum()
+
+
+def participation_ratio(x: np.ndarray) -> float:
     """(sum of covariance eigenvalues)^2 / sum of their squares: the signal's effective dimensions."""
-    centred = rates - rates.mean(0)
-    values = np.linalg.eigvalsh(centred @ centred.T)  # the (T, T) Gram shares the nonzero eigenvalues
-    values = np.maximum(values, 0.0)
-    return float(values.sum() ** 2 / np.square(values).sum())
+    return float(1.0 / np.square(spectrum(x)).sum())
+
+
+def power_law_exponent(x: np.ndarray) -> float:
+    """alpha of the eigenvalue at rank n falling as n^-alpha, fitted over `SPECTRUM_RANKS`: 1 for
+    V1's response to natural images (Stringer et al. 2019), larger for a lower-dimensional code."""
+    values = spectrum(x)
+    ranks = np.arange(1, len(values) + 1)
+    fit = (ranks >= SPECTRUM_RANKS[0]) & (ranks <= min(SPECTRUM_RANKS[1], len(values) // 2))
+    return float(-np.polyfit(np.log(ranks[fit]), np.log(values[fit]), 1)[0])
 
 
 def population_statistics(mouse: SyntheticMouse, trials: Trials, order: np.ndarray, mask) -> dict:
-    rates = np.concatenate([r[SKIP_FRAMES:] for r, _, _ in trials.train_rates[:10]]).astype(np.float64)
+    clips = trials.train_rates[:10]
+    rates = np.concatenate([r[SKIP_FRAMES:] for r, _, _ in clips]).astype(np.float64)
+    pixels = np.concatenate([video[SKIP_FRAMES:, mask] for _, _, video in clips]).astype(np.float64)
     mean = rates.mean(0)
     treves_rolls = mean**2 / np.maximum(np.square(rates).mean(0), 1e-12)
     sparseness = (1 - treves_rolls) / (1 - 1 / len(rates))
@@ -187,6 +207,9 @@ def population_statistics(mouse: SyntheticMouse, trials: Trials, order: np.ndarr
             for f in FRACTIONS
         },
         "neurons_per_masked_pixel_median": int(np.median(covering)),
+        "spectrum_exponent": round(power_law_exponent(rates), 2),
+        "stimulus_spectrum_exponent": round(power_law_exponent(pixels), 2),
+        "stimulus_participation_ratio": round(participation_ratio(pixels), 1),
     }
 
 
@@ -250,6 +273,9 @@ def table(runs: list[dict]) -> str:
         values = run.get("single_trial_ceiling")  # runs before the row existed have none
         return " / ".join(f"{values[t]:.2f}" for t in HELD_OUT) if values else "-"
 
+    def spectral(name: str, digits: int = 2):  # runs before the rows existed have none
+        return lambda run: f"{run['population'][name]:.{digits}f}" if name in run["population"] else "-"
+
     def dims(run: dict) -> str:
         ratio = run["population"]["participation_ratio"]
         return f"{ratio['0.125']} / {ratio['1']}"
@@ -272,6 +298,9 @@ def table(runs: list[dict]) -> str:
         ("shared variability, top 10 dims", stat("shared_noise_top10"), "-"),
         ("participation ratio, 12.5 / 100 %", dims, "-"),
         ("neurons covering a masked pixel", stat("neurons_per_masked_pixel_median", 0), "-"),
+        ("signal spectrum exponent, all neurons", spectral("spectrum_exponent"), PAPER["spectrum"]),
+        ("stimulus spectrum exponent, masked pixels", spectral("stimulus_spectrum_exponent"), "-"),
+        ("stimulus participation ratio, masked pixels", spectral("stimulus_participation_ratio", 1), "-"),
     ]
     head = ["figure (oracle / held-out photographs)", "real mice", *(run_name(r) for r in runs)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

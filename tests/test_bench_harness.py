@@ -84,3 +84,22 @@ def test_the_lab_movie_packs_overlapping_cells_whose_truth_the_front_end_recover
     error = shifts - offset - movie.shift_px[:100]
     assert np.sqrt(np.mean(np.sum(error**2, axis=1))) < 0.3  # px rms, on a small dim field
     assert pearson(shifts[:, 0], movie.shift_px[:100, 0]) > 0.9
+
+
+def test_the_spectrum_exponent_reads_a_power_law_and_the_participation_ratio_its_spread(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # bench_realism imports common as the scripts do
+    spec = importlib.util.spec_from_file_location("bench_realism", BENCH / "bench_realism.py")
+    realism = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_realism", realism)  # its dataclasses look their module up
+    spec.loader.exec_module(realism)
+
+    rng = np.random.default_rng(0)
+    rank = np.arange(1, 1001)
+    for alpha in (1.0, 2.0):  # independent columns of variance n^-alpha: eigenvalues fall as that
+        x = rng.standard_normal((3000, 1000)) * rank ** (-alpha / 2)
+        assert abs(realism.power_law_exponent(x) - alpha) < 0.1
+        assert abs(realism.power_law_exponent(x[:, ::-1]) - alpha) < 0.1  # column order is moot
+    wide = rng.standard_normal((600, 2000)) * np.arange(1, 2001) ** -0.5  # fewer frames than neurons
+    assert abs(realism.power_law_exponent(wide) - 1.0) < 0.15
+    assert abs(realism.participation_ratio(rng.standard_normal((3000, 20))) - 20) < 2  # 20 equal dims
+    assert realism.participation_ratio(rng.standard_normal((3000, 20)) * rank[:20] ** -2.0) < 3
