@@ -20,7 +20,7 @@ artifact's evaluation mask), per group:
   --preset demo --neurons 8000`): both ridge rows again, and ridge at 12.5-50 % of the 8,000
   neurons, on the recorded responses and on the noise-free rates (the paper's neuron curve; a
   flat noise-free curve says the population's signal, not its noise, is redundant);
-- with --noisier (that mouse imaged with more noise: `... --imaging-noise 0.32`, four times the
+- with --noisier (that mouse imaged with more noise: `... --imaging-noise 0.4`, four times the
   default): ridge at 12.5-100 % of its neurons; every neuron-curve row carries the mouse's repeat
   reliability;
 - with --more-data (the same neurons recorded for more trials: `stream-decoder simulate --preset

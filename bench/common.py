@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from stream_decoder.data import load_truth, open_mouse
+from stream_decoder.data.presets import simulator_version
 from stream_decoder.decoder.artifact import load_artifact
 from stream_decoder.decoder.baseline import TrialClips
 from stream_decoder.decoder.evaluate import clip_groups, decode_clip
@@ -180,14 +181,16 @@ def carried(previous: Path, field: str, measured: list[dict], key) -> list[dict]
 
 
 def write_result(name: str, figures: dict, out: Path | None = None) -> Path:
-    """bench/results/<name>.json: the command line, source, machine and date, then the figures; paths
-    in the cache or this checkout are recorded relative to it (`paths.portable_path`)."""
+    """bench/results/<name>.json: the command line, source, machine, date and simulator version, then
+    the figures; paths in the cache or this checkout are recorded relative to it
+    (`paths.portable_path`)."""
     out = out or RESULTS / f"{name}.json"
     report = {
         "command": " ".join([Path(sys.executable).name, *map(portable, sys.argv)]),
         "source": source_version(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
+        "simulator": simulator_version(),
         **portable(figures),
     }
     out.parent.mkdir(parents=True, exist_ok=True)

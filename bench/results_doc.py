@@ -17,11 +17,17 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from stream_decoder.data.presets import simulator_version
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 RESULTS_MD = REPO / "docs" / "results.md"
 README = REPO / "README.md"
 BEGIN, END = "<!-- results_doc: {} -->", "<!-- results_doc: end -->"
+# Benches that time the software alone (a step, the wire) and simulate no mouse: the simulator's
+# version does not date them.
+SIMULATOR_FREE = {"bench_step", "bench_step_gaze", "bench_step_residual", "bench_e2e", "bench_e2e_ramp"}
+EARLIER_SIMULATOR = "**Measured on an earlier simulator than today's: not yet re-made.**"
 
 GROUPS = {
     "oracle": "oracle",
@@ -53,16 +59,22 @@ def commit(source) -> str:
     return f"commit {source['commit'][:8]}" + (" (uncommitted changes)" if source.get("dirty") else "")
 
 
-def measured_by(report: dict) -> str:
-    """Where a run's figures come from: its command, commit, date and machine."""
+def measured_on_earlier_simulator(name: str, report: dict) -> bool:
+    return name not in SIMULATOR_FREE and report.get("simulator") != simulator_version()
+
+
+def measured_by(name: str, report: dict) -> str:
+    """Where a run's figures come from: its command, commit, date and machine, and whether it was
+    measured on another simulator than the presets' today."""
     machine = report.get("machine") or {}
     where = (
         f"{machine.get('cores', '?')} cores, load {machine.get('load_average_1m', '?')}" if machine else ""
     )
-    return (
+    text = (
         f"Measured by `{report['command']}`, {commit(report.get('source'))}, "
         f"{report['date'][:10]}" + (f", {where}" if where else "") + "."
     )
+    return f"{text} {EARLIER_SIMULATOR}" if measured_on_earlier_simulator(name, report) else text
 
 
 def carried_from(entry: dict) -> str:
@@ -605,7 +617,7 @@ def results_md() -> str:
     for name, title, render in SECTIONS:
         report = load(name)
         if report is not None:
-            parts.append(f"## {title}\n\n{measured_by(report)}\n\n{render(report)}")
+            parts.append(f"## {title}\n\n{measured_by(name, report)}\n\n{render(report)}")
     return "\n\n".join(parts) + "\n"
 
 
@@ -618,7 +630,7 @@ def readme_block(name: str) -> str:
     report = load(bench)
     if report is None:
         return f"Not measured yet: run bench/{bench}.py."
-    body = f"{render(report)}\n\n{measured_by(report)}"
+    body = f"{render(report)}\n\n{measured_by(bench, report)}"
     return body.replace("../bench/results/", "bench/results/")
 
 

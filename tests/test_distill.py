@@ -6,7 +6,9 @@ reconstruction) so that the distillation is tested on its own; the teacher is te
 """
 
 import inspect
+import shutil
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from scipy.ndimage import gaussian_filter
 from stream_decoder.data import CLIP_FRAMES
 from stream_decoder.decoder.artifact import load_artifact
 from stream_decoder.decoder.distill import (
+    PAIR_FILES,
     DistillConfig,
     Pairs,
     distill,
@@ -26,6 +29,7 @@ from stream_decoder.decoder.distill import (
     validation_scores,
 )
 from stream_decoder.decoder.evaluate import evaluate
+from stream_decoder.paths import cache_dir
 from stream_decoder.teacher.store import TeacherStore
 
 FAST = DistillConfig(latent=64, epochs=30, batch_size=4, lookahead=4, neuron_dropout=0.2, truth_weight=0.0)
@@ -195,7 +199,9 @@ def test_synthetic_clips_are_made_one_at_a_time_and_repeat_for_a_seed(tiny_encod
         assert not np.array_equal(mine[3], different[3])
 
 
-def test_synthetic_pairs_fill_one_allocation_equal_to_stacking_them(tiny_root, tiny_encoders):
+def test_synthetic_pairs_fill_one_allocation_equal_to_stacking_them_in_memory_or_on_disk(
+    tiny_root, tiny_encoders, tmp_path
+):
     from stream_decoder.data import PlaneTiming, student_inputs
     from stream_decoder.decoder.synthetic import synthetic_clips
     from stream_decoder.encoder import load_ensemble
@@ -208,33 +214,45 @@ def test_synthetic_pairs_fill_one_allocation_equal_to_stacking_them(tiny_root, t
     recorded = [student_inputs(mouse, t, at_30_hz) for t in found.train.trials[:4]]
     clips = list(synthetic_clips(encoders, mouse.name, recorded, 3, found.timing, noise_clips=4))
     filled = found.train.extended(iter(clips), 3, prefix="synthetic-")
+    on_disk = found.train.extended(iter(clips), 3, prefix="synthetic-", folder=tmp_path)
     assert filled.trials == [*found.train.trials, "synthetic-0", "synthetic-1", "synthetic-2"]
-    assert filled.teacher is None
+    assert on_disk.trials == filled.trials and filled.teacher is None and on_disk.teacher is None
     recorded_tensors = (found.train.activity, found.train.behavior, found.train.pupil, found.train.truth)
-    for column, (mine, tensor) in enumerate(
-        zip(recorded_tensors, (filled.activity, filled.behavior, filled.pupil, filled.truth), strict=True)
+    for column, (mine, tensor, streamed) in enumerate(
+        zip(
+            recorded_tensors,
+            (filled.activity, filled.behavior, filled.pupil, filled.truth),
+            (on_disk.activity, on_disk.behavior, on_disk.pupil, on_disk.truth),
+            strict=True,
+        )
     ):
         stacked = torch.from_numpy(np.stack([clip[column] for clip in clips])).float()
         assert tensor.dtype == torch.float32 and torch.equal(tensor, torch.cat([mine, stacked]))
+        assert streamed.dtype == torch.float32 and torch.equal(streamed, tensor)
+    batch = torch.tensor([len(found.train) + 2, 0])
+    for mine, streamed in zip(
+        vars(filled.take(batch)).values(), vars(on_disk.take(batch)).values(), strict=True
+    ):
+        assert mine == streamed if isinstance(mine, list | None) else torch.equal(mine, streamed)
+    files = {path.name: np.load(path, mmap_mode="r").shape for path in tmp_path.glob("*.npy")}
+    assert files == {f"{name}.npy": tuple(getattr(filled, name).shape) for name in PAIR_FILES}
     with pytest.raises(ValueError, match="made 3 clips, expected 4"):
         found.train.extended(iter(clips), 4, prefix="synthetic-")
     with pytest.raises(ValueError, match="more than the 2 clips expected"):
         found.train.extended(iter(clips), 2, prefix="synthetic-")
 
 
-def test_distill_refuses_synthetic_pairs_that_do_not_fit_in_memory(
+def test_distill_refuses_synthetic_pairs_that_do_not_fit_on_disk(
     tiny_root, tiny_encoders, tmp_path, monkeypatch
 ):
-    import stream_decoder.decoder.distill as distill_module
-
     cfg = DistillConfig(latent=16, epochs=1, batch_size=8, lookahead=2, synthetic_clips=4)
     found = training_data(tiny_root, None, cfg, None, None)
     need = (len(found.train) + 4) * found.train.clip_nbytes()
-    monkeypatch.setattr(distill_module, "available_memory", lambda: need - 1)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=need - 1))
     with pytest.raises(ValueError, match="free; lower --synthetic-clips") as refused:
         distill(tiny_root, None, tmp_path / "a", cfg, progress=False, ensemble=tiny_encoders[0].parent)
-    assert f"need {need / 1e9:.2f} GB" in str(refused.value) and "\n" not in str(refused.value)
-    assert not (tmp_path / "a").exists()
+    assert f"need {need / 1e9:.2f} GB of disk" in str(refused.value) and "\n" not in str(refused.value)
+    assert not (tmp_path / "a").exists() and not list(cache_dir().glob("pairs-*"))
 
 
 def test_distill_with_synthetic_pairs_trains_on_them_and_records_the_ensemble(
@@ -248,6 +266,7 @@ def test_distill_with_synthetic_pairs_trains_on_them_and_records_the_ensemble(
     assert provenance["ensemble"] == str(ensemble.resolve()) and provenance["distill"]["synthetic_clips"] == 4
     assert provenance["train_pairs"] == len(provenance["train_trials"]) + 4
     assert f"training pairs: {provenance['train_pairs']} clips (4 synthetic)" in caplog.text
+    assert not list(cache_dir().glob("pairs-*"))  # the pairs on disk went with the training
     with pytest.raises(ValueError, match="give --ensemble"):
         distill(tiny_root, None, tmp_path / "other", cfg, progress=False)
     with pytest.raises(ValueError, match="need truth_weight 1"):

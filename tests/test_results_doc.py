@@ -62,3 +62,13 @@ def test_a_readme_without_the_block_is_refused(results_doc, scratch):
     (scratch / "README.md").write_text("# stream_decoder\n")
     with pytest.raises(ValueError, match="no <!-- results_doc: realism -->"):
         results_doc.stale()
+
+
+def test_a_figure_from_another_simulator_is_marked_until_remade(results_doc, scratch):
+    path = scratch / "results" / "bench_gaze.json"
+    report = json.loads(path.read_text())
+    for version, marked in (("0123456789ab", True), (results_doc.simulator_version(), False)):
+        path.write_text(json.dumps(report | {"simulator": version}))
+        assert (results_doc.EARLIER_SIMULATOR in results_doc.readme_block("decoders")) is marked
+    step = json.loads((scratch / "results" / "bench_step.json").read_text()) | {"simulator": "0123456789ab"}
+    assert results_doc.EARLIER_SIMULATOR not in results_doc.measured_by("bench_step", step)

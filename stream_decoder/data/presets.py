@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 
 from .behavior import BehaviorConfig
@@ -60,7 +61,7 @@ PRESETS = {
             train=20, oracle_clips=2, oracle_repeats=4, test_clips=2, test_repeats=3,
             gratings=2, pink_noise=1, gaussian_dots=1, ood_repeats=1,
         ),
-        imaging=ImagingConfig(noise_dff=(0.08, 0.35)),
+        imaging=ImagingConfig(noise_dff=(0.08, 0.35), private_gain_sd=0.3),
         behavior=BehaviorConfig(hidden_dims=0),
     ),
     "demo": SimulationConfig(
@@ -84,6 +85,12 @@ PRESETS = {
         ),
     ),
 }  # fmt: skip
+
+
+def simulator_version() -> str:
+    """What the presets simulate, as a short hash: a figure recorded under another version was
+    measured on another mouse and must be re-made (bench/results_doc.py marks it)."""
+    return hashlib.sha256(repr(PRESETS).encode()).hexdigest()[:12]
 
 
 def preset_config(

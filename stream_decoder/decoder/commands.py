@@ -20,8 +20,9 @@ HELP = {
     "outside_weight": "loss weight of pixels outside the evaluation mask, relative to those inside",
     "neuron_dropout": "fraction of neurons silenced per training clip, so lost ROIs degrade gracefully",
     "synthetic_clips": "training pairs the encoder ensemble (--ensemble) generates: new natural movies and "
-    "its predicted responses with each neuron's recorded noise; held in memory beside the recorded clips "
-    "(T x (N + 4 + H x W) x 4 bytes each), refused up front where they do not fit",
+    "its predicted responses with each neuron's recorded noise; written with the recorded clips to a "
+    "temporary folder in the cache (T x (N + 4 + H x W) x 4 bytes each, refused up front where the disk "
+    "has no room) and read from there a batch at a time",
     "multi_plane": "train on the rig's per-plane timing (sample-and-hold), as a multi-plane daemon feeds it",
     "planes": "with --multi-plane on a recording without simulator truth: its imaging planes (neurons "
     "assigned by cell depth); 0: from the simulator truth",

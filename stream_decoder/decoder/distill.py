@@ -11,8 +11,10 @@ ROIs at run time degrade the picture gracefully.
 """
 
 import logging
-import os
-from collections.abc import Iterable
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from stream_decoder.decoder.config import DistillConfig
 from stream_decoder.decoder.residual import ResidualConfig, ResidualStudent
 from stream_decoder.decoder.student import Student, StudentConfig
 from stream_decoder.metrics import mean_video_correlation
-from stream_decoder.paths import portable_path
+from stream_decoder.paths import cache_dir, portable_path
 from stream_decoder.teacher.mask import evaluation_mask
 from stream_decoder.teacher.store import TeacherStore
 
@@ -51,12 +53,15 @@ class Pairs:
         """Bytes one clip's inputs and true frames take (teacher targets not counted)."""
         return sum(t[0].nbytes for t in (self.activity, self.behavior, self.pupil, self.truth))
 
-    def extended(self, clips: Iterable, count: int, prefix: str) -> "Pairs":
+    def extended(self, clips: Iterable, count: int, prefix: str, folder: Path | None = None) -> "Pairs":
         """These pairs and the `count` `clips` (activity, behaviour, pupil, video) after them, without
         teacher targets: allocated once at the final size and filled as each clip arrives, so that
-        thousands of generated clips are held once, not stacked and then joined."""
+        thousands of generated clips are held once, not stacked and then joined. With `folder`, in
+        files there (memory-mapped): training then reads each batch from disk, and what the page
+        cache holds the system can take back, where thousands of clips in memory were killed."""
         mine = (self.activity, self.behavior, self.pupil, self.truth)
-        joined = [torch.empty((len(self) + count, *t.shape[1:]), dtype=t.dtype) for t in mine]
+        rows = len(self) + count
+        joined = [empty_like_rows(t, rows, folder, name) for t, name in zip(mine, PAIR_FILES, strict=True)]
         for tensor, recorded in zip(joined, mine, strict=True):
             tensor[: len(self)] = recorded
         made = 0
@@ -77,6 +82,20 @@ class Pairs:
         tensors = (self.activity, self.behavior, self.pupil, self.truth)
         teacher = None if self.teacher is None else self.teacher[index]
         return Pairs(trials, *(t[index] for t in tensors), teacher)
+
+
+PAIR_FILES = ("activity", "behavior", "pupil", "truth")
+
+
+def empty_like_rows(like: torch.Tensor, rows: int, folder: Path | None, name: str) -> torch.Tensor:
+    """An uninitialised (rows, ...) float32 tensor shaped as `like`'s rows: in memory, or backed by
+    `folder`/`name`.npy."""
+    shape = (rows, *like.shape[1:])
+    if folder is None:
+        return torch.empty(shape, dtype=like.dtype)
+    if like.dtype != torch.float32:
+        raise ValueError(f"{name}: pairs on disk are float32, got {like.dtype}")
+    return torch.from_numpy(np.lib.format.open_memmap(folder / f"{name}.npy", "w+", np.float32, shape))
 
 
 def load_pairs(
@@ -161,35 +180,30 @@ def training_data(
     return TrainingData(mouse, timing, train, validation, mask)
 
 
-def available_memory() -> int | None:
-    """Bytes the system can still give this process: Linux's MemAvailable (free memory and the
-    reclaimable page cache the memory-mapped datasets fill), else the free pages; None if unknown."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
+@contextmanager
+def pairs_folder() -> Iterator[Path]:
+    """A folder in the cache for generated pairs, removed with them once the student is trained."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pairs-", dir=cache_dir()) as folder:
+        yield Path(folder)
 
 
-def with_synthetic_pairs(found: TrainingData, cfg: DistillConfig, ensemble: Path, progress: bool) -> Pairs:
+def with_synthetic_pairs(
+    found: TrainingData, cfg: DistillConfig, ensemble: Path, folder: Path, progress: bool
+) -> Pairs:
     """The recorded training pairs and `cfg.synthetic_clips` more made by the encoder ensemble, in
-    one allocation, refused before anything is generated where it would not fit in memory."""
+    one allocation on disk in `folder`, refused before anything is generated where it would not fit."""
     from stream_decoder.decoder.synthetic import synthetic_clips
     from stream_decoder.encoder.checkpoint import load_ensemble
 
     total, clip = len(found.train) + cfg.synthetic_clips, found.train.clip_nbytes()
-    free = available_memory()
-    if free is not None and total * clip > free:
+    free = shutil.disk_usage(folder).free
+    if total * clip > free:
         fit = max(free // clip - len(found.train), 0)
         raise ValueError(
-            f"{total} training pairs need {total * clip / 1e9:.2f} GB of memory and {free / 1e9:.2f} GB "
-            f"are free; lower --synthetic-clips (about {fit} fit)"
+            f"{total} training pairs need {total * clip / 1e9:.2f} GB of disk in {folder.parent} and "
+            f"{free / 1e9:.2f} GB are free; lower --synthetic-clips (about {fit} fit) or set "
+            f"STREAM_DECODER_CACHE to a larger disk"
         )
     log.info(
         "training pairs: %d clips (%d synthetic), %.2f GB", total, cfg.synthetic_clips, total * clip / 1e9
@@ -201,7 +215,7 @@ def with_synthetic_pairs(found: TrainingData, cfg: DistillConfig, ensemble: Path
     made = synthetic_clips(
         encoders, mouse.name, recorded, cfg.synthetic_clips, found.timing, seed=cfg.seed, progress=progress
     )
-    return found.train.extended(made, cfg.synthetic_clips, prefix="synthetic-")
+    return found.train.extended(made, cfg.synthetic_clips, prefix="synthetic-", folder=folder)
 
 
 def new_student(cfg: DistillConfig, train: Pairs) -> Student:
@@ -330,14 +344,13 @@ def distill(
         student = new_student(cfg, found.train)  # normalised by the recorded clips alone
     if read_in is not None:
         read_in_from(student, load_artifact(read_in, check_onnx=False))
-    train = with_synthetic_pairs(found, cfg, ensemble, progress) if cfg.synthetic_clips else found.train
-    train_student(
-        student,
-        train,
-        cfg,
-        pixel_weights(found.mask, cfg.outside_weight, student.cfg.frame_shape),
-        progress,
-    )
+    weights = pixel_weights(found.mask, cfg.outside_weight, student.cfg.frame_shape)
+    with ExitStack() as stack:
+        train = found.train
+        if cfg.synthetic_clips:
+            folder = stack.enter_context(pairs_folder())
+            train = with_synthetic_pairs(found, cfg, ensemble, folder, progress)
+        train_student(student, train, cfg, weights, progress)
     scores = validation_scores(student, found.validation, found.mask) if found.validation else {}
     log.info("distilled %s: %s", found.mouse.name, scores)
     provenance = {
